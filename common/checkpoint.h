@@ -1,0 +1,116 @@
+// Checkpoint files (docs/FORMATS.md, "Checkpoint"): a 256 x int32 header with
+// magic, version and the full model config, then every parameter in parameter-
+// table order (fp32), then optionally the AdamW state (m, v; fp32).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "util.h"
+
+static const int32_t CKPT_MAGIC = 0x4E4C584D;   // bytes "MXLN"
+static const int32_t CKPT_VERSION = 1;
+static const int CKPT_HEADER_WORDS = 256;
+
+struct CheckpointHeader {
+    ModelConfig cfg;
+    int dtype = 0;             // 0 fp32 (the only one written by the CPU trainer)
+    int has_optimizer = 0;     // 1: m and v follow the parameters
+    int step = 0;              // optimizer steps completed
+    uint64_t num_params = 0;
+};
+
+inline void checkpoint_header_to_words(const CheckpointHeader& h, int32_t* w) {
+    memset(w, 0, CKPT_HEADER_WORDS * 4);
+    const ModelConfig& c = h.cfg;
+    w[0] = CKPT_MAGIC; w[1] = CKPT_VERSION; w[2] = c.arch;
+    w[3] = c.n_layer; w[4] = c.n_head; w[5] = c.d_model; w[6] = c.ffn; w[7] = c.vocab;
+    w[8] = c.padded_vocab; w[9] = c.max_seq_len; w[10] = c.post_ln_layers; w[11] = c.scaled_init;
+    w[12] = h.dtype; w[13] = h.has_optimizer; w[14] = h.step;
+    w[16] = f32_to_word(c.norm_eps); w[17] = f32_to_word(c.rope_theta);
+    w[18] = f32_to_word(c.init_std); w[19] = f32_to_word(c.emb_std);
+    u64_to_words(w + 20, h.num_params);
+}
+
+// Parse and validate a header; `path` names the file in every error.
+inline CheckpointHeader checkpoint_header_from_words(const int32_t* w, const char* path) {
+    if (w[0] != CKPT_MAGIC) fatal("%s: not a checkpoint (bad magic 0x%08x, expected 0x%08x)", path, (unsigned)w[0], (unsigned)CKPT_MAGIC);
+    if (w[1] != CKPT_VERSION) fatal("%s: checkpoint version %d is not supported (this build reads version %d)", path, w[1], CKPT_VERSION);
+    CheckpointHeader h;
+    ModelConfig& c = h.cfg;
+    if (w[2] != ARCH_GPT && w[2] != ARCH_LLAMA) fatal("%s: corrupt checkpoint header (arch %d)", path, w[2]);
+    c.arch = w[2]; c.n_layer = w[3]; c.n_head = w[4]; c.d_model = w[5]; c.ffn = w[6]; c.vocab = w[7];
+    c.padded_vocab = w[8]; c.max_seq_len = w[9]; c.post_ln_layers = w[10]; c.scaled_init = w[11];
+    h.dtype = w[12]; h.has_optimizer = w[13]; h.step = w[14];
+    c.norm_eps = f32_from_word(w[16]); c.rope_theta = f32_from_word(w[17]);
+    c.init_std = f32_from_word(w[18]); c.emb_std = f32_from_word(w[19]);
+    h.num_params = u64_from_words(w + 20);
+    // sanity bounds before anything is allocated from these numbers
+    if (c.n_layer < 1 || c.n_layer > 1024 || c.n_head < 1 || c.d_model < 1 || c.d_model > (1 << 16) ||
+        c.ffn < 1 || c.ffn > (1 << 20) || c.vocab < 2 || c.padded_vocab < c.vocab || c.padded_vocab > (1 << 24) ||
+        c.max_seq_len < 1 || c.max_seq_len > (1 << 20) || c.post_ln_layers < 0 || c.post_ln_layers > c.n_layer ||
+        c.d_model % c.n_head || !(c.norm_eps > 0) || h.dtype != 0 || (h.has_optimizer != 0 && h.has_optimizer != 1) ||
+        h.step < 0)
+        fatal("%s: corrupt checkpoint header (inconsistent config values)", path);
+    if (build_param_table(c).total != h.num_params)
+        fatal("%s: corrupt checkpoint header (num_params %llu does not match the config's %zu)", path,
+              (unsigned long long)h.num_params, build_param_table(c).total);
+    return h;
+}
+
+inline size_t checkpoint_bytes(const CheckpointHeader& h) {
+    return CKPT_HEADER_WORDS * 4 + h.num_params * 4 * (h.has_optimizer ? 3 : 1);
+}
+
+// Write params (and m, v when non-null) to `path` atomically.
+inline void write_checkpoint(const std::string& path, const ModelConfig& cfg, int step, const float* params,
+                             const float* m, const float* v) {
+    CheckpointHeader h;
+    h.cfg = cfg; h.step = step; h.has_optimizer = (m && v) ? 1 : 0;
+    h.num_params = build_param_table(cfg).total;
+    int32_t w[CKPT_HEADER_WORDS];
+    checkpoint_header_to_words(h, w);
+    AtomicFile f(path);
+    f.write(w, sizeof(w));
+    f.write(params, h.num_params * 4);
+    if (h.has_optimizer) { f.write(m, h.num_params * 4); f.write(v, h.num_params * 4); }
+    f.commit();
+}
+
+// Read a checkpoint from `f` at its current position; `avail` is the number of
+// bytes the checkpoint may occupy (the rest of the file, or a section of a
+// reference state file). Reads the header into *h and the parameters into
+// params (resized); m/v are filled when present and the pointers are non-null.
+inline void read_checkpoint_from(FILE* f, long long avail, const char* path, CheckpointHeader* h,
+                                 std::vector<float>& params, std::vector<float>* m = nullptr,
+                                 std::vector<float>* v = nullptr) {
+    int32_t w[CKPT_HEADER_WORDS];
+    if (avail < (long long)sizeof(w)) fatal("%s: file is truncated (%lld bytes, a checkpoint header is %zu)", path, avail, sizeof(w));
+    read_exact(f, w, sizeof(w), path, "checkpoint header");
+    *h = checkpoint_header_from_words(w, path);
+    if ((long long)checkpoint_bytes(*h) > avail)
+        fatal("%s: file is truncated (%lld bytes, the header promises %zu)", path, avail, checkpoint_bytes(*h));
+    params.resize(h->num_params);
+    read_exact(f, params.data(), h->num_params * 4, path, "parameters");
+    if (h->has_optimizer) {
+        std::vector<float> tmp;
+        std::vector<float>& mm = m ? *m : tmp;
+        mm.resize(h->num_params);
+        read_exact(f, mm.data(), h->num_params * 4, path, "optimizer m");
+        std::vector<float>& vv = v ? *v : tmp;
+        vv.resize(h->num_params);
+        read_exact(f, vv.data(), h->num_params * 4, path, "optimizer v");
+    }
+}
+
+inline void read_checkpoint(const std::string& path, CheckpointHeader* h, std::vector<float>& params,
+                            std::vector<float>* m = nullptr, std::vector<float>* v = nullptr) {
+    FILE* f = open_or_die(path.c_str(), "rb");
+    long long size = file_size(f, path.c_str());
+    read_checkpoint_from(f, size, path.c_str(), h, params, m, v);
+    if ((long long)checkpoint_bytes(*h) != size)
+        fatal("%s: file has %lld bytes, the header describes %zu (trailing garbage or wrong file)", path.c_str(), size,
+              checkpoint_bytes(*h));
+    fclose(f);
+}

@@ -1,0 +1,216 @@
+// Command-line flags shared by both trainers. Every flag has a long form, most a
+// short form, and a help line; `--help` prints the table. A preset sets the model
+// and the paper's recipe first, then explicit flags override it, whatever their
+// position on the command line. Unknown flags and bad values are one-line errors.
+#pragma once
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "util.h"
+
+struct TrainConfig {
+    ModelConfig model;
+    std::string preset;
+    std::string arch = "llama";
+    std::string placement = "mix";   // raw --post_ln_layers value: an integer, or pre / post / mix
+    // data
+    std::string train_data, val_data, tokenizer;
+    int B = 4, T = 256;
+    long total_batch = 0;            // tokens per optimizer step; 0 = B*T (no accumulation)
+    long shuffle_seed = 0;
+    // optimizer and schedule
+    float lr = 1e-3f, lr_floor = 0.1f, weight_decay = 0.0f, beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-8f;
+    float grad_clip = 1.0f;
+    long warmup = 100, steps = 1000;
+    // evaluation, logging, output
+    int val_every = 100, val_steps = 20, sample_every = 0, sample_tokens = 32, layer_norms_every = 1;
+    int print_every = 1;
+    std::string log_path, out_dir, init_from;
+    int ckpt_every = 0;
+    long seed = 1337;
+    int threads = 0;
+};
+
+struct FlagSpec {
+    const char* name;   // long form, without "--"
+    char short_name;    // 0: none
+    char kind;          // 'i' int, 'l' long, 'f' float, 's' string
+    void* ptr;
+    const char* help;
+};
+
+inline std::vector<FlagSpec> train_flags(TrainConfig& c) {
+    ModelConfig& m = c.model;
+    return {
+        {"preset", 'p', 's', &c.preset, "llama-71m | llama-130m | llama-250m | llama-1b | llama-7b | gpt2-124m (sets model + paper recipe)"},
+        {"arch", 'a', 's', &c.arch, "gpt (LayerNorm, GELU, learned pos, tied head) | llama (RMSNorm, SwiGLU, RoPE)"},
+        {"n_layer", 0, 'i', &m.n_layer, "number of transformer blocks L"},
+        {"n_head", 0, 'i', &m.n_head, "attention heads"},
+        {"d_model", 0, 'i', &m.d_model, "model width C"},
+        {"ffn", 0, 'i', &m.ffn, "MLP hidden size (gpt default 4C; llama: SwiGLU hidden size, required)"},
+        {"vocab", 0, 'i', &m.vocab, "vocabulary size (padded to a multiple of 128 internally)"},
+        {"max_seq_len", 0, 'i', &m.max_seq_len, "longest sequence the model accepts (gpt: rows of wpe)"},
+        {"post_ln_layers", 'k', 's', &c.placement, "K: Post-LN in layers [0,K), Pre-LN after; integer, or pre (0) | post (L) | mix (floor(L/4), default)"},
+        {"norm_eps", 0, 'f', &m.norm_eps, "norm epsilon (default gpt 1e-5, llama 1e-6)"},
+        {"rope_theta", 0, 'f', &m.rope_theta, "RoPE base (llama)"},
+        {"init_std", 0, 'f', &m.init_std, "std of linear weights at init"},
+        {"emb_std", 0, 'f', &m.emb_std, "std of the token embedding at init (the paper's code used 0.632456 = sqrt(2/5))"},
+        {"scaled_init", 0, 'i', &m.scaled_init, "1: residual output projections start with std init_std/sqrt(2L)"},
+        {"train_data", 'i', 's', &c.train_data, "glob of training token shards"},
+        {"val_data", 'j', 's', &c.val_data, "glob of validation token shards"},
+        {"tokenizer", 0, 's', &c.tokenizer, "tokenizer file for decoding samples (optional)"},
+        {"batch_size", 'b', 'i', &c.B, "micro-batch size B (sequences per forward/backward)"},
+        {"seq_len", 't', 'i', &c.T, "sequence length T (<= max_seq_len)"},
+        {"total_batch", 'd', 'l', &c.total_batch, "tokens per optimizer step (multiple of B*T; gradient accumulation); 0 = B*T"},
+        {"shuffle_seed", 0, 'l', &c.shuffle_seed, "shuffle shards and batches with this seed (0: in order)"},
+        {"lr", 'l', 'f', &c.lr, "peak learning rate"},
+        {"lr_floor", 'q', 'f', &c.lr_floor, "cosine decays to lr_floor * lr (the paper: 0.1)"},
+        {"warmup", 'u', 'l', &c.warmup, "linear warmup steps"},
+        {"steps", 'x', 'l', &c.steps, "optimizer steps to run"},
+        {"weight_decay", 'c', 'f', &c.weight_decay, "AdamW decoupled weight decay on 2-D tensors (the paper: 0)"},
+        {"beta1", 0, 'f', &c.beta1, "AdamW beta1"},
+        {"beta2", 0, 'f', &c.beta2, "AdamW beta2"},
+        {"adam_eps", 0, 'f', &c.adam_eps, "AdamW epsilon"},
+        {"grad_clip", 'g', 'f', &c.grad_clip, "clip the global gradient norm to this (0: off; the paper used none)"},
+        {"val_every", 'v', 'i', &c.val_every, "validation loss every N steps (0: only at the end)"},
+        {"val_steps", 'm', 'i', &c.val_steps, "validation batches per evaluation"},
+        {"sample_every", 's', 'i', &c.sample_every, "generate a sample every N steps (0: only at the end)"},
+        {"sample_tokens", 'n', 'i', &c.sample_tokens, "tokens per sample (0: never sample)"},
+        {"layer_norms_every", 0, 'i', &c.layer_norms_every, "per-layer gradient norms every N steps (0: never)"},
+        {"print_every", 0, 'i', &c.print_every, "print a step line every N steps"},
+        {"log", 'o', 's', &c.log_path, "machine-readable log (JSON lines)"},
+        {"out_dir", 0, 's', &c.out_dir, "folder for checkpoints"},
+        {"ckpt_every", 0, 'i', &c.ckpt_every, "checkpoint every N steps (0: only at the end, if out_dir is set)"},
+        {"init_from", 'e', 's', &c.init_from, "start from this checkpoint's weights (its config wins over model flags)"},
+        {"seed", 'r', 'l', &c.seed, "random seed for init and sampling"},
+        {"threads", 0, 'i', &c.threads, "OpenMP threads (0: OpenMP's default)"},
+    };
+}
+
+inline void print_help(const char* prog, TrainConfig& c) {
+    printf("usage: %s [flags]   (--name value, --name=value, or -x value)\n\n", prog);
+    for (const FlagSpec& f : train_flags(c)) {
+        char sh[8] = "    ";
+        if (f.short_name) snprintf(sh, sizeof sh, "-%c, ", f.short_name);
+        printf("  %s--%-18s %s\n", sh, f.name, f.help);
+    }
+    printf("\npresets:\n");
+    for (const Preset& p : PRESETS)
+        printf("  %-11s %-5s L=%-2d H=%-2d C=%-4d ffn=%-5d vocab=%d T=%d steps=%d warmup=%d lr=%g\n", p.name,
+               arch_name(p.arch), p.n_layer, p.n_head, p.d_model, p.ffn, p.vocab, p.max_seq_len, p.steps, p.warmup, p.lr);
+}
+
+inline void set_flag_value(const FlagSpec& f, const char* v) {
+    char* end = nullptr;
+    errno = 0;
+    switch (f.kind) {
+        case 's': *(std::string*)f.ptr = v; return;
+        case 'i': case 'l': {
+            long x = strtol(v, &end, 10);
+            if (!*v || *end || errno) fatal("--%s expects an integer, got '%s'", f.name, v);
+            if (f.kind == 'i') {
+                if (x < -2147483647L || x > 2147483647L) fatal("--%s value %s is out of range", f.name, v);
+                *(int*)f.ptr = (int)x;
+            } else {
+                *(long*)f.ptr = x;
+            }
+            return;
+        }
+        case 'f': {
+            float x = strtof(v, &end);
+            if (!*v || *end || errno) fatal("--%s expects a number, got '%s'", f.name, v);
+            *(float*)f.ptr = x;
+            return;
+        }
+    }
+}
+
+inline void apply_preset(TrainConfig& c, const std::string& name) {
+    const Preset* p = find_preset(name);
+    if (!p) {
+        std::string names;
+        for (const Preset& q : PRESETS) names += std::string(names.empty() ? "" : ", ") + q.name;
+        fatal("--preset: unknown preset '%s' (have: %s)", name.c_str(), names.c_str());
+    }
+    c.arch = arch_name(p->arch);
+    c.model.n_layer = p->n_layer; c.model.n_head = p->n_head; c.model.d_model = p->d_model;
+    c.model.ffn = p->ffn; c.model.vocab = p->vocab; c.model.max_seq_len = p->max_seq_len;
+    c.T = p->max_seq_len;
+    c.steps = p->steps; c.warmup = p->warmup; c.lr = p->lr;
+    if (p->arch == ARCH_LLAMA) {   // the paper's recipe: Adam(0.9, 0.999), no decay, no clipping
+        c.beta2 = 0.999f; c.weight_decay = 0.f; c.grad_clip = 0.f; c.total_batch = 512L * p->max_seq_len;
+    } else {                       // llm.c's GPT-2 recipe
+        c.beta2 = 0.95f; c.weight_decay = 0.1f; c.grad_clip = 1.f; c.total_batch = 524288;
+    }
+}
+
+// Resolve --post_ln_layers: an integer, or pre / post / mix.
+inline int parse_placement(const std::string& v, int n_layer) {
+    if (v == "pre") return 0;
+    if (v == "post") return n_layer;
+    if (v == "mix") return n_layer / 4;
+    char* end = nullptr;
+    long k = strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end) fatal("--post_ln_layers expects an integer or pre/post/mix, got '%s'", v.c_str());
+    if (k < 0 || k > n_layer) fatal("--post_ln_layers must be in [0, n_layer=%d], got %ld", n_layer, k);
+    return (int)k;
+}
+
+// Parse argv into c. Returns false when --help was printed.
+inline bool parse_train_flags(int argc, char** argv, TrainConfig& c) {
+    std::vector<FlagSpec> flags = train_flags(c);
+    struct Pair { const FlagSpec* f; const char* v; };
+    std::vector<Pair> pairs;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--help" || a == "-h") { print_help(argv[0], c); return false; }
+        const FlagSpec* f = nullptr;
+        const char* v = nullptr;
+        if (a.rfind("--", 0) == 0) {
+            std::string name = a.substr(2), val;
+            size_t eq = name.find('=');
+            if (eq != std::string::npos) { val = name.substr(eq + 1); name = name.substr(0, eq); }
+            for (const FlagSpec& s : flags) if (name == s.name) f = &s;
+            if (!f) fatal("unknown flag --%s (see --help)", name.c_str());
+            if (eq != std::string::npos) v = argv[i] + 2 + eq + 1;
+        } else if (a.size() == 2 && a[0] == '-') {
+            for (const FlagSpec& s : flags) if (s.short_name && a[1] == s.short_name) f = &s;
+            if (!f) fatal("unknown flag %s (see --help)", a.c_str());
+        } else {
+            fatal("unexpected argument '%s' (flags look like --name value; see --help)", a.c_str());
+        }
+        if (!v) {
+            if (i + 1 >= argc) fatal("flag %s needs a value", a.c_str());
+            v = argv[++i];
+        }
+        pairs.push_back({f, v});
+    }
+    for (const Pair& p : pairs)   // the preset first
+        if (std::string(p.f->name) == "preset") apply_preset(c, p.v);
+    for (const Pair& p : pairs)
+        if (std::string(p.f->name) != "preset") set_flag_value(*p.f, p.v);
+    if (c.arch == "gpt") c.model.arch = ARCH_GPT;
+    else if (c.arch == "llama") c.model.arch = ARCH_LLAMA;
+    else fatal("--arch must be gpt or llama, got '%s'", c.arch.c_str());
+    return true;
+}
+
+// Checks that need the final model config (after flags or --init_from).
+inline void check_train_config(const TrainConfig& c, int world = 1) {
+    if (c.B < 1) fatal("--batch_size must be positive, got %d", c.B);
+    if (c.T < 1) fatal("--seq_len must be positive, got %d", c.T);
+    if (c.T > c.model.max_seq_len) fatal("--seq_len %d does not fit the model's max_seq_len %d", c.T, c.model.max_seq_len);
+    long bt = (long)c.B * c.T * world;
+    if (c.total_batch < 0 || c.total_batch % bt) fatal("--total_batch %ld is not a multiple of B*T*ranks = %ld", c.total_batch, bt);
+    if (!(c.lr > 0)) fatal("--lr must be positive");
+    if (c.lr_floor < 0 || c.lr_floor > 1) fatal("--lr_floor must be in [0, 1]");
+    if (c.warmup < 0 || c.steps < 0) fatal("--warmup and --steps must be >= 0");
+    if (c.grad_clip < 0) fatal("--grad_clip must be >= 0");
+    if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1) fatal("--beta1/--beta2 must be in [0, 1)");
+    if (c.val_every < 0 || c.val_steps < 0 || c.sample_every < 0 || c.sample_tokens < 0 || c.layer_norms_every < 0 ||
+        c.ckpt_every < 0 || c.threads < 0 || c.print_every < 1)
+        fatal("interval and count flags must be >= 0 (--print_every >= 1)");
+}

@@ -1,0 +1,65 @@
+// The machine-readable training log: one JSON object per line (JSONL), so a
+// plot script or `jq` reads it without a parser of its own. Kinds of line:
+//   {"kind":"config", ...}                      once, at the start
+//   {"kind":"step","step":s,"loss":..,"grad_norm":..,"lr":..,"ms":..,"tok_per_s":..,
+//    "layer_grad_norms":[..]}                   every optimizer step
+//   {"kind":"val","step":s,"val_loss":..,"val_ppl":..}
+// Lines are flushed as they are written, so a crashed run keeps its log.
+#pragma once
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "util.h"
+
+struct JsonLine {
+    std::string s = "{";
+    JsonLine& key(const char* k) {
+        if (s.size() > 1) s += ",";
+        s += "\""; s += k; s += "\":";
+        return *this;
+    }
+    static std::string num(double x) {
+        if (!std::isfinite(x)) return "null";   // JSON has no NaN/Inf
+        char b[32];
+        snprintf(b, sizeof b, "%.9g", x);
+        return b;
+    }
+    JsonLine& f(const char* k, double x) { key(k); s += num(x); return *this; }
+    JsonLine& i(const char* k, long long x) { key(k); s += std::to_string(x); return *this; }
+    JsonLine& str(const char* k, const std::string& x) {
+        key(k); s += "\"";
+        for (char c : x) {
+            if (c == '"' || c == '\\') s += '\\';
+            if ((unsigned char)c < 0x20) { s += ' '; continue; }
+            s += c;
+        }
+        s += "\"";
+        return *this;
+    }
+    JsonLine& arr(const char* k, const std::vector<float>& v) {
+        key(k); s += "[";
+        for (size_t j = 0; j < v.size(); j++) { if (j) s += ","; s += num(v[j]); }
+        s += "]";
+        return *this;
+    }
+    std::string done() const { return s + "}"; }
+};
+
+struct Logger {
+    FILE* f = nullptr;
+    std::string path;
+    void open(const std::string& p) {
+        if (p.empty()) return;
+        path = p;
+        f = open_or_die(p.c_str(), "w");
+    }
+    void write(const JsonLine& j) {
+        if (!f) return;
+        std::string line = j.done() + "\n";
+        if (fwrite(line.data(), 1, line.size(), f) != line.size() || fflush(f) != 0)
+            fatal("writing log %s failed: %s", path.c_str(), strerror(errno));
+    }
+    ~Logger() { if (f) fclose(f); }
+};

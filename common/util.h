@@ -1,0 +1,85 @@
+// Small host helpers shared by every program: one-line fatal errors, checked
+// file I/O (every read names the file on failure), atomic file writes.
+#pragma once
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+
+// Print "error: <message>" on one line to stderr and exit(1). Every bad-input
+// path in the project ends here: a one-line message, a non-zero exit, no crash.
+[[noreturn]] __attribute__((format(printf, 1, 2))) inline void fatal(const char* fmt, ...) {
+    fflush(stdout);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+inline FILE* open_or_die(const char* path, const char* mode) {
+    FILE* f = fopen(path, mode);
+    if (!f) fatal("cannot open %s: %s", path, strerror(errno));
+    return f;
+}
+
+// Read exactly n bytes or die naming the file ("truncated" at EOF).
+inline void read_exact(FILE* f, void* dst, size_t n, const char* path, const char* what) {
+    size_t got = n ? fread(dst, 1, n, f) : 0;
+    if (got != n) {
+        if (ferror(f)) fatal("%s: read error in %s: %s", path, what, strerror(errno));
+        fatal("%s: file is truncated (wanted %zu bytes of %s, got %zu)", path, n, what, got);
+    }
+}
+
+inline long long file_size(FILE* f, const char* path) {
+    long long pos = ftello(f);
+    if (fseeko(f, 0, SEEK_END) != 0) fatal("%s: cannot seek", path);
+    long long sz = ftello(f);
+    if (fseeko(f, pos, SEEK_SET) != 0) fatal("%s: cannot seek", path);
+    return sz;
+}
+
+// Atomic writes: write to "<path>.tmp.<pid>", fsync, rename over <path>. A
+// reader sees either the old complete file or the new complete file, never a
+// half-written one; on any error the temporary file is removed and the old file
+// is left untouched.
+struct AtomicFile {
+    std::string path, tmp;
+    FILE* f = nullptr;
+    explicit AtomicFile(const std::string& p) : path(p) {
+        tmp = p + ".tmp." + std::to_string((long)getpid());
+        f = fopen(tmp.c_str(), "wb");
+        if (!f) fatal("cannot write %s: %s", tmp.c_str(), strerror(errno));
+    }
+    void write(const void* src, size_t n) {
+        if (n && fwrite(src, 1, n, f) != n) fail();
+    }
+    void commit() {
+        if (fflush(f) != 0 || fsync(fileno(f)) != 0) fail();
+        if (fclose(f) != 0) { f = nullptr; fail(); }
+        f = nullptr;
+        if (rename(tmp.c_str(), path.c_str()) != 0) fail();
+    }
+    [[noreturn]] void fail() {
+        int e = errno;
+        if (f) fclose(f);
+        f = nullptr;
+        unlink(tmp.c_str());
+        fatal("writing %s failed: %s (the previous file, if any, is unchanged)", path.c_str(), strerror(e));
+    }
+    ~AtomicFile() {
+        if (f) { fclose(f); unlink(tmp.c_str()); }
+    }
+};
+
+inline uint64_t u64_from_words(const int32_t* w) { return (uint64_t)(uint32_t)w[0] | ((uint64_t)(uint32_t)w[1] << 32); }
+inline void u64_to_words(int32_t* w, uint64_t x) { w[0] = (int32_t)(uint32_t)x; w[1] = (int32_t)(uint32_t)(x >> 32); }
+inline float f32_from_word(int32_t w) { float f; memcpy(&f, &w, 4); return f; }
+inline int32_t f32_to_word(float f) { int32_t w; memcpy(&w, &f, 4); return w; }

@@ -1,0 +1,69 @@
+# Core suite: the CPU trainer against the PyTorch reference, the shared host code,
+# and bad input. Sourced by scripts/run_tests.sh (see there for run_test / skip_test).
+B=build
+SCRATCH=$(mktemp -d /tmp/mixln_core_XXXXXX)
+PY=/usr/bin/python3
+
+# --- the stored reference states provably come from PyTorch: regenerate, compare
+run_test core/reference_regenerates pass $PY dev/make_reference.py --check dev/reference
+
+# --- train_gpt.cpp against every stored state (BLAS, plain loops, ASan+UBSan builds)
+run_test core/test_gpt            pass $B/test_gpt
+run_test core/test_gpt_noblas     pass $B/test_gpt_noblas
+run_test core/test_gpt_asan       pass $B/test_gpt_asan
+# negative tests: the comparison must be able to fail
+run_test core/neg_wrong_post_ln   'fail:llama_mix.bin: MISMATCH'        $B/test_gpt --post_ln_layers 2 dev/reference/llama_mix.bin
+run_test core/neg_pre_as_post     'fail:gpt_pre.bin: MISMATCH'          $B/test_gpt --post_ln_layers 4 dev/reference/gpt_pre.bin
+run_test core/neg_perturbed_grad  'fail:FAIL +grad l2\.fc\.w '          $B/test_gpt --perturb l2.fc.w dev/reference/gpt_pre.bin
+
+# --- host code: shards, loader, checkpoints, flags, schedule
+run_test core/test_host           pass $B/test_host
+run_test core/test_host_asan      pass $B/test_host_asan
+
+# --- bad reference-state files
+head -c 5000 dev/reference/gpt_pre.bin > $SCRATCH/state_trunc.bin
+cp dev/reference/gpt_pre.bin $SCRATCH/state_magic.bin
+printf 'XXXX' | dd of=$SCRATCH/state_magic.bin conv=notrunc status=none
+cp dev/reference/gpt_pre.bin $SCRATCH/state_version.bin
+printf '\x09' | dd of=$SCRATCH/state_version.bin bs=1 seek=4 conv=notrunc status=none
+run_test core/bad_state_missing   'fail:^error: cannot open .*nope\.bin'                $B/test_gpt $SCRATCH/nope.bin
+run_test core/bad_state_truncated 'fail:^error: .*state_trunc\.bin: file is truncated'  $B/test_gpt $SCRATCH/state_trunc.bin
+run_test core/bad_state_magic     'fail:^error: .*state_magic\.bin: not a reference state' $B/test_gpt $SCRATCH/state_magic.bin
+run_test core/bad_state_version   'fail:^error: .*state_version\.bin: reference state version 9' $B/test_gpt $SCRATCH/state_version.bin
+
+# --- train_gpt end to end on a small random shard
+$PY dev/random_shard.py $SCRATCH/train_000.bin --tokens 20000 --vocab 300 --seed 1
+$PY dev/random_shard.py $SCRATCH/val_000.bin --tokens 4000 --vocab 300 --seed 2
+TINY="--arch llama --n_layer 4 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 32 -k 1 -b 4 -t 32 -i $SCRATCH/train_*.bin -j $SCRATCH/val_*.bin"
+train_smoke() {   # trains, then checks the log: one step line per step, loss falls, layer norms present
+  $B/train_gpt $TINY -x 30 -u 5 -l 3e-3 -d 256 -v 10 -m 2 -n 8 -o $SCRATCH/log.jsonl --out_dir $SCRATCH || return 1
+  $PY - "$SCRATCH/log.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+steps = [r for r in rows if r["kind"] == "step"]
+vals = [r for r in rows if r["kind"] == "val"]
+assert rows[0]["kind"] == "config" and rows[0]["post_ln_layers"] == 1, rows[0]
+assert [r["step"] for r in steps] == list(range(30)), "one step line per step"
+assert all(len(r["layer_grad_norms"]) == 4 for r in steps), "per-layer grad norms on every step"
+assert steps[-1]["loss"] < steps[0]["loss"] - 0.5, (steps[0]["loss"], steps[-1]["loss"])
+assert len(vals) == 4 and vals[-1]["val_loss"] < vals[0]["val_loss"], vals
+print("log ok:", len(steps), "steps, loss", steps[0]["loss"], "->", steps[-1]["loss"], "val", vals[-1]["val_loss"])
+PYEOF
+}
+run_test core/train_smoke pass train_smoke
+run_test core/train_from_checkpoint pass $B/train_gpt -e $SCRATCH/model_00000030.bin -b 4 -t 32 -x 2 -i "$SCRATCH/train_*.bin" -n 0 -v 0
+run_test core/train_help          pass $B/train_gpt --help
+
+# --- bad flags and input to train_gpt: one line, non-zero exit
+run_test core/bad_flag_unknown    'fail:^error: unknown flag --frobnicate'                $B/train_gpt --frobnicate 3
+run_test core/bad_flag_preset     "fail:^error: --preset: unknown preset 'llama-3b'"      $B/train_gpt -p llama-3b
+run_test core/bad_flag_k_high     'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got 5' $B/train_gpt $TINY -k 5
+run_test core/bad_flag_k_neg      'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got -2' $B/train_gpt $TINY -k -2
+run_test core/bad_flag_seq_len    'fail:^error: --seq_len 64 does not fit the model.s max_seq_len 32' $B/train_gpt $TINY -t 64
+run_test core/bad_vocab_tokens    'fail:^error: .*(train|val)_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' $B/train_gpt $TINY --vocab 100
+head -c 3000 $SCRATCH/model_00000030.bin > $SCRATCH/ckpt_trunc.bin 2>/dev/null
+run_test core/bad_ckpt_truncated  'fail:^error: .*ckpt_trunc\.bin: file is truncated'     $B/train_gpt -e $SCRATCH/ckpt_trunc.bin -i "$SCRATCH/train_*.bin"
+run_test core/bad_ckpt_missing    'fail:^error: cannot open .*missing\.bin'               $B/train_gpt -e $SCRATCH/missing.bin -i "$SCRATCH/train_*.bin"
+run_test core/bad_ckpt_magic      'fail:^error: .*state_magic\.bin: not a checkpoint'     $B/train_gpt -e $SCRATCH/state_magic.bin -i "$SCRATCH/train_*.bin"
+run_test core/bad_data_missing    'fail:^error: no files match .*none_\*\.bin'            $B/train_gpt $TINY -i "$SCRATCH/none_*.bin"
+rm -rf "$SCRATCH"

@@ -1,0 +1,882 @@
+/*
+train_gpt.cpp: the CPU reference trainer for Mix-LN (fp32, OpenMP, BLAS).
+
+One file: every op's forward and backward side by side, the model, AdamW, the
+schedule and the training loop. The host code shared with the CUDA trainer
+(config and flags, checkpoint and shard formats, data loader, schedule, RNG,
+log) lives in common/. The math is documented in dev/model.py, the PyTorch
+reference this file is tested against (test_gpt.cpp includes this file).
+
+Norm placement per layer l, K = post_ln_layers, N = LayerNorm (gpt) / RMSNorm (llama):
+  l <  K  Post-LN:  sum1 = x + Attn(x);        h = N1(sum1);  sum2 = h + MLP(h);      y = N2(sum2)
+  l >= K  Pre-LN:   sum1 = x + Attn(N1(x));    h = sum1;      sum2 = h + MLP(N2(h));  y = sum2
+Both placements share the buffers sum1/sum2 (the residual sums) and n1out/n2out
+(the norm outputs); only the wiring differs (see Model::forward).
+
+Memory layout: activations are row-major (rows = B*T tokens, b-major), so a
+(B*T, C) matrix row is one token. Weights are PyTorch's (out_features, in_features),
+so a linear layer is out = inp @ W^T. The qkv row of a token is [q | k | v], each C
+wide, head h owning columns [h*hd, (h+1)*hd) of each.
+*/
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifndef NO_BLAS
+#include <cblas.h>
+#endif
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/dataloader.h"
+#include "common/flags.h"
+#include "common/logger.h"
+#include "common/rng.h"
+#include "common/schedule.h"
+#include "common/util.h"
+
+// ============================================================================
+// GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through BLAS, with a
+// plain-loop fallback (build with -DNO_BLAS). Inside an OpenMP parallel region
+// OpenBLAS (OpenMP build) runs single-threaded, so per-head attention GEMMs can
+// be issued from parallel loops.
+// ============================================================================
+
+static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc) {
+#ifndef NO_BLAS
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                A, lda, B, ldb, beta, C, ldc);
+#else
+    bool nested = false;
+#ifdef _OPENMP
+    nested = omp_in_parallel();
+#endif
+#pragma omp parallel for collapse(2) if (!nested)
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float s = 0.f;
+            for (int k = 0; k < K; k++) {
+                float a = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                float b = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += a * b;
+            }
+            C[(size_t)i * ldc + j] = alpha * s + (beta == 0.f ? 0.f : beta * C[(size_t)i * ldc + j]);
+        }
+#endif
+}
+
+// ============================================================================
+// Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b.
+// `beta` = 1 accumulates into out (used to add a branch onto the residual).
+// ============================================================================
+
+static void matmul_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int OC,
+                           float beta = 0.f) {
+    gemm(false, true, N, OC, C, 1.f, inp, C, W, C, beta, out, OC);
+    if (bias) {
+#pragma omp parallel for
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+    }
+}
+
+// dinp[N,C] (=, or += when dinp_beta = 1) dout @ W;  dW[OC,C] += dout^T @ inp;  db[OC] += sum_n dout.
+static void matmul_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+                            int N, int C, int OC, float dinp_beta) {
+    if (dinp) gemm(false, false, N, C, OC, 1.f, dout, OC, W, C, dinp_beta, dinp, C);
+    gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dW, C);
+    if (db) {
+#pragma omp parallel for
+        for (int o = 0; o < OC; o++) {
+            float s = 0.f;
+            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + o];
+            db[o] += s;
+        }
+    }
+}
+
+// ============================================================================
+// Embedding: x[b,t,:] = wte[tok[b,t]] (+ wpe[t] for gpt).
+// Backward scatters into wte rows; to stay deterministic without atomics, each
+// thread owns a range of channels and walks all tokens in order.
+// ============================================================================
+
+static void embedding_forward(float* out, const int* tok, const float* wte, const float* wpe, int B, int T, int C) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* e = wte + (size_t)tok[b * T + t] * C;
+            for (int c = 0; c < C; c++) o[c] = e[c] + (wpe ? wpe[(size_t)t * C + c] : 0.f);
+        }
+}
+
+static void embedding_backward(float* dwte, float* dwpe, const float* dout, const int* tok, int B, int T, int C) {
+#pragma omp parallel for
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < B * T; n++) {
+            float g = dout[(size_t)n * C + c];
+            dwte[(size_t)tok[n] * C + c] += g;
+            if (dwpe) dwpe[(size_t)(n % T) * C + c] += g;
+        }
+}
+
+// ============================================================================
+// Norms, per row of C channels:
+//   LayerNorm: y = (x - mean) * rstd * w + b,  rstd = 1/sqrt(var + eps)
+//   RMSNorm:   y = x * rstd * w,                rstd = 1/sqrt(mean(x^2) + eps)
+// (rms = true, mean stored as 0). Backward with xhat = (x - mean) * rstd, g = dy * w:
+//   LayerNorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+//   RMSNorm:   dx = rstd * (g - xhat * mean(g * xhat))
+//   dw += sum_rows dy * xhat,  db += sum_rows dy
+// ============================================================================
+
+static void norm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                         int N, int C, float eps, bool rms) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float* y = out + (size_t)n * C;
+        float m = 0.f;
+        if (!rms) {
+            for (int c = 0; c < C; c++) m += x[c];
+            m /= C;
+        }
+        float v = 0.f;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float s = 1.f / sqrtf(v / C + eps);
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * w[c] + (b ? b[c] : 0.f);
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+// dinp (= or += when accumulate) the gradient w.r.t. the norm input.
+static void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* rstd, int N, int C, bool rms, bool accumulate) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        const float* dy = dout + (size_t)n * C;
+        float* dx = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n], mg = 0.f, mgx = 0.f;
+        for (int c = 0; c < C; c++) {
+            float g = dy[c] * w[c];
+            mg += g;
+            mgx += g * (x[c] - m) * s;
+        }
+        mg = rms ? 0.f : mg / C;
+        mgx /= C;
+        for (int c = 0; c < C; c++) {
+            float d = s * (dy[c] * w[c] - mg - (x[c] - m) * s * mgx);
+            dx[c] = accumulate ? dx[c] + d : d;
+        }
+    }
+    // weight/bias gradients: each thread owns channels, rows summed in order (deterministic)
+#pragma omp parallel for
+    for (int c = 0; c < C; c++) {
+        float sw = 0.f, sb = 0.f;
+        for (int n = 0; n < N; n++) {
+            float dy = dout[(size_t)n * C + c];
+            sw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
+            sb += dy;
+        }
+        dw[c] += sw;
+        if (db) db[c] += sb;
+    }
+}
+
+// ============================================================================
+// RoPE (llama), rotate-half, in place on the q and k parts of qkv (N = B*T rows):
+// for each head and i < hd/2, with angle = t * theta^(-2i/hd):
+//   (a, b) = (x[i], x[i + hd/2])  ->  (a cos - b sin, b cos + a sin)
+// The backward applies the transposed rotation (angle -> -angle) to dq, dk.
+// ============================================================================
+
+static void rope_apply(float* qkv, const float* cos_t, const float* sin_t, int B, int T, int C, int NH, float sign) {
+    int hd = C / NH, half = hd / 2;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float* row = qkv + ((size_t)b * T + t) * 3 * C;
+            const float* cs = cos_t + (size_t)t * half;
+            const float* sn = sin_t + (size_t)t * half;
+            for (int part = 0; part < 2; part++)          // q, then k
+                for (int h = 0; h < NH; h++) {
+                    float* x = row + part * C + h * hd;
+                    for (int i = 0; i < half; i++) {
+                        float a = x[i], bb = x[i + half], c = cs[i], s = sign * sn[i];
+                        x[i] = a * c - bb * s;
+                        x[i + half] = bb * c + a * s;
+                    }
+                }
+        }
+}
+static void rope_forward(float* qkv, const float* c, const float* s, int B, int T, int C, int NH) { rope_apply(qkv, c, s, B, T, C, NH, 1.f); }
+static void rope_backward(float* dqkv, const float* c, const float* s, int B, int T, int C, int NH) { rope_apply(dqkv, c, s, B, T, C, NH, -1.f); }
+
+// ============================================================================
+// Causal attention, per (b, h), with Q, K, V the (T, hd) slices of qkv (row stride 3C):
+//   S = Q K^T / sqrt(hd);  P = softmax(S) over j <= i (P[i, j > i] = 0);  Y = P V
+// P is kept (B, NH, T, T) for the backward:
+//   dP = dY V^T;  dV = P^T dY;  dS = P * (dP - rowsum(P * dP)) / sqrt(hd)
+//   dQ = dS K;    dK = dS^T Q
+// The full T x T product is computed and masked (the upper half is wasted work,
+// cheap next to the MLP at T = 256).
+// ============================================================================
+
+static void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float* q = qkv + (size_t)b * T * 3 * C + h * hd;
+            const float* k = q + C;
+            const float* v = q + 2 * C;
+            float* P = att + ((size_t)b * NH + h) * T * T;
+            gemm(false, true, T, T, hd, scale, q, 3 * C, k, 3 * C, 0.f, P, T);
+            for (int i = 0; i < T; i++) {
+                float* p = P + (size_t)i * T;
+                float mx = -INFINITY, sum = 0.f;
+                for (int j = 0; j <= i; j++) mx = fmaxf(mx, p[j]);
+                for (int j = 0; j <= i; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+                float inv = 1.f / sum;
+                for (int j = 0; j <= i; j++) p[j] *= inv;
+                for (int j = i + 1; j < T; j++) p[j] = 0.f;
+            }
+            gemm(false, false, T, hd, T, 1.f, P, T, v, 3 * C, 0.f, out + (size_t)b * T * C + h * hd, C);
+        }
+}
+
+// dqkv is overwritten. scratch: T*T floats per OpenMP thread.
+static void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
+                               int B, int T, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            float* dP = scratch + (size_t)tid * T * T;
+            const float* q = qkv + (size_t)b * T * 3 * C + h * hd;
+            const float* k = q + C;
+            const float* v = q + 2 * C;
+            float* dq = dqkv + (size_t)b * T * 3 * C + h * hd;
+            float* dk = dq + C;
+            float* dv = dq + 2 * C;
+            const float* P = att + ((size_t)b * NH + h) * T * T;
+            const float* dy = dout + (size_t)b * T * C + h * hd;
+            gemm(false, true, T, T, hd, 1.f, dy, C, v, 3 * C, 0.f, dP, T);
+            gemm(true, false, T, hd, T, 1.f, P, T, dy, C, 0.f, dv, 3 * C);
+            for (int i = 0; i < T; i++) {
+                const float* p = P + (size_t)i * T;
+                float* d = dP + (size_t)i * T;
+                float dot = 0.f;
+                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                for (int j = i + 1; j < T; j++) d[j] = 0.f;
+            }
+            gemm(false, false, T, hd, T, 1.f, dP, T, k, 3 * C, 0.f, dq, 3 * C);
+            gemm(true, false, T, hd, T, 1.f, dP, T, q, 3 * C, 0.f, dk, 3 * C);
+        }
+}
+
+// ============================================================================
+// MLP activations.
+// GELU (tanh approximation): y = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+// SwiGLU: fc row = [gate (F) | up (F)];  y = silu(gate) * up,  silu(g) = g * sigmoid(g)
+//   dgate = dy * up * s (1 + g (1 - s)),  dup = dy * silu(g),  s = sigmoid(g)
+// ============================================================================
+
+static const float GELU_K = 0.7978845608028654f;   // sqrt(2/pi)
+
+static void gelu_forward(float* out, const float* inp, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+        float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * GELU_K * (1.f + 3.f * 0.044715f * x * x);
+        dinp[i] = d * dout[i];
+    }
+}
+
+static void swiglu_forward(float* out, const float* fc, int N, int F) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < F; i++) {
+            float g = fc[(size_t)n * 2 * F + i], u = fc[(size_t)n * 2 * F + F + i];
+            out[(size_t)n * F + i] = g / (1.f + expf(-g)) * u;
+        }
+}
+static void swiglu_backward(float* dfc, const float* fc, const float* dout, int N, int F) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < F; i++) {
+            float g = fc[(size_t)n * 2 * F + i], u = fc[(size_t)n * 2 * F + F + i], dy = dout[(size_t)n * F + i];
+            float s = 1.f / (1.f + expf(-g));
+            dfc[(size_t)n * 2 * F + i] = dy * u * s * (1.f + g * (1.f - s));
+            dfc[(size_t)n * 2 * F + F + i] = dy * g * s;
+        }
+}
+
+// ============================================================================
+// Classifier: cross-entropy over the first V of Vp logits per row, and its
+// gradient written over the logits (no separate probability buffer):
+//   loss_n = logsumexp(z_n[:V]) - z_n[target_n]
+//   dz_n[v] = (softmax(z_n)[v] - [v == target_n]) * dscale  for v < V, 0 for padding
+// Returns the mean loss over the N rows.
+// ============================================================================
+
+static float crossentropy_forward(float* losses, const float* logits, const int* targets, int N, int V, int Vp) {
+    double total = 0.0;
+#pragma omp parallel for reduction(+ : total)
+    for (int n = 0; n < N; n++) {
+        const float* z = logits + (size_t)n * Vp;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = fmaxf(mx, z[v]);
+        double s = 0.0;
+        for (int v = 0; v < V; v++) s += expf(z[v] - mx);
+        losses[n] = (float)(log(s) + mx - z[targets[n]]);
+        total += losses[n];
+    }
+    return (float)(total / N);
+}
+
+static void crossentropy_backward(float* logits, const int* targets, int N, int V, int Vp, float dscale) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float* z = logits + (size_t)n * Vp;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = fmaxf(mx, z[v]);
+        float s = 0.f;
+        for (int v = 0; v < V; v++) { z[v] = expf(z[v] - mx); s += z[v]; }
+        float inv = dscale / s;
+        for (int v = 0; v < V; v++) z[v] *= inv;
+        z[targets[n]] -= dscale;
+        for (int v = V; v < Vp; v++) z[v] = 0.f;
+    }
+}
+
+// ============================================================================
+// The model
+// ============================================================================
+
+// Pointers to one layer's tensors inside a flat array (parameters or gradients).
+struct LayerTensors {
+    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
+    float *norm2_w, *norm2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;   // biases are null for llama
+};
+struct Tensors {
+    float *wte, *wpe, *norm_f_w, *norm_f_b, *lm_head;   // lm_head == wte for gpt (tied)
+    std::vector<LayerTensors> layer;
+};
+
+// Resolve every tensor by name through the parameter table (same for params and grads).
+static Tensors tensors_in(const ParamTable& pt, const ModelConfig& c, float* base) {
+    auto at = [&](const std::string& name) -> float* {
+        for (const ParamTensor& p : pt.t)
+            if (p.name == name) return base + p.offset;
+        return nullptr;
+    };
+    Tensors w;
+    w.wte = at("wte"); w.wpe = at("wpe"); w.norm_f_w = at("norm_f.w"); w.norm_f_b = at("norm_f.b");
+    w.lm_head = c.gpt() ? w.wte : at("lm_head.w");
+    for (int l = 0; l < c.n_layer; l++) {
+        std::string p = "l" + std::to_string(l) + ".";
+        w.layer.push_back({at(p + "norm1.w"), at(p + "norm1.b"), at(p + "qkv.w"), at(p + "qkv.b"), at(p + "attn_proj.w"),
+                           at(p + "attn_proj.b"), at(p + "norm2.w"), at(p + "norm2.b"), at(p + "fc.w"), at(p + "fc.b"),
+                           at(p + "mlp_proj.w"), at(p + "mlp_proj.b")});
+    }
+    return w;
+}
+
+// Activations of one layer (N = B*T rows). See the header comment for the wiring.
+struct LayerActs {
+    float *sum1, *n1out, *mean1, *rstd1;      // sum1 = x + attn branch
+    float *qkv, *att, *atty;                  // qkv after RoPE; att = softmax probs (B,NH,T,T); atty = P V
+    float *sum2, *n2out, *mean2, *rstd2;      // sum2 = h + mlp branch
+    float *fc, *act;                          // fc: (N, ffn) gpt, (N, 2 ffn) llama; act: (N, ffn)
+};
+
+struct Model {
+    ModelConfig cfg;
+    ParamTable table;
+    std::vector<float> params, grads, m, v;
+    Tensors W, G;
+    int B = 0, T = 0;                          // activation capacity
+    std::vector<float> arena;                  // all activations, one allocation
+    std::vector<LayerActs> acts;
+    float *encoded = nullptr, *nf_out = nullptr, *nf_mean = nullptr, *nf_rstd = nullptr, *logits = nullptr, *losses = nullptr;
+    std::vector<float*> resid;                 // resid[l] = input of layer l, resid[L] = last block's output
+    std::vector<float> dbuf;                   // backward scratch: dx, d1, d2, dqkv, datty, dfc, dact, attention scratch
+    std::vector<float> rope_cos, rope_sin;     // (max_seq_len, hd/2)
+    std::vector<int> inputs, targets;
+    float loss = 0.f;
+    int step = 0;                              // optimizer steps taken (AdamW bias correction)
+
+    void init(const ModelConfig& c) {
+        cfg = c;
+        finalize_config(cfg);
+        table = build_param_table(cfg);
+        params.assign(table.total, 0.f);
+        grads.assign(table.total, 0.f);
+        m.assign(table.total, 0.f);
+        v.assign(table.total, 0.f);
+        W = tensors_in(table, cfg, params.data());
+        G = tensors_in(table, cfg, grads.data());
+        if (!cfg.gpt()) {
+            int half = cfg.head_dim() / 2;
+            rope_cos.resize((size_t)cfg.max_seq_len * half);
+            rope_sin.resize((size_t)cfg.max_seq_len * half);
+            for (int t = 0; t < cfg.max_seq_len; t++)
+                for (int i = 0; i < half; i++) {
+                    double ang = t * pow((double)cfg.rope_theta, -2.0 * i / cfg.head_dim());
+                    rope_cos[(size_t)t * half + i] = (float)cos(ang);
+                    rope_sin[(size_t)t * half + i] = (float)sin(ang);
+                }
+        }
+    }
+
+    // The paper's initialisation (see dev/model.py Model.reset_parameters).
+    void random_init(uint64_t seed) {
+        Rng rng(seed);
+        for (const ParamTensor& p : table.t) {
+            float* w = params.data() + p.offset;
+            bool is_norm_w = p.name.find("norm") != std::string::npos && p.name.back() == 'w';
+            bool is_bias = p.name.size() > 2 && p.name.substr(p.name.size() - 2) == ".b";
+            if (is_norm_w) { std::fill(w, w + p.numel(), 1.f); continue; }
+            if (is_bias) { std::fill(w, w + p.numel(), 0.f); continue; }
+            float std_ = cfg.init_std;
+            if (p.name == "wte") std_ = cfg.emb_std;
+            bool resid_proj = p.name.find("attn_proj.w") != std::string::npos || p.name.find("mlp_proj.w") != std::string::npos;
+            if (cfg.scaled_init && resid_proj) std_ = cfg.init_std / sqrtf(2.f * cfg.n_layer);
+            for (size_t i = 0; i < p.numel(); i++) w[i] = (float)(rng.normal() * std_);
+            if (p.name == "wte" || p.name == "lm_head.w")   // padded vocab rows stay zero
+                std::fill(w + (size_t)cfg.vocab * p.cols, w + p.numel(), 0.f);
+        }
+    }
+
+    // Allocate activations for batches up to B_ x T_: one arena, laid out twice
+    // (the first pass with base == nullptr only counts).
+    void alloc_acts(int B_, int T_) {
+        if (T_ > cfg.max_seq_len) fatal("sequence length %d does not fit the model's max_seq_len %d", T_, cfg.max_seq_len);
+        if (B_ <= B && T_ <= T && !acts.empty()) return;
+        B = std::max(B, B_); T = std::max(T, T_);
+        size_t total = layout_acts(nullptr);
+        arena.assign(total, 0.f);
+        layout_acts(arena.data());
+        size_t N = (size_t)B * T, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F;
+        int nthreads = 1;
+#ifdef _OPENMP
+        nthreads = omp_get_max_threads();
+#endif
+        dbuf.assign(3 * N * C + 3 * N * C + N * C + N * fcw + N * F + (size_t)nthreads * T * T, 0.f);
+        inputs.assign(N, 0);
+        targets.assign(N, 0);
+    }
+    size_t layout_acts(float* base) {
+        size_t N = (size_t)B * T, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F, Vp = cfg.padded_vocab;
+        size_t used = 0;
+        auto take = [&](size_t n) { float* r = base ? base + used : nullptr; used += n; return r; };
+        acts.resize(cfg.n_layer);
+        encoded = take(N * C);
+        resid.assign(cfg.n_layer + 1, nullptr);
+        resid[0] = encoded;
+        for (int l = 0; l < cfg.n_layer; l++) {
+            LayerActs& a = acts[l];
+            a.sum1 = take(N * C); a.n1out = take(N * C); a.mean1 = take(N); a.rstd1 = take(N);
+            a.qkv = take(3 * N * C); a.att = take((size_t)B * cfg.n_head * T * T); a.atty = take(N * C);
+            a.sum2 = take(N * C); a.n2out = take(N * C); a.mean2 = take(N); a.rstd2 = take(N);
+            a.fc = take(N * fcw); a.act = take(N * F);
+            resid[l + 1] = cfg.post_ln(l) ? a.n2out : a.sum2;
+        }
+        nf_out = take(N * C); nf_mean = take(N); nf_rstd = take(N); losses = take(N);
+        logits = take(N * Vp);
+        return used;
+    }
+
+    // ------------------------------------------------------------------ forward
+    // Forward over B_ x T_ tokens. With targets, computes the mean loss into
+    // `loss` (and keeps logits for backward); returns it (or -1 without targets).
+    float forward(const int* in, const int* tgt, int B_, int T_, int skip_layer = -1) {
+        alloc_acts(B_, T_);
+        const ModelConfig& c = cfg;
+        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        bool rms = !c.gpt();
+        for (int i = 0; i < N; i++) {
+            if (in[i] < 0 || in[i] >= V) fatal("input token id %d is outside the vocab [0, %d)", in[i], V);
+            inputs[i] = in[i];
+            if (tgt) {
+                if (tgt[i] < 0 || tgt[i] >= V) fatal("target token id %d is outside the vocab [0, %d)", tgt[i], V);
+                targets[i] = tgt[i];
+            }
+        }
+        embedding_forward(encoded, inputs.data(), W.wte, W.wpe, B_, T_, C);
+        for (int l = 0; l < c.n_layer; l++) {
+            const LayerTensors& w = W.layer[l];
+            LayerActs& a = acts[l];
+            const float* x = resid[l];
+            if (l == skip_layer) {   // the block becomes the identity (layer-removal analysis)
+                memcpy(resid[l + 1], x, sizeof(float) * N * C);
+                continue;
+            }
+            bool post = c.post_ln(l);
+            // attention branch: input is N1(x) (Pre-LN) or x (Post-LN)
+            if (!post) norm_forward(a.n1out, a.mean1, a.rstd1, x, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
+            const float* a_in = post ? x : a.n1out;
+            matmul_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
+            if (!c.gpt()) rope_forward(a.qkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
+            attention_forward(a.atty, a.att, a.qkv, B_, T_, C, NH);
+            memcpy(a.sum1, x, sizeof(float) * N * C);                           // sum1 = x + atty @ Wo^T + bo
+            matmul_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
+            if (post) norm_forward(a.n1out, a.mean1, a.rstd1, a.sum1, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
+            const float* h = post ? a.n1out : a.sum1;
+            // MLP branch: input is N2(h) (Pre-LN) or h (Post-LN)
+            if (!post) norm_forward(a.n2out, a.mean2, a.rstd2, h, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
+            const float* m_in = post ? h : a.n2out;
+            if (c.gpt()) {
+                matmul_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, F);
+                gelu_forward(a.act, a.fc, (size_t)N * F);
+            } else {
+                matmul_forward(a.fc, m_in, w.fc_w, nullptr, N, C, 2 * F);
+                swiglu_forward(a.act, a.fc, N, F);
+            }
+            memcpy(a.sum2, h, sizeof(float) * N * C);                           // sum2 = h + act @ Wd^T + bd
+            matmul_forward(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, 1.f);
+            if (post) norm_forward(a.n2out, a.mean2, a.rstd2, a.sum2, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
+        }
+        norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, c.norm_eps, rms);
+        matmul_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
+        if (!tgt) return -1.f;
+        loss = crossentropy_forward(losses, logits, targets.data(), N, V, Vp);
+        return loss;
+    }
+
+    // ------------------------------------------------------------------ backward
+    // Accumulates d(loss * grad_scale)/d(params) into grads (call zero_grad
+    // first; grad_scale = 1/accumulation steps). Uses the last forward's batch.
+    void backward(int B_, int T_, float grad_scale = 1.f) {
+        const ModelConfig& c = cfg;
+        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        int fcw = c.gpt() ? F : 2 * F;
+        bool rms = !c.gpt();
+        size_t NC = (size_t)N * C;
+        float* dx = dbuf.data();               // gradient w.r.t. the residual stream, updated in place
+        float* d1 = dx + NC;                   // branch-input / norm scratch
+        float* d2 = d1 + NC;
+        float* dqkv = d2 + NC;
+        float* datty = dqkv + 3 * NC;
+        float* dfc = datty + NC;
+        float* dact = dfc + (size_t)N * fcw;
+        float* scratch = dact + (size_t)N * F;
+
+        crossentropy_backward(logits, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
+        matmul_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
+        norm_backward(dx, G.norm_f_w, G.norm_f_b, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, N, C, rms, false);
+
+        for (int l = c.n_layer - 1; l >= 0; l--) {
+            const LayerTensors& w = W.layer[l];
+            const LayerTensors& g = G.layer[l];
+            LayerActs& a = acts[l];
+            const float* x = resid[l];
+            bool post = c.post_ln(l);
+            const float* h = post ? a.n1out : a.sum1;
+            const float* m_in = post ? h : a.n2out;
+            const float* a_in = post ? x : a.n1out;
+
+            // --- MLP sublayer: dsum2 is the gradient w.r.t. sum2 = h + MLP(m_in)
+            float* dsum2;
+            float* dh;
+            if (post) {   // y = N2(sum2): dsum2 = N2'(dy); dh starts as the skip gradient
+                norm_backward(d1, g.norm2_w, g.norm2_b, dx, a.sum2, w.norm2_w, a.mean2, a.rstd2, N, C, rms, false);
+                dsum2 = d1;
+                dh = d2;
+                memcpy(dh, dsum2, sizeof(float) * NC);
+            } else {      // y = sum2: the residual gradient flows through unchanged
+                dsum2 = dx;
+                dh = dx;
+            }
+            matmul_backward(dact, g.mlp_proj_w, g.mlp_proj_b, dsum2, a.act, w.mlp_proj_w, N, F, C, 0.f);
+            if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F);
+            else swiglu_backward(dfc, a.fc, dact, N, F);
+            if (post) {   // m_in = h: add the branch gradient onto dh
+                matmul_backward(dh, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 1.f);
+            } else {      // m_in = N2(h): dh += N2'(dm_in)
+                matmul_backward(d1, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 0.f);
+                norm_backward(dh, g.norm2_w, g.norm2_b, d1, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, rms, true);
+            }
+
+            // --- attention sublayer: dsum1 is the gradient w.r.t. sum1 = x + Attn(a_in)
+            float* dsum1 = dx;
+            if (post)     // h = N1(sum1)
+                norm_backward(dsum1, g.norm1_w, g.norm1_b, dh, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, rms, false);
+            // (Pre-LN: h = sum1, and dh already is dx)
+            matmul_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
+            attention_backward(dqkv, scratch, datty, a.qkv, a.att, B_, T_, C, NH);
+            if (!c.gpt()) rope_backward(dqkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
+            if (post) {   // a_in = x: dx (= dsum1, the skip) += branch gradient
+                matmul_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
+            } else {      // a_in = N1(x)
+                matmul_backward(d1, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 0.f);
+                norm_backward(dx, g.norm1_w, g.norm1_b, d1, x, w.norm1_w, a.mean1, a.rstd1, N, C, rms, true);
+            }
+        }
+        embedding_backward(G.wte, G.wpe, dx, inputs.data(), B_, T_, C);
+    }
+
+    void zero_grad() { std::fill(grads.begin(), grads.end(), 0.f); }
+
+    // ------------------------------------------------------------------ gradient norms
+    // Squared L2 norm of every tensor's gradient (double accumulation), in table order.
+    std::vector<double> grad_sq_per_tensor() const {
+        std::vector<double> sq(table.t.size());
+        for (size_t i = 0; i < table.t.size(); i++) {
+            const float* g = grads.data() + table.t[i].offset;
+            long n = (long)table.t[i].numel();
+            double s = 0.0;
+#pragma omp parallel for reduction(+ : s)
+            for (long j = 0; j < n; j++) s += (double)g[j] * g[j];
+            sq[i] = s;
+        }
+        return sq;
+    }
+    // Per-layer norms sqrt(sum over layer l's tensors of ||g||^2) from per-tensor squares.
+    std::vector<float> layer_norms(const std::vector<double>& sq) const {
+        std::vector<double> acc(cfg.n_layer, 0.0);
+        for (size_t i = 0; i < table.t.size(); i++)
+            if (table.t[i].layer >= 0 && table.t[i].layer < cfg.n_layer) acc[table.t[i].layer] += sq[i];
+        std::vector<float> out(cfg.n_layer);
+        for (int l = 0; l < cfg.n_layer; l++) out[l] = (float)sqrt(acc[l]);
+        return out;
+    }
+    // Norm over the embedding tensors (layer -1) or the final norm + head (layer L).
+    float group_norm(const std::vector<double>& sq, int layer) const {
+        double s = 0.0;
+        for (size_t i = 0; i < table.t.size(); i++)
+            if (table.t[i].layer == layer) s += sq[i];
+        return (float)sqrt(s);
+    }
+
+    // ------------------------------------------------------------------ AdamW
+    // Decoupled weight decay (2-D tensors only), as torch.optim.AdamW:
+    //   p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+    //   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    // with gradients first scaled by grad_scale (clipping).
+    void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
+        step++;
+        double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
+        float step_size = (float)(lr / bc1), inv_bc2 = (float)(1.0 / bc2_sqrt);
+        for (const ParamTensor& p : table.t) {
+            float decay = p.decay ? 1.f - lr * wd : 1.f;
+            float* w = params.data() + p.offset;
+            const float* g = grads.data() + p.offset;
+            float* mm = m.data() + p.offset;
+            float* vv = v.data() + p.offset;
+            long n = (long)p.numel();
+#pragma omp parallel for
+            for (long i = 0; i < n; i++) {
+                float gi = g[i] * grad_scale;
+                mm[i] = beta1 * mm[i] + (1.f - beta1) * gi;
+                vv[i] = beta2 * vv[i] + (1.f - beta2) * gi * gi;
+                w[i] = w[i] * decay - step_size * mm[i] / (sqrtf(vv[i]) * inv_bc2 + eps);
+            }
+        }
+    }
+
+    // Model FLOPs per token of a training step: 6 per matmul weight (forward 2,
+    // backward 4) over every weight that is multiplied (not wpe, not the llama
+    // input embedding lookup), plus 6 * L * C * T for attention's two T x T
+    // products (counted causally: half of 12 L C T).
+    double flops_per_token(int T_) const {
+        double P = (double)table.total;
+        if (cfg.gpt()) P -= (double)cfg.max_seq_len * cfg.d_model;
+        else P -= (double)cfg.padded_vocab * cfg.d_model;
+        return 6.0 * P + 6.0 * cfg.n_layer * cfg.d_model * (double)T_;
+    }
+};
+
+// Clip scale as torch.nn.utils.clip_grad_norm_: min(1, clip / (norm + 1e-6)); clip 0 = off.
+static float clip_scale(float norm, float clip) {
+    if (clip <= 0.f) return 1.f;
+    return std::min(1.f, clip / (norm + 1e-6f));
+}
+
+// Mean loss over `steps` batches of a loader (validation).
+[[maybe_unused]] static float evaluate(Model& model, DataLoader& loader, int steps) {
+    loader.reset();
+    double s = 0.0;
+    for (int i = 0; i < steps; i++) {
+        loader.next_batch();
+        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T);
+    }
+    return (float)(s / steps);
+}
+
+// Autoregressive sampling (temperature 1) from a prompt token; re-runs the
+// forward on the whole prefix for each token (O(T^2), fine for short samples).
+[[maybe_unused]] static std::vector<int> sample_tokens(Model& model, int first, int n, int max_len, Rng& rng) {
+    std::vector<int> seq = {first};
+    const ModelConfig& c = model.cfg;
+    std::vector<float> probs(c.vocab);
+    while ((int)seq.size() < std::min(n + 1, max_len)) {
+        int t = (int)seq.size();
+        model.forward(seq.data(), nullptr, 1, t);
+        const float* z = model.logits + (size_t)(t - 1) * c.padded_vocab;
+        float mx = -INFINITY;
+        for (int v = 0; v < c.vocab; v++) mx = fmaxf(mx, z[v]);
+        double s = 0.0;
+        for (int v = 0; v < c.vocab; v++) s += (probs[v] = expf(z[v] - mx));
+        double r = rng.uniform() * s, acc = 0.0;
+        int pick = c.vocab - 1;
+        for (int v = 0; v < c.vocab; v++) { acc += probs[v]; if (acc > r) { pick = v; break; } }
+        seq.push_back(pick);
+    }
+    return seq;
+}
+
+#ifndef TESTING
+// ============================================================================
+// Training
+// ============================================================================
+
+int main(int argc, char** argv) {
+    TrainConfig tc;
+    if (!parse_train_flags(argc, argv, tc)) return 0;
+#ifdef _OPENMP
+    if (tc.threads > 0) omp_set_num_threads(tc.threads);
+#endif
+    Model model;
+    if (!tc.init_from.empty()) {
+        CheckpointHeader h;
+        std::vector<float> p;
+        read_checkpoint(tc.init_from, &h, p);
+        model.init(h.cfg);
+        model.params = p;
+        printf("init from %s (step %d)\n", tc.init_from.c_str(), h.step);
+    } else {
+        if (tc.model.n_layer == 0) fatal("no model given: use --preset NAME or --n_layer/--n_head/--d_model/--vocab (see --help)");
+        tc.model.post_ln_layers = parse_placement(tc.placement, tc.model.n_layer);
+        model.init(tc.model);
+        model.random_init((uint64_t)tc.seed);
+    }
+    tc.model = model.cfg;
+    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
+    check_train_config(tc);
+    if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
+    const ModelConfig& c = model.cfg;
+    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T));
+
+    DataLoader train, val;
+    train.init(tc.train_data, tc.B, tc.T, c.vocab, 0, 1, (uint64_t)tc.shuffle_seed);
+    bool have_val = !tc.val_data.empty();
+    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
+    model.alloc_acts(tc.B, tc.T);
+
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = omp_get_max_threads();
+#endif
+    printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
+           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, c.n_layer ? model.table.total / 1e6 : 0);
+    printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
+           fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
+    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
+           tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
+    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB; %d threads\n", tc.train_data.c_str(),
+           train.total_tokens(), train.shards.size(), have_val ? "" : " (no validation data)",
+           model.arena.size() * 4.0 / (1 << 20), nthreads);
+
+    Logger log;
+    log.open(tc.log_path);
+    log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
+                  .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
+                  .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
+                  .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
+                  .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
+                  .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
+                  .i("params", (long long)model.table.total).i("threads", nthreads));
+
+    Rng sample_rng((uint64_t)tc.seed + 17);
+    double flops_tok = model.flops_per_token(tc.T);
+    double total_ms = 0.0;
+    auto do_val = [&](long step) {
+        if (!have_val || tc.val_steps == 0) return;
+        float vl = evaluate(model, val, tc.val_steps);
+        printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
+        log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
+    };
+    auto do_sample = [&]() {
+        if (tc.sample_tokens == 0) return;
+        std::vector<int> s = sample_tokens(model, train.inputs[0], tc.sample_tokens, c.max_seq_len, sample_rng);
+        printf("sample (token ids):");
+        for (int t : s) printf(" %d", t);
+        printf("\n");
+    };
+    auto save = [&](long step) {
+        if (tc.out_dir.empty()) return;
+        char name[64];
+        snprintf(name, sizeof name, "/model_%08ld.bin", step);
+        write_checkpoint(tc.out_dir + name, c, (int)step, model.params.data(), model.m.data(), model.v.data());
+        printf("wrote checkpoint %s%s\n", tc.out_dir.c_str(), name);
+    };
+
+    for (long step = 0; step < tc.steps; step++) {
+        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
+        if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
+        auto t0 = std::chrono::steady_clock::now();
+        model.zero_grad();
+        double loss = 0.0;
+        for (int micro = 0; micro < accum; micro++) {
+            train.next_batch();
+            loss += model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T);
+            model.backward(tc.B, tc.T, 1.f / accum);
+        }
+        loss /= accum;
+        std::vector<double> sq = model.grad_sq_per_tensor();
+        double tot = 0.0;
+        for (double s : sq) tot += s;
+        float norm = (float)sqrt(tot);
+        float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
+        model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (step > 0 || tc.steps == 1) total_ms += ms;
+        double tok_s = tc.total_batch / (ms / 1000.0);
+        double avg_ms = total_ms / std::max(1L, step);
+        double eta_s = avg_ms * (tc.steps - step - 1) / 1000.0;
+        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
+        if (step % tc.print_every == 0 || step == tc.steps - 1)
+            printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %.1f GFLOP/s | eta %.0fs\n", step + 1,
+                   tc.steps, loss, norm, lr, ms, tok_s, flops_tok * tok_s / 1e9, eta_s);
+        JsonLine j;
+        j.str("kind", "step").i("step", step).f("loss", loss).f("grad_norm", norm).f("lr", lr).f("ms", ms).f("tok_per_s", tok_s);
+        if (layer_norms)
+            j.arr("layer_grad_norms", model.layer_norms(sq)).f("emb_grad_norm", model.group_norm(sq, -1))
+                .f("head_grad_norm", model.group_norm(sq, c.n_layer));
+        log.write(j);
+        if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
+    }
+    do_val(tc.steps);
+    do_sample();
+    save(tc.steps);
+    return 0;
+}
+#endif
