@@ -1,0 +1,740 @@
+// cuda_emu.cpp - the runtime half of the CPU emulation of CUDA (see README.md).
+//
+// Threads: every CUDA thread of a block is one OS thread from a pool; blocks run one after
+// another. Synchronisation uses std::mutex/std::condition_variable only, so ThreadSanitizer
+// sees exactly the happens-before edges a GPU guarantees:
+//   __syncthreads()       one mutex per block (orders everything before it, block-wide);
+//   warp collectives      one mutex per warp (orders the lanes of that warp only);
+//   block start / end     the pool's per-worker mutex and the block's completion mutex.
+// The diagnostic state the watchdog reads (what each thread is waiting on, how far it got)
+// is written with atomics that only the watchdog thread loads, so it adds no edges between
+// emulated threads and cannot hide a data race.
+#include "cuda_emu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace cuda_emu {
+
+thread_local uint3 tl_threadIdx;
+thread_local uint3 tl_blockIdx;
+thread_local dim3 tl_blockDim;
+thread_local dim3 tl_gridDim;
+
+void fatal(const char* fmt, ...) {
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "cuda_emu: %s\n", buf);
+    fflush(stderr);
+    std::abort();
+}
+
+namespace {
+
+enum ThreadState : int { S_RUN = 0, S_BAR = 1, S_WARP = 2, S_EXIT = 3 };
+
+const char* kind_name(int k) {
+    static const char* names[] = {"__shfl_sync",   "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__ballot_sync",
+                                  "__any_sync",    "__all_sync",     "__syncwarp",       "__match_any_sync"};
+    return (k >= 0 && k <= W_MATCH_ANY) ? names[k] : "?";
+}
+
+bool same_site(const char* f1, int l1, const char* f2, int l2) {
+    return l1 == l2 && (f1 == f2 || (f1 && f2 && std::strcmp(f1, f2) == 0));
+}
+
+struct WarpGroup {
+    bool active = false;
+    unsigned mask = 0, arrived = 0;
+    int kind = 0, width = 32;
+    const char* file = nullptr;
+    int line = 0;
+};
+
+struct Warp {
+    std::mutex m;
+    unsigned live = 0;  // lanes that exist and have not exited
+    uint64_t in[32] = {}, out[32] = {};
+    int arg[32] = {};
+    bool released[32] = {};
+    std::condition_variable cv[32];
+    WarpGroup groups[32];
+};
+
+// what the watchdog may read about one emulated thread
+struct Diag {
+    std::atomic<int> state{S_EXIT};
+    std::atomic<const char*> file{nullptr};
+    std::atomic<int> line{0};
+    std::atomic<unsigned> mask{0};
+    std::atomic<int> kind{0};
+    std::atomic<uint64_t> steps{0};  // barrier/warp completions this thread performed, exits
+};
+
+struct Block {
+    // set per launch
+    const void* func = nullptr;
+    const std::function<void()>* body = nullptr;
+    dim3 grid, block;
+    int nthreads = 0;
+    unsigned char* dsmem = nullptr;
+    size_t dsmem_size = 0;
+    std::vector<std::unique_ptr<Warp>> warps;
+    std::unique_ptr<Diag[]> diag;
+    // set per block
+    uint3 bidx{};
+    // __syncthreads() state, guarded by m
+    std::mutex m;
+    std::condition_variable cv;
+    int live = 0, arrived = 0, first_tid = -1;
+    uint64_t gen = 0;
+    const char* bfile = nullptr;
+    int bline = 0, bop = 0, acc = 0, result = 0;
+    // completion, guarded by dm
+    std::mutex dm;
+    std::condition_variable dcv;
+    int exited = 0;
+};
+
+thread_local Block* tl_block = nullptr;
+thread_local int tl_tid = 0;
+
+void describe_thread(const Block& b, int tid, char* out, size_t n) {
+    unsigned bx = b.block.x, by = b.block.y;
+    snprintf(out, n, "thread (%d,%d,%d) [warp %d lane %d] of block (%u,%u,%u)", (int)(tid % bx), (int)((tid / bx) % by),
+             (int)(tid / (bx * by)), tid / 32, tid % 32, b.bidx.x, b.bidx.y, b.bidx.z);
+}
+
+// ---------------------------------------------------------------------------------------
+// thread pool: worker i always plays linear thread id i of the current block
+struct Pool {
+    struct Slot {
+        std::mutex m;
+        std::condition_variable cv;
+        Block* job = nullptr;
+        bool stop = false;
+    };
+    std::vector<std::unique_ptr<Slot>> slots;
+    std::vector<std::thread> threads;
+
+    void ensure(int n) {
+        while ((int)threads.size() < n) {
+            int i = (int)threads.size();
+            slots.emplace_back(new Slot);
+            Slot* slot = slots.back().get();  // the worker never touches the (growing) vector
+            threads.emplace_back([this, slot, i] { worker(*slot, i); });
+        }
+    }
+    void start(int i, Block* b) {
+        Slot& s = *slots[i];
+        std::lock_guard<std::mutex> lk(s.m);
+        s.job = b;
+        s.cv.notify_one();
+    }
+    void worker(Slot& s, int i);
+    ~Pool() {
+        for (auto& s : slots) {
+            std::lock_guard<std::mutex> lk(s->m);
+            s->stop = true;
+            s->cv.notify_one();
+        }
+        for (auto& t : threads) t.join();
+    }
+};
+
+Pool& pool() {
+    static Pool p;
+    return p;
+}
+
+void thread_exit(Block& b, int tid);
+
+void run_thread(Block& b, int tid) {
+    tl_block = &b;
+    tl_tid = tid;
+    unsigned bx = b.block.x, by = b.block.y;
+    tl_threadIdx = make_uint3(tid % bx, (tid / bx) % by, tid / (bx * by));
+    tl_blockIdx = b.bidx;
+    tl_blockDim = b.block;
+    tl_gridDim = b.grid;
+    (*b.body)();
+    thread_exit(b, tid);
+    tl_block = nullptr;
+}
+
+void Pool::worker(Slot& s, int i) {
+    for (;;) {
+        Block* b;
+        {
+            std::unique_lock<std::mutex> lk(s.m);
+            s.cv.wait(lk, [&] { return s.job != nullptr || s.stop; });
+            if (s.stop) return;
+            b = s.job;
+            s.job = nullptr;
+        }
+        run_thread(*b, i);
+    }
+}
+
+void step(Block& b, int tid) {
+    auto& s = b.diag[tid].steps;
+    s.store(s.load() + 1);  // only this thread writes its own counter
+}
+
+// __syncthreads() completion: caller holds b.m
+void complete_barrier(Block& b, int tid) {
+    b.result = b.acc;
+    b.arrived = 0;
+    b.first_tid = -1;
+    b.gen++;
+    for (int t = 0; t < b.nthreads; t++)
+        if (b.diag[t].state.load() == S_BAR) b.diag[t].state.store(S_RUN);
+    step(b, tid);
+    b.cv.notify_all();
+}
+
+void thread_exit(Block& b, int tid) {
+    Warp& w = *b.warps[tid / 32];
+    int lane = tid % 32;
+    {
+        std::lock_guard<std::mutex> lk(w.m);
+        w.live &= ~(1u << lane);
+        for (auto& g : w.groups)
+            if (g.active && (g.mask >> lane & 1u)) {
+                char who[160];
+                describe_thread(b, tid, who, sizeof who);
+                fatal("%s exited while lanes 0x%08x wait for it in %s(mask=0x%08x) at %s:%d", who, g.arrived,
+                      kind_name(g.kind), g.mask, g.file, g.line);
+            }
+    }
+    {
+        std::lock_guard<std::mutex> lk(b.m);
+        b.live--;
+        b.diag[tid].state.store(S_EXIT);
+        step(b, tid);
+        // exited threads leave the barrier: the others may now be complete
+        if (b.arrived > 0 && b.arrived == b.live) complete_barrier(b, tid);
+    }
+    {
+        std::lock_guard<std::mutex> lk(b.dm);
+        if (++b.exited == b.nthreads) b.dcv.notify_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+thread_local cudaError_t tl_last_error = cudaSuccess;
+std::mutex g_attr_mutex;
+std::map<const void*, int> g_max_dyn_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize
+
+double watchdog_seconds() {
+    const char* e = getenv("CUDA_EMU_WATCHDOG");
+    double s = e ? atof(e) : 0.0;
+    return s > 0 ? s : 120.0;
+}
+
+void dump_threads(Block& b) {
+    // group consecutive threads in the same state at the same place
+    int t = 0;
+    while (t < b.nthreads) {
+        int st = b.diag[t].state.load();
+        const char* f = b.diag[t].file.load();
+        int l = b.diag[t].line.load();
+        unsigned mk = b.diag[t].mask.load();
+        int k = b.diag[t].kind.load();
+        int e = t + 1;
+        while (e < b.nthreads && b.diag[e].state.load() == st &&
+               (st == S_RUN || st == S_EXIT ||
+                (same_site(b.diag[e].file.load(), b.diag[e].line.load(), f, l) && b.diag[e].mask.load() == mk)))
+            e++;
+        const char* what = st == S_RUN ? "running" : st == S_EXIT ? "exited" : st == S_BAR ? "waiting in __syncthreads()" : kind_name(k);
+        if (st == S_BAR)
+            fprintf(stderr, "cuda_emu:   threads %d-%d: %s at %s:%d\n", t, e - 1, what, f, l);
+        else if (st == S_WARP)
+            fprintf(stderr, "cuda_emu:   threads %d-%d: waiting in %s(mask=0x%08x) at %s:%d\n", t, e - 1, what, mk, f, l);
+        else
+            fprintf(stderr, "cuda_emu:   threads %d-%d: %s\n", t, e - 1, what);
+        t = e;
+    }
+}
+
+void wait_block(Block& b) {
+    using clk = std::chrono::steady_clock;
+    const double limit = watchdog_seconds();
+    uint64_t last_steps = ~0ull;
+    auto last_change = clk::now();
+    std::unique_lock<std::mutex> lk(b.dm);
+    while (b.exited < b.nthreads) {
+        if (b.dcv.wait_for(lk, std::chrono::milliseconds(200), [&] { return b.exited == b.nthreads; })) break;
+        // deadlock: no thread running, and nothing was released while we looked
+        auto sum_steps = [&] {
+            uint64_t s = 0;
+            for (int t = 0; t < b.nthreads; t++) s += b.diag[t].steps.load();
+            return s;
+        };
+        uint64_t s0 = sum_steps();
+        bool any_running = false;
+        for (int t = 0; t < b.nthreads; t++)
+            if (b.diag[t].state.load() == S_RUN) any_running = true;
+        uint64_t s1 = sum_steps();
+        if (!any_running && s0 == s1) {
+            fprintf(stderr, "cuda_emu: deadlock in a kernel launched with grid (%u,%u,%u) block (%u,%u,%u), block (%u,%u,%u): "
+                            "every live thread waits and none can proceed\n",
+                    b.grid.x, b.grid.y, b.grid.z, b.block.x, b.block.y, b.block.z, b.bidx.x, b.bidx.y, b.bidx.z);
+            dump_threads(b);
+            fatal("deadlock (threads of one block wait at different barriers or warp collectives)");
+        }
+        if (s1 != last_steps) {
+            last_steps = s1;
+            last_change = clk::now();
+        } else if (std::chrono::duration<double>(clk::now() - last_change).count() > limit) {
+            fprintf(stderr, "cuda_emu: watchdog: block (%u,%u,%u) made no progress for %.0f s (CUDA_EMU_WATCHDOG)\n", b.bidx.x,
+                    b.bidx.y, b.bidx.z, limit);
+            dump_threads(b);
+            fatal("watchdog timeout (a thread spins forever, e.g. waiting for another block: blocks run one at a time here)");
+        }
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+int syncthreads_impl(int op, int pred, const char* file, int line) {
+    Block* bp = tl_block;
+    if (!bp) fatal("__syncthreads() called outside a kernel at %s:%d", file, line);
+    Block& b = *bp;
+    int tid = tl_tid;
+    std::unique_lock<std::mutex> lk(b.m);
+    if (b.arrived == 0) {
+        b.bfile = file;
+        b.bline = line;
+        b.bop = op;
+        b.first_tid = tid;
+        b.acc = op == 2 ? 1 : 0;
+    } else if (!same_site(b.bfile, b.bline, file, line) || b.bop != op) {
+        char who[160], first[160];
+        describe_thread(b, tid, who, sizeof who);
+        describe_thread(b, b.first_tid, first, sizeof first);
+        fprintf(stderr, "cuda_emu: divergent __syncthreads(): %s reached the barrier at %s:%d, while %d thread(s) of the same "
+                        "phase wait at %s:%d (first: %s)\n",
+                who, file, line, b.arrived, b.bfile, b.bline, first);
+        dump_threads(b);
+        fatal("divergent __syncthreads() at %s:%d vs %s:%d", file, line, b.bfile, b.bline);
+    }
+    if (op == 1) b.acc += pred != 0;
+    if (op == 2) b.acc = b.acc && pred;
+    if (op == 3) b.acc = b.acc || pred;
+    b.arrived++;
+    if (b.arrived == b.live) {
+        complete_barrier(b, tid);
+        return b.result;
+    }
+    Diag& d = b.diag[tid];
+    d.file.store(file);
+    d.line.store(line);
+    d.state.store(S_BAR);
+    uint64_t g = b.gen;
+    b.cv.wait(lk, [&] { return b.gen != g; });
+    return b.result;
+}
+
+uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char* file, int line) {
+    Block* bp = tl_block;
+    if (!bp) fatal("%s called outside a kernel at %s:%d", kind_name(kind), file, line);
+    Block& b = *bp;
+    int tid = tl_tid, lane = tid % 32;
+    unsigned bit = 1u << lane;
+    char who[160];
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        fatal("%s at %s:%d: width %d is not a power of two in [1, 32]", kind_name(kind), file, line, width);
+    if (!(mask & bit)) {
+        describe_thread(b, tid, who, sizeof who);
+        fatal("%s at %s:%d: %s calls it with mask 0x%08x, which does not name the calling lane", kind_name(kind), file, line, who,
+              mask);
+    }
+    Warp& w = *b.warps[tid / 32];
+    std::unique_lock<std::mutex> lk(w.m);
+    if (mask & ~w.live) {
+        describe_thread(b, tid, who, sizeof who);
+        fatal("%s(mask=0x%08x) at %s:%d by %s: the mask names lanes 0x%08x that have exited or do not exist", kind_name(kind), mask,
+              file, line, who, mask & ~w.live);
+    }
+    WarpGroup* g = nullptr;
+    for (auto& x : w.groups) {
+        if (!x.active || !(x.mask & mask)) continue;
+        if (x.mask != mask || x.kind != kind || x.width != width) {
+            describe_thread(b, tid, who, sizeof who);
+            fatal("%s reached %s(mask=0x%08x, width=%d) at %s:%d while lanes 0x%08x of its warp wait in %s(mask=0x%08x, width=%d) "
+                  "at %s:%d: lanes of one mask must execute the same collective",
+                  who, kind_name(kind), mask, width, file, line, x.arrived, kind_name(x.kind), x.mask, x.width, x.file, x.line);
+        }
+        g = &x;
+        break;
+    }
+    if (!g) {
+        for (auto& x : w.groups)
+            if (!x.active) {
+                g = &x;
+                break;
+            }
+        g->active = true;
+        g->mask = mask;
+        g->kind = kind;
+        g->width = width;
+        g->arrived = 0;
+        g->file = file;
+        g->line = line;
+    }
+    w.in[lane] = value;
+    w.arg[lane] = arg;
+    g->arrived |= bit;
+    if (g->arrived != mask) {
+        Diag& d = b.diag[tid];
+        d.file.store(file);
+        d.line.store(line);
+        d.mask.store(mask);
+        d.kind.store(kind);
+        d.state.store(S_WARP);
+        w.released[lane] = false;
+        w.cv[lane].wait(lk, [&] { return w.released[lane]; });
+        return w.out[lane];
+    }
+    // last lane to arrive: compute every lane's result
+    unsigned ballot = 0;
+    for (int l = 0; l < 32; l++)
+        if ((mask >> l & 1u) && w.in[l]) ballot |= 1u << l;
+    for (int l = 0; l < 32; l++) {
+        if (!(mask >> l & 1u)) continue;
+        int seg = l & ~(width - 1), src = l;
+        bool own = false;
+        switch (kind) {
+            case W_SHFL: src = seg + (w.arg[l] & (width - 1)); break;
+            case W_SHFL_UP: src = l - w.arg[l]; own = src < seg; break;
+            case W_SHFL_DOWN: src = l + w.arg[l]; own = src >= seg + width; break;
+            case W_SHFL_XOR: src = l ^ w.arg[l]; own = src >= seg + width || src > 31; break;
+            default: break;
+        }
+        switch (kind) {
+            case W_SHFL:
+            case W_SHFL_UP:
+            case W_SHFL_DOWN:
+            case W_SHFL_XOR:
+                if (own) {
+                    w.out[l] = w.in[l];
+                } else {
+                    if (!(mask >> src & 1u))
+                        fatal("%s(mask=0x%08x) at %s:%d: lane %d reads lane %d, which is not in the mask (undefined value)",
+                              kind_name(kind), mask, file, line, l, src);
+                    w.out[l] = w.in[src];
+                }
+                break;
+            case W_BALLOT: w.out[l] = ballot; break;
+            case W_ANY: w.out[l] = ballot != 0; break;
+            case W_ALL: w.out[l] = ballot == mask; break;
+            case W_MATCH_ANY: {
+                unsigned m = 0;
+                for (int k = 0; k < 32; k++)
+                    if ((mask >> k & 1u) && w.in[k] == w.in[l]) m |= 1u << k;
+                w.out[l] = m;
+                break;
+            }
+            default: w.out[l] = 0; break;
+        }
+    }
+    g->active = false;
+    for (int l = 0; l < 32; l++)
+        if ((mask >> l & 1u) && l != lane) {
+            b.diag[(tid / 32) * 32 + l].state.store(S_RUN);
+            w.released[l] = true;
+            w.cv[l].notify_one();
+        }
+    step(b, tid);
+    return w.out[lane];
+}
+
+unsigned activemask() {
+    Block* bp = tl_block;
+    if (!bp) fatal("__activemask() called outside a kernel");
+    Warp& w = *bp->warps[tl_tid / 32];
+    std::lock_guard<std::mutex> lk(w.m);
+    return w.live;
+}
+
+void* dynamic_smem() {
+    Block* bp = tl_block;
+    if (!bp) fatal("dynamic shared memory used outside a kernel");
+    return bp->dsmem;
+}
+
+void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::function<void()>& body) {
+    if (tl_block) fatal("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
+    unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+    if (nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
+        grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+        fprintf(stderr, "cuda_emu: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n", grid.x, grid.y, grid.z, block.x,
+                block.y, block.z);
+        tl_last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    size_t smem_limit = 48 * 1024;
+    {
+        std::lock_guard<std::mutex> lk(g_attr_mutex);
+        auto it = g_max_dyn_smem.find(func);
+        if (it != g_max_dyn_smem.end()) smem_limit = (size_t)it->second;
+    }
+    if (smem > smem_limit) {
+        fprintf(stderr, "cuda_emu: launch asks for %zu bytes of dynamic shared memory, limit %zu "
+                        "(raise it with cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize))\n",
+                smem, smem_limit);
+        tl_last_error = cudaErrorInvalidValue;
+        return;
+    }
+    static Block b;  // launches are serialised (one host thread drives the emulated device)
+    static std::mutex launch_mutex;
+    std::lock_guard<std::mutex> launch_lock(launch_mutex);
+    b.func = func;
+    b.body = &body;
+    b.grid = grid;
+    b.block = block;
+    b.nthreads = (int)nthreads;
+    int nwarps = (b.nthreads + 31) / 32;
+    b.warps.clear();
+    for (int i = 0; i < nwarps; i++) b.warps.emplace_back(new Warp);
+    b.diag.reset(new Diag[b.nthreads]);
+    // exact size, so AddressSanitizer reports the first byte past the end
+    b.dsmem = smem ? static_cast<unsigned char*>(::operator new[](smem, std::align_val_t(16))) : nullptr;
+    b.dsmem_size = smem;
+    pool().ensure(b.nthreads);
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                b.bidx = make_uint3(bx, by, bz);
+                if (b.dsmem) std::memset(b.dsmem, 0xFF, smem);  // poison: NaN in fp32, bf16 and fp16
+                b.live = b.nthreads;
+                b.arrived = 0;
+                b.first_tid = -1;
+                b.exited = 0;
+                for (int w = 0; w < nwarps; w++) {
+                    int lanes = std::min(32, b.nthreads - 32 * w);
+                    b.warps[w]->live = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+                    for (auto& g : b.warps[w]->groups) g.active = false;
+                }
+                for (int t = 0; t < b.nthreads; t++) b.diag[t].state.store(S_RUN);
+                for (int t = 0; t < b.nthreads; t++) pool().start(t, &b);
+                wait_block(b);
+            }
+    if (b.dsmem) ::operator delete[](b.dsmem, std::align_val_t(16));
+    b.dsmem = nullptr;
+    b.body = nullptr;
+}
+
+}  // namespace cuda_emu
+
+// =======================================================================================
+// runtime API (single emulated device, host memory, synchronous)
+using cuda_emu::tl_last_error;
+
+namespace {
+struct FakeHandle {
+    std::chrono::steady_clock::time_point t{};
+};
+cudaError_t fail(cudaError_t e) {
+    tl_last_error = e;
+    return e;
+}
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** devPtr, size_t size) {
+    if (!devPtr) return fail(cudaErrorInvalidValue);
+    // exact size (no rounding) so AddressSanitizer catches the first byte out of bounds;
+    // fresh memory is poisoned like real device memory is undefined (0xFF bytes = NaN)
+    void* p = std::malloc(size ? size : 1);
+    if (!p) return fail(cudaErrorMemoryAllocation);
+    std::memset(p, 0xFF, size);
+    *devPtr = p;
+    return cudaSuccess;
+}
+cudaError_t cudaMallocManaged(void** devPtr, size_t size, unsigned int) { return cudaMalloc(devPtr, size); }
+cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t) { return cudaMalloc(devPtr, size); }
+cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaMalloc(ptr, size); }
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMalloc(ptr, size); }
+cudaError_t cudaFree(void* p) {
+    std::free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind) {
+    if (count) std::memmove(dst, src, count);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t) {
+    return cudaMemcpy(dst, src, count, kind);
+}
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                         enum cudaMemcpyKind) {
+    for (size_t r = 0; r < height; r++) std::memmove((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void* p, int value, size_t count) {
+    if (count) std::memset(p, value, count);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) { return cudaMemset(p, value, count); }
+cudaError_t cudaMemGetInfo(size_t* free_, size_t* total) {
+    if (free_) *free_ = (size_t)8 << 30;
+    if (total) *total = (size_t)8 << 30;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSetLimit(enum cudaLimit, size_t) { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDevice(int* device) {
+    *device = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
+    if (device != 0) return fail(cudaErrorInvalidDevice);
+    std::memset(prop, 0, sizeof *prop);
+    std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation)");
+    prop->major = 9;
+    prop->minor = 0;
+    prop->multiProcessorCount = 4;
+    prop->warpSize = 32;
+    prop->maxThreadsPerBlock = 1024;
+    prop->maxThreadsPerMultiProcessor = 2048;
+    prop->maxThreadsDim[0] = 1024;
+    prop->maxThreadsDim[1] = 1024;
+    prop->maxThreadsDim[2] = 64;
+    prop->maxGridSize[0] = 2147483647;
+    prop->maxGridSize[1] = 65535;
+    prop->maxGridSize[2] = 65535;
+    prop->sharedMemPerBlock = 48 * 1024;
+    prop->sharedMemPerBlockOptin = 227 * 1024;
+    prop->sharedMemPerMultiprocessor = 228 * 1024;
+    prop->regsPerBlock = 65536;
+    prop->totalGlobalMem = (size_t)8 << 30;
+    prop->l2CacheSize = 50 * 1024 * 1024;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+    if (device != 0) return fail(cudaErrorInvalidDevice);
+    switch (attr) {
+        case cudaDevAttrMultiProcessorCount: *value = 4; break;
+        case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+        case cudaDevAttrWarpSize: *value = 32; break;
+        case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
+        case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+        case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+        case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
+        default: *value = 0; break;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || value > 227 * 1024) return fail(cudaErrorInvalidValue);
+        std::lock_guard<std::mutex> lk(cuda_emu::g_attr_mutex);
+        cuda_emu::g_max_dyn_smem[func] = value;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes* attr, const void*) {
+    std::memset(attr, 0, sizeof *attr);
+    attr->maxThreadsPerBlock = 1024;
+    attr->maxDynamicSharedSizeBytes = 48 * 1024;
+    return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const void*, int blockSize, size_t) {
+    *numBlocks = blockSize > 0 ? std::max(1, 2048 / blockSize) : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+    *s = reinterpret_cast<cudaStream_t>(new FakeHandle);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    delete reinterpret_cast<FakeHandle*>(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+    *e = reinterpret_cast<cudaEvent_t>(new FakeHandle);
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete reinterpret_cast<FakeHandle*>(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    reinterpret_cast<FakeHandle*>(e)->t = std::chrono::steady_clock::now();
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<FakeHandle*>(b)->t - reinterpret_cast<FakeHandle*>(a)->t).count();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = tl_last_error;
+    tl_last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return tl_last_error; }
+const char* cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+        case cudaErrorNoDevice: return "cudaErrorNoDevice";
+        default: return "cudaError(unknown)";
+    }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorMemoryAllocation: return "out of memory";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorInvalidDevice: return "invalid device ordinal";
+        case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+        default: return "unknown error (cuda_emu)";
+    }
+}
+
+}  // extern "C"

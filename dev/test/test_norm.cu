@@ -1,0 +1,234 @@
+// test_norm.cu - kernels/norm.cuh against an fp64 CPU reference.
+// For every size (odd ones included: N not a multiple of the 8 warps per block, C not a
+// multiple of the 4/8-wide vectors, C < 32), storage fp32 and bf16, LayerNorm and RMSNorm:
+//   Pre-LN forward (also in place), Post-LN forward, plain forward,
+//   Pre-LN backward (also in place), Post-LN backward; weight/bias gradients accumulate onto
+//   random initial values, and the backward runs twice: the results must be bitwise equal.
+// Inputs are fresh random numbers each run (seed printed; SEED=... replays), every output is
+// poisoned (NaN) before each launch. Exit status non-zero on any mismatch.
+// Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
+#include "../../kernels/norm.cuh"
+#include "test_util.h"
+
+struct Tol {
+    double atol, rtol;
+};
+
+struct Case {
+    int N, C;
+};
+
+// fp64 reference forward on x (already rounded to storage), one row at a time
+static void ref_forward(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b, int N, int C, double eps,
+                        bool rms, std::vector<double>& y, std::vector<double>& mean, std::vector<double>& rstd) {
+    y.assign((size_t)N * C, 0.0);
+    mean.assign(N, 0.0);
+    rstd.assign(N, 0.0);
+    for (int r = 0; r < N; r++) {
+        const float* xr = &x[(size_t)r * C];
+        double m = 0, v = 0;
+        if (rms) {
+            for (int c = 0; c < C; c++) v += (double)xr[c] * xr[c];
+            v /= C;
+        } else {
+            for (int c = 0; c < C; c++) m += xr[c];
+            m /= C;
+            for (int c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+            v /= C;
+        }
+        double s = 1.0 / std::sqrt(v + eps);
+        mean[r] = m;
+        rstd[r] = s;
+        for (int c = 0; c < C; c++) y[(size_t)r * C + c] = (xr[c] - m) * s * w[c] + (rms ? 0.0 : b[c]);
+    }
+}
+
+// fp64 reference backward: dx = N'(dy) + dres; dw, db = init + sums over rows
+static void ref_backward(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& dy,
+                         const std::vector<float>* dres, const std::vector<double>& mean, const std::vector<double>& rstd, int N, int C,
+                         bool rms, const std::vector<float>& dw0, const std::vector<float>& db0, std::vector<double>& dx,
+                         std::vector<double>& dw, std::vector<double>& db) {
+    dx.assign((size_t)N * C, 0.0);
+    dw.assign(dw0.begin(), dw0.end());
+    db.assign(db0.begin(), db0.end());
+    for (int r = 0; r < N; r++) {
+        const size_t o = (size_t)r * C;
+        double m = rms ? 0.0 : mean[r], s = rstd[r], sg = 0, sgx = 0;
+        for (int c = 0; c < C; c++) {
+            double g = (double)dy[o + c] * w[c], xh = (x[o + c] - m) * s;
+            sg += g;
+            sgx += g * xh;
+            dw[c] += dy[o + c] * xh;
+            db[c] += dy[o + c];
+        }
+        sg /= C;
+        sgx /= C;
+        for (int c = 0; c < C; c++) {
+            double g = (double)dy[o + c] * w[c], xh = (x[o + c] - m) * s;
+            dx[o + c] = s * (g - (rms ? 0.0 : sg) - xh * sgx) + (dres ? (*dres)[o + c] : 0.0f);
+        }
+    }
+}
+
+static std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+template <typename T>
+static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
+    const int N = cs.N, C = cs.C;
+    const bool rms = type == NormType::RMSNorm;
+    const float eps = rms ? 1e-6f : 1e-5f;
+    const size_t NC = (size_t)N * C;
+    const bool bf16 = sizeof(T) == 2;
+    // tolerances: values stored in T (rounding 2^-9 relative in bf16) computed in fp32
+    const Tol t_val = bf16 ? Tol{2e-2, 1e-2} : Tol{1e-5, 1e-5};  // normed, dx
+    const Tol t_res = bf16 ? Tol{0, 4e-3} : Tol{1e-6, 1e-6};     // residual = a + b (same rounding as the reference)
+    const Tol t_stat = {1e-5, 1e-4};                             // fp32 mean / rstd
+    const Tol t_wgrad = bf16 ? Tol{5e-2, 1e-2} : Tol{5e-5, 5e-5};
+    char tag[96];
+    snprintf(tag, sizeof tag, "%s %s N=%d C=%d", type_name<T>(), rms ? "rmsnorm" : "layernorm", N, C);
+    printf("%s\n", tag);
+
+    // inputs (rounded to T where the device stores them in T); residual has a non-zero mean
+    std::vector<float> res = round_to<T>(rng.normal(NC, 0.7f, 1.5f));
+    std::vector<float> branch = round_to<T>(rng.normal(NC));
+    std::vector<float> w = round_to<T>(rng.normal(C, 1.0f, 0.3f));
+    std::vector<float> b = round_to<T>(rng.normal(C, 0.0f, 0.3f));
+    std::vector<float> dy = round_to<T>(rng.normal(NC));
+    std::vector<float> dres = round_to<T>(rng.normal(NC));
+    std::vector<float> dw0 = round_to<T>(rng.normal(C, 0.0f, 0.5f));
+    std::vector<float> db0 = round_to<T>(rng.normal(C, 0.0f, 0.5f));
+    // x = residual + branch, added in fp32 and rounded to T, exactly like the kernel
+    std::vector<float> x(NC);
+    for (size_t i = 0; i < NC; i++) x[i] = host_to_float(host_from_float<T>(res[i] + branch[i]));
+
+    std::vector<double> y_ref, mean_ref, rstd_ref;
+    ref_forward(x, w, b, N, C, eps, rms, y_ref, mean_ref, rstd_ref);
+
+    DeviceBuffer<T> d_res(NC), d_branch(NC), d_w(C), d_b(C), d_resout(NC), d_normed(NC), d_dy(NC), d_dres(NC), d_dx(NC), d_dw(C),
+        d_db(C);
+    DeviceBuffer<float> d_mean(N), d_rstd(N), d_scratch(norm_backward_scratch_floats(N, C));
+    d_res.upload(res);
+    d_branch.upload(branch);
+    d_w.upload(w);
+    d_b.upload(b);
+    d_dy.upload(dy);
+    d_dres.upload(dres);
+    const T* bias = rms ? nullptr : d_b.ptr;
+    const std::string pfx = std::string("  ");
+
+    auto check_fwd = [&](const char* what, const DeviceBuffer<T>& normed, const DeviceBuffer<T>* resid) {
+        ck.check(std::string(what) + " normed", normed.download(), y_ref, t_val.atol, t_val.rtol);
+        if (resid) ck.check(std::string(what) + " residual", resid->download(), to_double(x), t_res.atol, t_res.rtol);
+        if (!rms) ck.check(std::string(what) + " mean", d_mean.download(), mean_ref, t_stat.atol, t_stat.rtol);
+        ck.check(std::string(what) + " rstd", d_rstd.download(), rstd_ref, t_stat.atol, t_stat.rtol);
+    };
+    auto poison_fwd = [&] {
+        d_resout.poison();
+        d_normed.poison();
+        d_mean.poison();
+        d_rstd.poison();
+    };
+
+    // Pre-LN: residual_out = res + branch, normed = N(residual_out)
+    poison_fwd();
+    preln_residual_norm_forward<T>(d_resout, d_normed, d_mean, d_rstd, d_res, d_branch, d_w, bias, N, C, eps, type, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    check_fwd("preln fwd", d_normed, &d_resout);
+
+    // Post-LN: out = N(res + branch) is the new residual; sum saved for backward
+    poison_fwd();
+    postln_residual_norm_forward<T>(d_normed, d_resout, d_mean, d_rstd, d_res, d_branch, d_w, bias, N, C, eps, type, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    check_fwd("postln fwd", d_normed, &d_resout);
+
+    // plain norm of x (d_resout holds x now)
+    d_normed.poison();
+    d_mean.poison();
+    d_rstd.poison();
+    norm_forward<T>(d_normed, d_mean, d_rstd, d_resout, d_w, bias, N, C, eps, type, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    check_fwd("plain fwd", d_normed, nullptr);
+
+    // Pre-LN in place: residual_out aliases residual_in
+    {
+        DeviceBuffer<T> d_inplace(NC);
+        d_inplace.upload(res);
+        d_normed.poison();
+        d_mean.poison();
+        d_rstd.poison();
+        preln_residual_norm_forward<T>(d_inplace, d_normed, d_mean, d_rstd, d_inplace, d_branch, d_w, bias, N, C, eps, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_fwd("preln fwd in-place", d_normed, &d_inplace);
+    }
+    // the forward left mean/rstd of x in d_mean/d_rstd and x in d_resout: the backward uses
+    // the device's own statistics, as the trainer will
+
+    // Pre-LN backward: dx = dres + N'(dy); twice, for determinism
+    std::vector<double> dx_ref, dw_ref, db_ref;
+    ref_backward(x, w, dy, &dres, mean_ref, rstd_ref, N, C, rms, dw0, db0, dx_ref, dw_ref, db_ref);
+    std::vector<unsigned char> first_dx, first_dw, first_db;
+    for (int rep = 0; rep < 2; rep++) {
+        d_dx.poison();
+        d_scratch.poison();
+        d_dw.upload(dw0);
+        d_db.upload(db0);
+        preln_residual_norm_backward<T>(d_dx, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_dres, d_resout, d_w, d_mean, d_rstd, N,
+                                        C, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        if (rep == 0) {
+            ck.check("preln bwd dresidual", d_dx.download(), dx_ref, t_val.atol, t_val.rtol);
+            ck.check("preln bwd dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
+            if (!rms) ck.check("preln bwd dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+            first_dx = d_dx.bytes();
+            first_dw = d_dw.bytes();
+            first_db = d_db.bytes();
+        } else {
+            ck.check_equal_bytes("preln bwd rerun dresidual", first_dx, d_dx.bytes());
+            ck.check_equal_bytes("preln bwd rerun dweight", first_dw, d_dw.bytes());
+            if (!rms) ck.check_equal_bytes("preln bwd rerun dbias", first_db, d_db.bytes());
+        }
+    }
+    // Pre-LN backward in place: dresidual_out aliases dresidual_in
+    {
+        DeviceBuffer<T> d_inplace(NC);
+        d_inplace.upload(dres);
+        d_scratch.poison();
+        d_dw.upload(dw0);
+        d_db.upload(db0);
+        preln_residual_norm_backward<T>(d_inplace, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_inplace, d_resout, d_w, d_mean,
+                                        d_rstd, N, C, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        ck.check("preln bwd in-place dresidual", d_inplace.download(), dx_ref, t_val.atol, t_val.rtol);
+    }
+
+    // Post-LN backward: dsum = N'(dout), no residual gradient added
+    ref_backward(x, w, dy, nullptr, mean_ref, rstd_ref, N, C, rms, dw0, db0, dx_ref, dw_ref, db_ref);
+    d_dx.poison();
+    d_scratch.poison();
+    d_dw.upload(dw0);
+    d_db.upload(db0);
+    postln_residual_norm_backward<T>(d_dx, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_resout, d_w, d_mean, d_rstd, N, C, type,
+                                     0);
+    cudaCheck(cudaDeviceSynchronize());
+    ck.check("postln bwd dsum", d_dx.download(), dx_ref, t_val.atol, t_val.rtol);
+    ck.check("postln bwd dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
+    if (!rms) ck.check("postln bwd dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+    else ck.check("postln bwd dbias untouched (rmsnorm)", d_db.download(), to_double(db0), 0, 0);
+}
+
+int main(int argc, char** argv) {
+    skip_without_device("test_norm");
+    Rng rng(test_seed());
+    // (N, C): vector paths, N % 8 != 0, C % 8 != 0 (bf16 scalar), C odd (both scalar), C < 32
+    std::vector<Case> cases = {{64, 768}, {37, 100}, {13, 37}, {5, 20}};
+    if (argc > 1 && std::string(argv[1]) == "--big") cases.push_back({4096, 2048});  // GPU only
+    Checker ck;
+    auto t0 = std::chrono::steady_clock::now();
+    for (const Case& cs : cases)
+        for (NormType type : {NormType::LayerNorm, NormType::RMSNorm}) {
+            run_case<float>(ck, rng, cs, type);
+            run_case<__nv_bfloat16>(ck, rng, cs, type);
+        }
+    printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return ck.finish("test_norm");
+}
