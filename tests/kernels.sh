@@ -15,7 +15,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # run_test runs commands under `timeout`, so no shell functions: the prefix is a command
 kernel_prefix() { if [ "$1" = tsan ]; then KPREFIX=("${KTSAN_RUN[@]}"); else KPREFIX=(); fi; }
 
-for t in norm gemm emu; do
+for t in norm emu; do
   for flavor in gxx tsan asan; do
     bin=$KB/$flavor/test_$t
     if [ -x "$bin" ]; then

@@ -373,12 +373,15 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, co
               file, line, who, mask & ~w.live);
     }
     WarpGroup* g = nullptr;
+    // lanes of one mask meet in one group. Groups with other (overlapping) masks may be
+    // pending at the same time: their lanes arrive here once those complete (independent
+    // thread scheduling); if they never can, the watchdog reports the deadlock.
     for (auto& x : w.groups) {
-        if (!x.active || !(x.mask & mask)) continue;
-        if (x.mask != mask || x.kind != kind || x.width != width) {
+        if (!x.active || x.mask != mask) continue;
+        if (x.kind != kind || x.width != width) {
             describe_thread(b, tid, who, sizeof who);
             fatal("%s reached %s(mask=0x%08x, width=%d) at %s:%d while lanes 0x%08x of its warp wait in %s(mask=0x%08x, width=%d) "
-                  "at %s:%d: lanes of one mask must execute the same collective",
+                  "at %s:%d: the lanes of one mask must execute the same collective",
                   who, kind_name(kind), mask, width, file, line, x.arrived, kind_name(x.kind), x.mask, x.width, x.file, x.line);
         }
         g = &x;

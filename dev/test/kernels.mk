@@ -15,8 +15,8 @@ CLANGXX     ?= $(shell command -v clang++-14 2>/dev/null || command -v clang++ 2
 KBUILD      := $(BUILD)/kernels
 
 # tests that must pass, and planted-bug tests that must be caught (see tests/kernels.sh)
-KTEST_NAMES := test_norm
-KBUG_NAMES  :=
+KTEST_NAMES := test_norm test_emu
+KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
 # CUDA sources gated with nvcc besides the tests (one line each; they must exist)
 NVCC_GATE_SRCS := $(wildcard train_gpt.cu test_gpt.cu)
 
