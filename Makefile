@@ -35,7 +35,7 @@ HOST_HEADERS := $(wildcard common/*.h)
 ALL_TARGETS := $(BUILD)/train_gpt $(BUILD)/test_gpt
 TEST_DEPS   := $(BUILD)/test_gpt_noblas $(BUILD)/test_gpt_asan $(BUILD)/test_host $(BUILD)/test_host_asan
 
-.PHONY: all test clean reference bench
+.PHONY: all test test-deps clean reference bench
 all: all-targets
 
 -include dev/test/kernels.mk
@@ -66,7 +66,9 @@ $(BUILD)/test_host: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
 $(BUILD)/test_host_asan: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(SAN_FLAGS) $< -o $@
 
-test: $(ALL_TARGETS) $(TEST_DEPS)
+test-deps: $(ALL_TARGETS) $(TEST_DEPS)
+
+test: test-deps
 	bash scripts/run_tests.sh
 
 reference:

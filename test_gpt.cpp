@@ -13,6 +13,8 @@ tolerance; exits non-zero on any failure.
   ./test_gpt [flags] [state.bin ...]
     --post_ln_layers K   build the model with this K instead of the state's (negative test)
     --perturb NAME       add a small error to the computed gradient of tensor NAME (negative test)
+    --attn_block N       rows per causal attention block (default: the trainer's 64; small odd
+                         values make the blocked paths run on the tiny stored configs)
 */
 #define TESTING
 #include "train_gpt.cpp"
@@ -55,7 +57,7 @@ struct Checker {
     }
 };
 
-static void run_state(const std::string& path, int override_k, const std::string& perturb, Checker& ck) {
+static void run_state(const std::string& path, int override_k, const std::string& perturb, int attn_block, Checker& ck) {
     RefState s = read_refstate(path);
     ModelConfig cfg = s.ckpt.cfg;
     printf("%s: %s, %s, L=%d C=%d H=%d ffn=%d vocab=%d (padded %d), B=%d T=%d\n", path.c_str(), arch_name(cfg.arch),
@@ -68,6 +70,7 @@ static void run_state(const std::string& path, int override_k, const std::string
     }
     Model model;
     model.init(cfg);
+    if (attn_block > 0) model.attn_block = attn_block;
 
     // the C++ parameter table must be PyTorch's, tensor for tensor
     const ParamTable& pt = model.table;
@@ -137,7 +140,7 @@ static void run_state(const std::string& path, int override_k, const std::string
 }
 
 int main(int argc, char** argv) {
-    int override_k = -1;
+    int override_k = -1, attn_block = 0;
     std::string perturb;
     std::vector<std::string> files;
     for (int i = 1; i < argc; i++) {
@@ -146,10 +149,14 @@ int main(int argc, char** argv) {
             char* end;
             override_k = (int)strtol(argv[++i], &end, 10);
             if (*end || override_k < 0) fatal("--post_ln_layers expects a non-negative integer, got '%s'", argv[i]);
+        } else if (a == "--attn_block" && i + 1 < argc) {
+            char* end;
+            attn_block = (int)strtol(argv[++i], &end, 10);
+            if (*end || attn_block < 1) fatal("--attn_block expects a positive integer, got '%s'", argv[i]);
         } else if (a == "--perturb" && i + 1 < argc) {
             perturb = argv[++i];
         } else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
+            printf("usage: %s [--post_ln_layers K] [--perturb TENSOR] [--attn_block N] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) {
             fatal("unknown flag %s (see --help)", a.c_str());
@@ -162,7 +169,7 @@ int main(int argc, char** argv) {
     Checker ck;
     for (const std::string& f : files) {
         int before = ck.failures;
-        run_state(f, override_k, perturb, ck);
+        run_state(f, override_k, perturb, attn_block, ck);
         printf("%s: %s\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH");
     }
     printf("test_gpt: %d checks, %d failed, %zu state files\n", ck.checks, ck.failures, files.size());

@@ -93,12 +93,14 @@ static void matmul_backward(float* dinp, float* dW, float* db, const float* dout
                             int N, int C, int OC, float dinp_beta) {
     if (dinp) gemm(false, false, N, C, OC, 1.f, dout, OC, W, C, dinp_beta, dinp, C);
     gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dW, C);
-    if (db) {
+    if (db) {   // channel blocks of 16 per thread, rows in order (deterministic)
 #pragma omp parallel for
-        for (int o = 0; o < OC; o++) {
-            float s = 0.f;
-            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + o];
-            db[o] += s;
+        for (int o0 = 0; o0 < OC; o0 += 16) {
+            int no = std::min(16, OC - o0);
+            float s[16] = {0};
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < no; j++) s[j] += dout[(size_t)n * OC + o0 + j];
+            for (int j = 0; j < no; j++) db[o0 + j] += s[j];
         }
     }
 }
@@ -120,13 +122,20 @@ static void embedding_forward(float* out, const int* tok, const float* wte, cons
 }
 
 static void embedding_backward(float* dwte, float* dwpe, const float* dout, const int* tok, int B, int T, int C) {
+    const int CB = 16;   // channels per task: one 64-byte cache line of every row
 #pragma omp parallel for
-    for (int c = 0; c < C; c++)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int c1 = std::min(C, c0 + CB);
         for (int n = 0; n < B * T; n++) {
-            float g = dout[(size_t)n * C + c];
-            dwte[(size_t)tok[n] * C + c] += g;
-            if (dwpe) dwpe[(size_t)(n % T) * C + c] += g;
+            const float* g = dout + (size_t)n * C;
+            float* dw = dwte + (size_t)tok[n] * C;
+            float* dp = dwpe ? dwpe + (size_t)(n % T) * C : nullptr;
+            for (int c = c0; c < c1; c++) {
+                dw[c] += g[c];
+                if (dp) dp[c] += g[c];
+            }
         }
+    }
 }
 
 // ============================================================================
@@ -180,17 +189,26 @@ static void norm_backward(float* dinp, float* dw, float* db, const float* dout, 
             dx[c] = accumulate ? dx[c] + d : d;
         }
     }
-    // weight/bias gradients: each thread owns channels, rows summed in order (deterministic)
+    // weight/bias gradients: each thread owns a block of channels (one cache line
+    // of every row) and sums the rows in order, so the result is deterministic
+    const int CB = 16;
 #pragma omp parallel for
-    for (int c = 0; c < C; c++) {
-        float sw = 0.f, sb = 0.f;
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int nc = std::min(CB, C - c0);
+        float sw[CB] = {0}, sb[CB] = {0};
         for (int n = 0; n < N; n++) {
-            float dy = dout[(size_t)n * C + c];
-            sw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
-            sb += dy;
+            const float* dy = dout + (size_t)n * C + c0;
+            const float* x = inp + (size_t)n * C + c0;
+            float m = mean[n], r = rstd[n];
+            for (int j = 0; j < nc; j++) {
+                sw[j] += dy[j] * (x[j] - m) * r;
+                sb[j] += dy[j];
+            }
         }
-        dw[c] += sw;
-        if (db) db[c] += sb;
+        for (int j = 0; j < nc; j++) {
+            dw[c0 + j] += sw[j];
+            if (db) db[c0 + j] += sb[j];
+        }
     }
 }
 
@@ -229,11 +247,14 @@ static void rope_backward(float* dqkv, const float* c, const float* s, int B, in
 // P is kept (B, NH, T, T) for the backward:
 //   dP = dY V^T;  dV = P^T dY;  dS = P * (dP - rowsum(P * dP)) / sqrt(hd)
 //   dQ = dS K;    dK = dS^T Q
-// The full T x T product is computed and masked (the upper half is wasted work,
-// cheap next to the MLP at T = 256).
+// Causal blocking: rows are taken in blocks of `blk`; row block [r0, r1) only
+// needs columns [0, r1), so the GEMMs skip (almost) all of the masked upper
+// triangle. For dV and dK (sums over rows i >= j) the blocks run over columns:
+// column block [c0, c1) only needs rows [c0, T). Entries of P (and dS) right of
+// a row block's r1 are never written nor read.
 // ============================================================================
 
-static void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+static void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH, int blk) {
     int hd = C / NH;
     float scale = 1.f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2)
@@ -243,23 +264,27 @@ static void attention_forward(float* out, float* att, const float* qkv, int B, i
             const float* k = q + C;
             const float* v = q + 2 * C;
             float* P = att + ((size_t)b * NH + h) * T * T;
-            gemm(false, true, T, T, hd, scale, q, 3 * C, k, 3 * C, 0.f, P, T);
-            for (int i = 0; i < T; i++) {
-                float* p = P + (size_t)i * T;
-                float mx = -INFINITY, sum = 0.f;
-                for (int j = 0; j <= i; j++) mx = fmaxf(mx, p[j]);
-                for (int j = 0; j <= i; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
-                float inv = 1.f / sum;
-                for (int j = 0; j <= i; j++) p[j] *= inv;
-                for (int j = i + 1; j < T; j++) p[j] = 0.f;
+            float* y = out + (size_t)b * T * C + h * hd;
+            for (int r0 = 0; r0 < T; r0 += blk) {
+                int r1 = std::min(T, r0 + blk);
+                gemm(false, true, r1 - r0, r1, hd, scale, q + (size_t)r0 * 3 * C, 3 * C, k, 3 * C, 0.f, P + (size_t)r0 * T, T);
+                for (int i = r0; i < r1; i++) {
+                    float* p = P + (size_t)i * T;
+                    float mx = -INFINITY, sum = 0.f;
+                    for (int j = 0; j <= i; j++) mx = fmaxf(mx, p[j]);
+                    for (int j = 0; j <= i; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+                    float inv = 1.f / sum;
+                    for (int j = 0; j <= i; j++) p[j] *= inv;
+                    for (int j = i + 1; j < r1; j++) p[j] = 0.f;
+                }
+                gemm(false, false, r1 - r0, hd, r1, 1.f, P + (size_t)r0 * T, T, v, 3 * C, 0.f, y + (size_t)r0 * C, C);
             }
-            gemm(false, false, T, hd, T, 1.f, P, T, v, 3 * C, 0.f, out + (size_t)b * T * C + h * hd, C);
         }
 }
 
 // dqkv is overwritten. scratch: T*T floats per OpenMP thread.
 static void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
-                               int B, int T, int C, int NH) {
+                               int B, int T, int C, int NH, int blk) {
     int hd = C / NH;
     float scale = 1.f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2)
@@ -269,7 +294,7 @@ static void attention_backward(float* dqkv, float* scratch, const float* dout, c
 #ifdef _OPENMP
             tid = omp_get_thread_num();
 #endif
-            float* dP = scratch + (size_t)tid * T * T;
+            float* dS = scratch + (size_t)tid * T * T;
             const float* q = qkv + (size_t)b * T * 3 * C + h * hd;
             const float* k = q + C;
             const float* v = q + 2 * C;
@@ -278,18 +303,26 @@ static void attention_backward(float* dqkv, float* scratch, const float* dout, c
             float* dv = dq + 2 * C;
             const float* P = att + ((size_t)b * NH + h) * T * T;
             const float* dy = dout + (size_t)b * T * C + h * hd;
-            gemm(false, true, T, T, hd, 1.f, dy, C, v, 3 * C, 0.f, dP, T);
-            gemm(true, false, T, hd, T, 1.f, P, T, dy, C, 0.f, dv, 3 * C);
-            for (int i = 0; i < T; i++) {
-                const float* p = P + (size_t)i * T;
-                float* d = dP + (size_t)i * T;
-                float dot = 0.f;
-                for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-                for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-                for (int j = i + 1; j < T; j++) d[j] = 0.f;
+            for (int r0 = 0; r0 < T; r0 += blk) {   // dP, then dS in place, then dQ, by row blocks
+                int r1 = std::min(T, r0 + blk);
+                gemm(false, true, r1 - r0, r1, hd, 1.f, dy + (size_t)r0 * C, C, v, 3 * C, 0.f, dS + (size_t)r0 * T, T);
+                for (int i = r0; i < r1; i++) {
+                    const float* p = P + (size_t)i * T;
+                    float* d = dS + (size_t)i * T;
+                    float dot = 0.f;
+                    for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+                    for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                    for (int j = i + 1; j < r1; j++) d[j] = 0.f;
+                }
+                gemm(false, false, r1 - r0, hd, r1, 1.f, dS + (size_t)r0 * T, T, k, 3 * C, 0.f, dq + (size_t)r0 * 3 * C, 3 * C);
             }
-            gemm(false, false, T, hd, T, 1.f, dP, T, k, 3 * C, 0.f, dq, 3 * C);
-            gemm(true, false, T, hd, T, 1.f, dP, T, q, 3 * C, 0.f, dk, 3 * C);
+            for (int c0 = 0; c0 < T; c0 += blk) {   // dV and dK, by column blocks
+                int c1 = std::min(T, c0 + blk);
+                gemm(true, false, c1 - c0, hd, T - c0, 1.f, P + (size_t)c0 * T + c0, T, dy + (size_t)c0 * C, C, 0.f,
+                     dv + (size_t)c0 * 3 * C, 3 * C);
+                gemm(true, false, c1 - c0, hd, T - c0, 1.f, dS + (size_t)c0 * T + c0, T, q + (size_t)c0 * 3 * C, 3 * C, 0.f,
+                     dk + (size_t)c0 * 3 * C, 3 * C);
+            }
         }
 }
 
@@ -341,36 +374,33 @@ static void swiglu_backward(float* dfc, const float* fc, const float* dout, int 
 // ============================================================================
 // Classifier: cross-entropy over the first V of Vp logits per row, and its
 // gradient written over the logits (no separate probability buffer):
-//   loss_n = logsumexp(z_n[:V]) - z_n[target_n]
-//   dz_n[v] = (softmax(z_n)[v] - [v == target_n]) * dscale  for v < V, 0 for padding
-// Returns the mean loss over the N rows.
+//   lse_n  = logsumexp(z_n[:V]),  loss_n = lse_n - z_n[target_n]
+//   dz_n[v] = (exp(z_n[v] - lse_n) - [v == target_n]) * dscale  for v < V, 0 for padding
+// The forward keeps lse_n so the backward is one exp pass. Returns the mean loss.
 // ============================================================================
 
-static float crossentropy_forward(float* losses, const float* logits, const int* targets, int N, int V, int Vp) {
+static float crossentropy_forward(float* losses, float* lse, const float* logits, const int* targets, int N, int V, int Vp) {
     double total = 0.0;
 #pragma omp parallel for reduction(+ : total)
     for (int n = 0; n < N; n++) {
         const float* z = logits + (size_t)n * Vp;
         float mx = -INFINITY;
         for (int v = 0; v < V; v++) mx = fmaxf(mx, z[v]);
-        double s = 0.0;
+        float s = 0.f;
         for (int v = 0; v < V; v++) s += expf(z[v] - mx);
-        losses[n] = (float)(log(s) + mx - z[targets[n]]);
+        lse[n] = logf(s) + mx;
+        losses[n] = lse[n] - z[targets[n]];
         total += losses[n];
     }
     return (float)(total / N);
 }
 
-static void crossentropy_backward(float* logits, const int* targets, int N, int V, int Vp, float dscale) {
+static void crossentropy_backward(float* logits, const float* lse, const int* targets, int N, int V, int Vp, float dscale) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         float* z = logits + (size_t)n * Vp;
-        float mx = -INFINITY;
-        for (int v = 0; v < V; v++) mx = fmaxf(mx, z[v]);
-        float s = 0.f;
-        for (int v = 0; v < V; v++) { z[v] = expf(z[v] - mx); s += z[v]; }
-        float inv = dscale / s;
-        for (int v = 0; v < V; v++) z[v] *= inv;
+        float l = lse[n];
+        for (int v = 0; v < V; v++) z[v] = expf(z[v] - l) * dscale;
         z[targets[n]] -= dscale;
         for (int v = V; v < Vp; v++) z[v] = 0.f;
     }
@@ -425,12 +455,13 @@ struct Model {
     int B = 0, T = 0;                          // activation capacity
     std::vector<float> arena;                  // all activations, one allocation
     std::vector<LayerActs> acts;
-    float *encoded = nullptr, *nf_out = nullptr, *nf_mean = nullptr, *nf_rstd = nullptr, *logits = nullptr, *losses = nullptr;
+    float *encoded = nullptr, *nf_out = nullptr, *nf_mean = nullptr, *nf_rstd = nullptr, *logits = nullptr, *losses = nullptr, *lse = nullptr;
     std::vector<float*> resid;                 // resid[l] = input of layer l, resid[L] = last block's output
     std::vector<float> dbuf;                   // backward scratch: dx, d1, d2, dqkv, datty, dfc, dact, attention scratch
     std::vector<float> rope_cos, rope_sin;     // (max_seq_len, hd/2)
     std::vector<int> inputs, targets;
     float loss = 0.f;
+    int attn_block = 64;                       // causal blocking of attention (rows per block)
     int step = 0;                              // optimizer steps taken (AdamW bias correction)
 
     void init(const ModelConfig& c) {
@@ -509,7 +540,7 @@ struct Model {
             a.fc = take(N * fcw); a.act = take(N * F);
             resid[l + 1] = cfg.post_ln(l) ? a.n2out : a.sum2;
         }
-        nf_out = take(N * C); nf_mean = take(N); nf_rstd = take(N); losses = take(N);
+        nf_out = take(N * C); nf_mean = take(N); nf_rstd = take(N); losses = take(N); lse = take(N);
         logits = take(N * Vp);
         return used;
     }
@@ -545,7 +576,7 @@ struct Model {
             const float* a_in = post ? x : a.n1out;
             matmul_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
             if (!c.gpt()) rope_forward(a.qkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
-            attention_forward(a.atty, a.att, a.qkv, B_, T_, C, NH);
+            attention_forward(a.atty, a.att, a.qkv, B_, T_, C, NH, attn_block);
             memcpy(a.sum1, x, sizeof(float) * N * C);                           // sum1 = x + atty @ Wo^T + bo
             matmul_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
             if (post) norm_forward(a.n1out, a.mean1, a.rstd1, a.sum1, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
@@ -567,7 +598,7 @@ struct Model {
         norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, c.norm_eps, rms);
         matmul_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
         if (!tgt) return -1.f;
-        loss = crossentropy_forward(losses, logits, targets.data(), N, V, Vp);
+        loss = crossentropy_forward(losses, lse, logits, targets.data(), N, V, Vp);
         return loss;
     }
 
@@ -589,7 +620,7 @@ struct Model {
         float* dact = dfc + (size_t)N * fcw;
         float* scratch = dact + (size_t)N * F;
 
-        crossentropy_backward(logits, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
+        crossentropy_backward(logits, lse, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
         matmul_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, N, C, rms, false);
 
@@ -631,7 +662,7 @@ struct Model {
                 norm_backward(dsum1, g.norm1_w, g.norm1_b, dh, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, rms, false);
             // (Pre-LN: h = sum1, and dh already is dx)
             matmul_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
-            attention_backward(dqkv, scratch, datty, a.qkv, a.att, B_, T_, C, NH);
+            attention_backward(dqkv, scratch, datty, a.qkv, a.att, B_, T_, C, NH, attn_block);
             if (!c.gpt()) rope_backward(dqkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
             if (post) {   // a_in = x: dx (= dsum1, the skip) += branch gradient
                 matmul_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
@@ -794,6 +825,11 @@ int main(int argc, char** argv) {
     int nthreads = 1;
 #ifdef _OPENMP
     nthreads = omp_get_max_threads();
+#endif
+#ifndef NO_BLAS
+    printf("blas: %s, %d OpenMP threads\n", openblas_get_config(), nthreads);
+#else
+    printf("blas: none (plain-loop matmuls, -DNO_BLAS), %d OpenMP threads\n", nthreads);
 #endif
     printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
            placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, c.n_layer ? model.table.total / 1e6 : 0);

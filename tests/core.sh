@@ -9,7 +9,8 @@ run_test core/reference_regenerates pass $PY dev/make_reference.py --check dev/r
 
 # --- train_gpt.cpp against every stored state (BLAS, plain loops, ASan+UBSan builds)
 run_test core/test_gpt            pass $B/test_gpt
-run_test core/test_gpt_noblas     pass $B/test_gpt_noblas
+run_test core/test_gpt_attn_block7 pass $B/test_gpt --attn_block 7    # causal blocking with a ragged last block
+run_test core/test_gpt_noblas     pass $B/test_gpt_noblas --attn_block 5
 run_test core/test_gpt_asan       pass $B/test_gpt_asan
 # negative tests: the comparison must be able to fail
 run_test core/neg_wrong_post_ln   'fail:llama_mix.bin: MISMATCH'        $B/test_gpt --post_ln_layers 2 dev/reference/llama_mix.bin
