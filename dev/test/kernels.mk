@@ -14,9 +14,14 @@ CUDA_INC    := $(CUDA_HOME)/include
 CLANGXX     ?= $(shell command -v clang++-14 2>/dev/null || command -v clang++ 2>/dev/null)
 KBUILD      := $(BUILD)/kernels
 
-# tests that must pass, and planted-bug tests that must be caught (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_emu
+# tests that must pass (every flavour), and planted-bug tests that must be caught, each
+# built in the flavour whose tool must catch it (see tests/kernels.sh)
+KTEST_NAMES := test_norm test_gemm test_emu
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
+KBUG_FLAVOR_bug_nosync    := tsan
+KBUG_FLAVOR_bug_oob       := asan
+KBUG_FLAVOR_bug_shfl      := gxx
+KBUG_FLAVOR_bug_divergent := gxx
 # CUDA sources gated with nvcc besides the tests (one line each; they must exist)
 NVCC_GATE_SRCS := $(wildcard train_gpt.cu test_gpt.cu)
 
@@ -38,7 +43,8 @@ endif
 endif
 
 KALL_NAMES := $(KTEST_NAMES) $(KBUG_NAMES)
-KEMU_BINS  := $(foreach f,$(KEMU_FLAVORS),$(addprefix $(KBUILD)/$(f)/,$(KALL_NAMES)))
+KEMU_BINS  := $(foreach f,$(KEMU_FLAVORS),$(addprefix $(KBUILD)/$(f)/,$(KTEST_NAMES))) \
+              $(foreach b,$(KBUG_NAMES),$(if $(filter $(KBUG_FLAVOR_$(b)),$(KEMU_FLAVORS)),$(KBUILD)/$(KBUG_FLAVOR_$(b))/$(b)))
 TEST_DEPS  += $(KEMU_BINS)
 
 define KEMU_RULES
@@ -62,7 +68,7 @@ $(eval $(call KEMU_RULES,asan,ASAN))
 NVCC_ARCHS  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCC_FLAGS  := -std=c++17 -O3 $(NVCC_ARCHS) -Werror all-warnings -Xptxas -v,--warn-on-spills,--warning-as-error \
                -Xcompiler -Wall,-Wextra,-Werror,-Wno-unknown-pragmas -MMD -MP
-NVCC_LIBS   := -lcublasLt -lcublas
+NVCC_LIBS   := -lcublasLt -lnccl
 
 ifneq ($(NVCC),)
 KNVCC_BINS := $(addprefix $(KBUILD)/nvcc/,$(KALL_NAMES))
