@@ -243,7 +243,7 @@ std::map<const void*, int> g_max_dyn_smem;  // cudaFuncAttributeMaxDynamicShared
 double watchdog_seconds() {
     const char* e = getenv("CUDA_EMU_WATCHDOG");
     double s = e ? atof(e) : 0.0;
-    return s > 0 ? s : 120.0;
+    return s > 0 ? s : 60.0;
 }
 
 void dump_threads(Block& b) {
