@@ -32,6 +32,19 @@ def blas_in_use():
     return "unknown"
 
 
+def openblas_config():
+    """openblas_get_config() of the BLAS torch loaded (shows the kernel OpenBLAS picked)."""
+    import ctypes
+    for name in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            f = ctypes.CDLL(name).openblas_get_config
+            f.restype = ctypes.c_char_p
+            return f().decode()
+        except (OSError, AttributeError):
+            continue
+    return "not OpenBLAS"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="llama")
@@ -56,6 +69,7 @@ def main():
     x = torch.randint(0, a.vocab, (a.B, a.T))
     y = torch.randint(0, a.vocab, (a.B, a.T))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, libblas.so.3 -> {blas_in_use()}")
+    print(f"blas: {openblas_config()}")
     times = []
     for step in range(a.steps + 1):
         t0 = time.perf_counter()
