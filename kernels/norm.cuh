@@ -270,8 +270,11 @@ __global__ void __launch_bounds__(NORM_REDUCE_BX* NORM_REDUCE_BY)
 // Blocks of the backward kernel and the scratch it needs (floats): allocate
 // norm_backward_scratch_floats(N, C) floats once for the largest N*C and pass it to every
 // backward call (calls on one stream may share it).
+// norm_bwd_max_blocks: the cap on backward blocks; tests lower it to give warps several
+// rows each (the partial-sum layout and thus the bits of dweight depend on it).
+inline int norm_bwd_max_blocks = NORM_BWD_MAX_BLOCKS;
 inline int norm_backward_rows_per_block(int N) {
-    const int max_blocks = NORM_BWD_MAX_BLOCKS;
+    const int max_blocks = norm_bwd_max_blocks;
     const int blocks = std::min(max_blocks, ceil_div(N, NORM_BLOCK / 32));
     return ceil_div(N, blocks);
 }

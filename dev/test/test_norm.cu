@@ -114,7 +114,6 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
     d_dy.upload(dy);
     d_dres.upload(dres);
     const T* bias = rms ? nullptr : d_b.ptr;
-    const std::string pfx = std::string("  ");
 
     auto check_fwd = [&](const char* what, const DeviceBuffer<T>& normed, const DeviceBuffer<T>* resid) {
         ck.check(std::string(what) + " normed", normed.download(), y_ref, t_val.atol, t_val.rtol);
@@ -188,6 +187,22 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
             if (!rms) ck.check_equal_bytes("preln bwd rerun dbias", first_db, d_db.bytes());
         }
     }
+    // Pre-LN backward with at most 3 blocks: several rows per warp, an uneven last block
+    {
+        const int saved = norm_bwd_max_blocks;
+        norm_bwd_max_blocks = 3;
+        d_dx.poison();
+        d_scratch.poison();
+        d_dw.upload(dw0);
+        d_db.upload(db0);
+        preln_residual_norm_backward<T>(d_dx, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_dres, d_resout, d_w, d_mean, d_rstd, N,
+                                        C, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        norm_bwd_max_blocks = saved;
+        ck.check("preln bwd 3 blocks dresidual", d_dx.download(), dx_ref, t_val.atol, t_val.rtol);
+        ck.check("preln bwd 3 blocks dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
+        if (!rms) ck.check("preln bwd 3 blocks dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+    }
     // Pre-LN backward in place: dresidual_out aliases dresidual_in
     {
         DeviceBuffer<T> d_inplace(NC);
@@ -219,8 +234,9 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
 int main(int argc, char** argv) {
     skip_without_device("test_norm");
     Rng rng(test_seed());
-    // (N, C): vector paths, N % 8 != 0, C % 8 != 0 (bf16 scalar), C odd (both scalar), C < 32
-    std::vector<Case> cases = {{64, 768}, {37, 100}, {13, 37}, {5, 20}};
+    // (N, C): vector paths; N % 8 != 0 and C % 8 != 0 (bf16 scalar); C odd (both scalar);
+    // C < 32 (idle lanes); C/8 = 33 vectors (uneven over lanes); a single row
+    std::vector<Case> cases = {{64, 768}, {37, 100}, {13, 37}, {5, 20}, {64, 264}, {1, 8}};
     if (argc > 1 && std::string(argv[1]) == "--big") cases.push_back({4096, 2048});  // GPU only
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
