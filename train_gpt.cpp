@@ -18,6 +18,8 @@ Memory layout: activations are row-major (rows = B*T tokens, b-major), so a
 so a linear layer is out = inp @ W^T. The qkv row of a token is [q | k | v], each C
 wide, head h owning columns [h*hd, (h+1)*hd) of each.
 */
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -720,11 +722,12 @@ struct Model {
         for (int l = 0; l < cfg.n_layer; l++) out[l] = (float)sqrt(acc[l]);
         return out;
     }
-    // Norm over the embedding tensors (layer -1) or the final norm + head (layer L).
-    float group_norm(const std::vector<double>& sq, int layer) const {
+    // Norm over the tensors whose name starts with `prefix` (e.g. "w" for the
+    // embeddings wte/wpe, "norm_f" for the final norm, "lm_head" for the head).
+    float group_norm(const std::vector<double>& sq, const char* prefix) const {
         double s = 0.0;
         for (size_t i = 0; i < table.t.size(); i++)
-            if (table.t[i].layer == layer) s += sq[i];
+            if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
         return (float)sqrt(s);
     }
 
@@ -805,7 +808,144 @@ static float clip_scale(float norm, float clip) {
     return seq;
 }
 
+// ============================================================================
+// Analyses of a trained model (docs/ANALYSIS.md)
+// ============================================================================
+
+// Angular distance between the residual streams entering layers i and j, at the
+// last token of every sequence: d(i, j) = arccos(cos(x_i, x_j)) / pi, averaged
+// over sequences. x_0 is the embedding output, x_L the last block's output.
+static std::vector<std::vector<double>> angular_distances(Model& model, DataLoader& val, int batches, long* samples) {
+    int L = model.cfg.n_layer, C = model.cfg.d_model, T = val.T;
+    std::vector<std::vector<double>> D(L + 1, std::vector<double>(L + 1, 0.0));
+    *samples = 0;
+    val.reset();
+    for (int it = 0; it < batches; it++) {
+        val.next_batch();
+        model.forward(val.inputs.data(), nullptr, val.B, T);
+        for (int b = 0; b < val.B; b++) {
+            size_t row = ((size_t)b * T + T - 1) * C;
+            for (int i = 0; i <= L; i++)
+                for (int j = i + 1; j <= L; j++) {
+                    const float* x = model.resid[i] + row;
+                    const float* y = model.resid[j] + row;
+                    double xy = 0, xx = 0, yy = 0;
+                    for (int c = 0; c < C; c++) { xy += (double)x[c] * y[c]; xx += (double)x[c] * x[c]; yy += (double)y[c] * y[c]; }
+                    double cs = xy / std::max(sqrt(xx * yy), 1e-30);
+                    cs = std::max(-1.0, std::min(1.0, cs));
+                    double d = acos(cs) / M_PI;
+                    D[i][j] += d;
+                    D[j][i] += d;
+                }
+            (*samples)++;
+        }
+    }
+    for (auto& r : D)
+        for (double& x : r) x /= std::max(1L, *samples);
+    return D;
+}
+
+// Mean validation loss over the first `batches` batches, optionally with one block removed.
+static double val_loss_skipping(Model& model, DataLoader& val, int batches, int skip_layer) {
+    val.reset();
+    double s = 0.0;
+    for (int it = 0; it < batches; it++) {
+        val.next_batch();
+        s += model.forward(val.inputs.data(), val.targets.data(), val.B, val.T, skip_layer);
+    }
+    return s / batches;
+}
+
+static void write_text_atomically(const std::string& path, const std::string& text) {
+    AtomicFile f(path);
+    f.write(text.data(), text.size());
+    f.commit_or_die();
+}
+
+[[maybe_unused]] static int run_analysis(TrainConfig& tc, Model& model) {
+    if (tc.val_data.empty()) fatal("--mode %s needs --val_data (the batches to analyse)", tc.mode.c_str());
+    if (tc.analysis_out.empty()) fatal("--mode %s needs --analysis_out FILE.json", tc.mode.c_str());
+    if (tc.val_steps < 1) fatal("--val_steps must be >= 1 in --mode %s", tc.mode.c_str());
+    const ModelConfig& c = model.cfg;
+    DataLoader val;
+    val.init(tc.val_data, tc.B, tc.T, c.vocab);
+    std::string out;
+    if (tc.mode == "angular") {
+        long samples = 0;
+        auto D = angular_distances(model, val, tc.val_steps, &samples);
+        out = "{\"kind\":\"angular_distance\",\"n_layer\":" + std::to_string(c.n_layer) + ",\"samples\":" + std::to_string(samples) +
+              ",\"distance\":[";
+        for (size_t i = 0; i < D.size(); i++) {
+            out += i ? ",[" : "[";
+            for (size_t j = 0; j < D[i].size(); j++) out += (j ? "," : "") + JsonLine::num(D[i][j]);
+            out += "]";
+        }
+        out += "]}\n";
+        printf("angular distance over %ld last-token hidden states, d(l, l+1):", samples);
+        for (int l = 0; l < c.n_layer; l++) printf(" %.3f", D[l][l + 1]);
+        printf("\n");
+    } else {
+        double full = val_loss_skipping(model, val, tc.val_steps, -1);
+        printf("full model: val loss %.4f, ppl %.2f\n", full, exp(full));
+        out = "{\"kind\":\"layer_drop\",\"n_layer\":" + std::to_string(c.n_layer) + ",\"full_loss\":" + JsonLine::num(full) +
+              ",\"full_ppl\":" + JsonLine::num(exp(full)) + ",\"layers\":[";
+        for (int l = 0; l < c.n_layer; l++) {
+            double lo = val_loss_skipping(model, val, tc.val_steps, l);
+            printf("without layer %2d (%s): val loss %.4f (%+.4f), ppl %.2f (%+.2f)\n", l, c.post_ln(l) ? "Post-LN" : "Pre-LN ",
+                   lo, lo - full, exp(lo), exp(lo) - exp(full));
+            out += std::string(l ? "," : "") + "{\"layer\":" + std::to_string(l) + ",\"loss\":" + JsonLine::num(lo) +
+                   ",\"ppl\":" + JsonLine::num(exp(lo)) + ",\"delta_loss\":" + JsonLine::num(lo - full) +
+                   ",\"delta_ppl\":" + JsonLine::num(exp(lo) - exp(full)) + "}";
+        }
+        out += "]}\n";
+    }
+    write_text_atomically(tc.analysis_out, out);
+    printf("wrote %s\n", tc.analysis_out.c_str());
+    return 0;
+}
+
 #ifndef TESTING
+// ============================================================================
+// Checkpoints in --out_dir: ckpt_<step>.bin, the newest --keep_ckpts kept, plus
+// milestones (multiples of --milestone_every). Every file is written atomically,
+// so any ckpt_*.bin present is complete.
+// ============================================================================
+
+static std::string ckpt_path(const std::string& dir, long step) {
+    char name[64];
+    snprintf(name, sizeof name, "/ckpt_%08ld.bin", step);
+    return dir + name;
+}
+static long ckpt_step_of(const std::string& path) {
+    size_t p = path.rfind("ckpt_");
+    return p == std::string::npos ? -1 : atol(path.c_str() + p + 5);
+}
+static std::vector<std::string> list_checkpoints(const std::string& dir) {   // oldest first
+    std::vector<std::string> v = glob_files(dir + "/ckpt_[0-9]*.bin");
+    std::sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) { return ckpt_step_of(a) < ckpt_step_of(b); });
+    return v;
+}
+
+// Set from a signal handler: the only global in the trainer (a handler can reach nothing else).
+static volatile sig_atomic_t g_stop_signal = 0;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// A mismatch between a checkpoint and the flags is refused, naming the field.
+static void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc, const char* path) {
+    const ModelConfig &a = h.cfg, &b = tc.model;
+    auto cmp = [&](const char* what, long long x, long long y) {
+        if (x != y) fatal("%s: checkpoint has %s=%lld but the flags say %lld (resume needs the same configuration)", path, what, x, y);
+    };
+    if (a.arch != b.arch) fatal("%s: checkpoint has arch=%s but the flags say %s", path, arch_name(a.arch), arch_name(b.arch));
+    cmp("n_layer", a.n_layer, b.n_layer); cmp("n_head", a.n_head, b.n_head); cmp("d_model", a.d_model, b.d_model);
+    cmp("ffn", a.ffn, b.ffn); cmp("vocab", a.vocab, b.vocab); cmp("max_seq_len", a.max_seq_len, b.max_seq_len);
+    cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers);
+    cmp("precision (dtype; 0 = fp32)", h.dtype, 0);
+    if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
+    cmp("batch_size", h.train.B, tc.B); cmp("seq_len", h.train.T, tc.T); cmp("total_batch", h.train.total_batch, tc.total_batch);
+    cmp("shuffle_seed", h.train.shuffle_seed, tc.shuffle_seed);
+}
+
 // ============================================================================
 // Training
 // ============================================================================
@@ -816,7 +956,16 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
     if (tc.threads > 0) omp_set_num_threads(tc.threads);
 #endif
+    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     Model model;
+    CheckpointHeader resume_h;
+    std::string resume_from;
+    if (tc.resume) {   // the newest complete checkpoint in out_dir, if any
+        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
+        if (!cks.empty()) resume_from = cks.back();
+        else printf("resume: no checkpoint in %s, starting fresh\n", tc.out_dir.c_str());
+    }
+    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
     if (!tc.init_from.empty()) {
         CheckpointHeader h;
         std::vector<float> p;
@@ -827,12 +976,21 @@ int main(int argc, char** argv) {
     } else {
         if (tc.model.n_layer == 0) fatal("no model given: use --preset NAME or --n_layer/--n_head/--d_model/--vocab (see --help)");
         tc.model.post_ln_layers = parse_placement(tc.placement, tc.model.n_layer);
+        finalize_config(tc.model);
         model.init(tc.model);
-        model.random_init((uint64_t)tc.seed);
+        if (!resume_from.empty()) {
+            std::vector<float> p;
+            read_checkpoint(resume_from, &resume_h, p, &model.m, &model.v);
+            check_resume_config(resume_h, tc, resume_from.c_str());
+            model.params = p;
+            model.step = resume_h.step;
+        } else {
+            model.random_init((uint64_t)tc.seed);
+        }
     }
     tc.model = model.cfg;
-    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     check_train_config(tc);
+    if (tc.mode != "train") return run_analysis(tc, model);
     if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
     const ModelConfig& c = model.cfg;
     int accum = (int)(tc.total_batch / ((long)tc.B * tc.T));
@@ -842,6 +1000,16 @@ int main(int argc, char** argv) {
     bool have_val = !tc.val_data.empty();
     if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
     model.alloc_acts(tc.B, tc.T);
+    Rng sample_rng((uint64_t)tc.seed + 17);
+    long start_step = 0;
+    int skipped = 0;
+    if (!resume_from.empty()) {
+        const TrainState& t = resume_h.train;
+        train.set_position(LoaderPosition{t.loader_epoch, t.loader_shard, t.loader_window});
+        memcpy(sample_rng.s, t.rng, sizeof t.rng);
+        start_step = resume_h.step;
+        skipped = t.skipped_steps;
+    }
 
     int nthreads = 1;
 #ifdef _OPENMP
@@ -853,28 +1021,33 @@ int main(int argc, char** argv) {
     printf("blas: none (plain-loop matmuls, -DNO_BLAS), %d OpenMP threads\n", nthreads);
 #endif
     printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
-           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, c.n_layer ? model.table.total / 1e6 : 0);
+           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
     printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
            fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
     printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
            tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
-    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB; %d threads\n", tc.train_data.c_str(),
-           train.total_tokens(), train.shards.size(), have_val ? "" : " (no validation data)",
-           model.arena.size() * 4.0 / (1 << 20), nthreads);
+    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
+           train.shards.size(), have_val ? "" : " (no validation data)", model.arena.size() * 4.0 / (1 << 20));
+    if (!resume_from.empty())
+        printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
+               (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
 
     Logger log;
-    log.open(tc.log_path);
-    log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
-                  .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
-                  .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
-                  .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
-                  .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
-                  .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
-                  .i("params", (long long)model.table.total).i("threads", nthreads));
+    log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
+    if (resume_from.empty())
+        log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
+                      .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
+                      .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
+                      .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
+                      .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
+                      .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
+                      .i("params", (long long)model.table.total).i("threads", nthreads));
 
-    Rng sample_rng((uint64_t)tc.seed + 17);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     double flops_tok = model.flops_per_token(tc.T);
     double total_ms = 0.0;
+    long timed_steps = 0;
     auto do_val = [&](long step) {
         if (!have_val || tc.val_steps == 0) return;
         float vl = evaluate(model, val, tc.val_steps);
@@ -888,16 +1061,33 @@ int main(int argc, char** argv) {
         for (int t : s) printf(" %d", t);
         printf("\n");
     };
-    auto save = [&](long step) {
-        if (tc.out_dir.empty()) return;
-        char name[64];
-        snprintf(name, sizeof name, "/model_%08ld.bin", step);
-        write_checkpoint(tc.out_dir + name, c, (int)step, model.params.data(), model.m.data(), model.v.data());
-        printf("wrote checkpoint %s%s\n", tc.out_dir.c_str(), name);
+    // Write a checkpoint of the state after `step` optimizer steps; prune old ones.
+    auto save = [&](long step) -> bool {
+        if (tc.out_dir.empty()) return false;
+        TrainState ts;
+        ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
+        memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
+        ts.log_offset = log.offset();
+        ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
+        std::string path = ckpt_path(tc.out_dir, step), err;
+        if (!write_checkpoint(path, c, (int)step, model.params.data(), model.m.data(), model.v.data(), &ts, &err,
+                              tc.debug_slow_ckpt_ms)) {
+            fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
+            return false;
+        }
+        printf("wrote checkpoint %s\n", path.c_str());
+        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
+        int keep = std::max(1, tc.keep_ckpts);
+        for (size_t i = 0; i + keep < cks.size(); i++) {
+            long st = ckpt_step_of(cks[i]);
+            if (tc.milestone_every > 0 && st % tc.milestone_every == 0) continue;
+            unlink(cks[i].c_str());
+        }
+        return true;
     };
 
-    for (long step = 0; step < tc.steps; step++) {
-        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
+    for (long step = start_step; step < tc.steps; step++) {
+        if (tc.val_every > 0 && step % tc.val_every == 0 && (step > start_step || resume_from.empty())) do_val(step);
         if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
         auto t0 = std::chrono::steady_clock::now();
         model.zero_grad();
@@ -908,32 +1098,58 @@ int main(int argc, char** argv) {
             model.backward(tc.B, tc.T, 1.f / accum);
         }
         loss /= accum;
+        if (step == tc.inject_nan_at) model.grads[model.grads.size() / 2] = NAN;
         std::vector<double> sq = model.grad_sq_per_tensor();
         double tot = 0.0;
-        for (double s : sq) tot += s;
+        for (double x : sq) tot += x;
         float norm = (float)sqrt(tot);
         float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
-        model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
+        bool finite = std::isfinite(loss) && std::isfinite(norm);
+        if (finite) {
+            model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
+        } else if (tc.nonfinite == "stop") {
+            printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1,
+                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm);
+            bool saved = save(step);
+            fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1,
+                  saved ? (" (last good state saved to " + ckpt_path(tc.out_dir, step) + ")").c_str() : " (no --out_dir: nothing saved)");
+        } else {
+            skipped++;
+            printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1,
+                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm, skipped);
+        }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        if (step > 0 || tc.steps == 1) total_ms += ms;
+        if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
         double tok_s = tc.total_batch / (ms / 1000.0);
-        double avg_ms = total_ms / std::max(1L, step);
-        double eta_s = avg_ms * (tc.steps - step - 1) / 1000.0;
+        double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
         bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
         if (step % tc.print_every == 0 || step == tc.steps - 1)
             printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %.1f GFLOP/s | eta %.0fs\n", step + 1,
                    tc.steps, loss, norm, lr, ms, tok_s, flops_tok * tok_s / 1e9, eta_s);
         JsonLine j;
         j.str("kind", "step").i("step", step).f("loss", loss).f("grad_norm", norm).f("lr", lr).f("ms", ms).f("tok_per_s", tok_s);
-        if (layer_norms)
-            j.arr("layer_grad_norms", model.layer_norms(sq)).f("emb_grad_norm", model.group_norm(sq, -1))
-                .f("head_grad_norm", model.group_norm(sq, c.n_layer));
+        if (!finite) j.i("skipped", 1).i("skipped_total", skipped);
+        if (layer_norms) {
+            j.arr("layer_grad_norms", model.layer_norms(sq)).f("emb_grad_norm", model.group_norm(sq, "w"))
+                .f("final_norm_grad_norm", model.group_norm(sq, "norm_f"));
+            if (!c.gpt()) j.f("head_grad_norm", model.group_norm(sq, "lm_head"));
+        }
         log.write(j);
+        if (g_stop_signal) {
+            printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
+            if (save(step + 1)) {
+                printf("resume with the same command plus --resume 1\n");
+                return 0;
+            }
+            printf("%s\n", tc.out_dir.empty() ? "no --out_dir, nothing saved" : "the checkpoint could not be written");
+            return tc.out_dir.empty() ? 0 : 1;
+        }
         if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
     }
     do_val(tc.steps);
     do_sample();
-    save(tc.steps);
+    if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
+    if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
     return 0;
 }
 #endif

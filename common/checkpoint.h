@@ -1,6 +1,8 @@
 // Checkpoint files (docs/FORMATS.md, "Checkpoint"): a 256 x int32 header with
-// magic, version and the full model config, then every parameter in parameter-
-// table order (fp32), then optionally the AdamW state (m, v; fp32).
+// magic, version and the full model config (and, for a training checkpoint, the
+// state a bit-exact resume needs: data-loader position, RNG, log offset, batch
+// shape), then every parameter in parameter-table order (fp32), then optionally
+// the AdamW state (m, v; fp32).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,11 +15,23 @@ static const int32_t CKPT_MAGIC = 0x4E4C584D;   // bytes "MXLN"
 static const int32_t CKPT_VERSION = 1;
 static const int CKPT_HEADER_WORDS = 256;
 
+// What a bit-exact resume needs besides weights and optimizer state.
+struct TrainState {
+    int64_t loader_epoch = 0, loader_shard = 0, loader_window = 0;   // DataLoader position
+    uint64_t rng[4] = {0, 0, 0, 0};    // the sampling RNG
+    int64_t log_offset = 0;            // bytes of the JSONL log written so far
+    int32_t B = 0, T = 0;
+    int64_t total_batch = 0, shuffle_seed = 0;
+    int32_t skipped_steps = 0;         // updates skipped by the non-finite guard
+};
+
 struct CheckpointHeader {
     ModelConfig cfg;
     int dtype = 0;             // 0 fp32 (the only one written by the CPU trainer)
     int has_optimizer = 0;     // 1: m and v follow the parameters
     int step = 0;              // optimizer steps completed
+    int has_train_state = 0;   // 1: `train` is meaningful
+    TrainState train;
     uint64_t num_params = 0;
 };
 
@@ -27,10 +41,18 @@ inline void checkpoint_header_to_words(const CheckpointHeader& h, int32_t* w) {
     w[0] = CKPT_MAGIC; w[1] = CKPT_VERSION; w[2] = c.arch;
     w[3] = c.n_layer; w[4] = c.n_head; w[5] = c.d_model; w[6] = c.ffn; w[7] = c.vocab;
     w[8] = c.padded_vocab; w[9] = c.max_seq_len; w[10] = c.post_ln_layers; w[11] = c.scaled_init;
-    w[12] = h.dtype; w[13] = h.has_optimizer; w[14] = h.step;
+    w[12] = h.dtype; w[13] = h.has_optimizer; w[14] = h.step; w[15] = h.has_train_state;
     w[16] = f32_to_word(c.norm_eps); w[17] = f32_to_word(c.rope_theta);
     w[18] = f32_to_word(c.init_std); w[19] = f32_to_word(c.emb_std);
     u64_to_words(w + 20, h.num_params);
+    const TrainState& t = h.train;
+    u64_to_words(w + 22, (uint64_t)t.loader_epoch); u64_to_words(w + 24, (uint64_t)t.loader_shard);
+    u64_to_words(w + 26, (uint64_t)t.loader_window);
+    for (int i = 0; i < 4; i++) u64_to_words(w + 28 + 2 * i, t.rng[i]);
+    u64_to_words(w + 36, (uint64_t)t.log_offset);
+    w[38] = t.B; w[39] = t.T;
+    u64_to_words(w + 40, (uint64_t)t.total_batch); u64_to_words(w + 42, (uint64_t)t.shuffle_seed);
+    w[44] = t.skipped_steps;
 }
 
 // Parse and validate a header; `path` names the file in every error.
@@ -42,17 +64,28 @@ inline CheckpointHeader checkpoint_header_from_words(const int32_t* w, const cha
     if (w[2] != ARCH_GPT && w[2] != ARCH_LLAMA) fatal("%s: corrupt checkpoint header (arch %d)", path, w[2]);
     c.arch = w[2]; c.n_layer = w[3]; c.n_head = w[4]; c.d_model = w[5]; c.ffn = w[6]; c.vocab = w[7];
     c.padded_vocab = w[8]; c.max_seq_len = w[9]; c.post_ln_layers = w[10]; c.scaled_init = w[11];
-    h.dtype = w[12]; h.has_optimizer = w[13]; h.step = w[14];
+    h.dtype = w[12]; h.has_optimizer = w[13]; h.step = w[14]; h.has_train_state = w[15];
     c.norm_eps = f32_from_word(w[16]); c.rope_theta = f32_from_word(w[17]);
     c.init_std = f32_from_word(w[18]); c.emb_std = f32_from_word(w[19]);
     h.num_params = u64_from_words(w + 20);
+    TrainState& t = h.train;
+    t.loader_epoch = (int64_t)u64_from_words(w + 22); t.loader_shard = (int64_t)u64_from_words(w + 24);
+    t.loader_window = (int64_t)u64_from_words(w + 26);
+    for (int i = 0; i < 4; i++) t.rng[i] = u64_from_words(w + 28 + 2 * i);
+    t.log_offset = (int64_t)u64_from_words(w + 36);
+    t.B = w[38]; t.T = w[39];
+    t.total_batch = (int64_t)u64_from_words(w + 40); t.shuffle_seed = (int64_t)u64_from_words(w + 42);
+    t.skipped_steps = w[44];
     // sanity bounds before anything is allocated from these numbers
     if (c.n_layer < 1 || c.n_layer > 1024 || c.n_head < 1 || c.d_model < 1 || c.d_model > (1 << 16) ||
         c.ffn < 1 || c.ffn > (1 << 20) || c.vocab < 2 || c.padded_vocab < c.vocab || c.padded_vocab > (1 << 24) ||
         c.max_seq_len < 1 || c.max_seq_len > (1 << 20) || c.post_ln_layers < 0 || c.post_ln_layers > c.n_layer ||
         c.d_model % c.n_head || !(c.norm_eps > 0) || h.dtype != 0 || (h.has_optimizer != 0 && h.has_optimizer != 1) ||
-        h.step < 0)
+        h.step < 0 || (h.has_train_state != 0 && h.has_train_state != 1))
         fatal("%s: corrupt checkpoint header (inconsistent config values)", path);
+    if (h.has_train_state && (t.loader_epoch < 0 || t.loader_shard < 0 || t.loader_window < 0 || t.log_offset < 0 ||
+                              t.B < 1 || t.T < 1 || t.T > c.max_seq_len || t.total_batch < 1 || t.skipped_steps < 0))
+        fatal("%s: corrupt checkpoint header (training state out of range)", path);
     if (build_param_table(c).total != h.num_params)
         fatal("%s: corrupt checkpoint header (num_params %llu does not match the config's %zu)", path,
               (unsigned long long)h.num_params, build_param_table(c).total);
@@ -63,19 +96,28 @@ inline size_t checkpoint_bytes(const CheckpointHeader& h) {
     return CKPT_HEADER_WORDS * 4 + h.num_params * 4 * (h.has_optimizer ? 3 : 1);
 }
 
-// Write params (and m, v when non-null) to `path` atomically.
-inline void write_checkpoint(const std::string& path, const ModelConfig& cfg, int step, const float* params,
-                             const float* m, const float* v) {
+// Write params (and m, v when non-null; and the training state when non-null)
+// to `path` atomically. Returns false, with the one-line reason in *err, when the
+// write fails (the previous file at `path`, if any, is unchanged).
+// `slow_ms` > 0 sleeps between the parameters and the optimizer state: a test
+// hook that makes "killed while writing a checkpoint" easy to hit.
+inline bool write_checkpoint(const std::string& path, const ModelConfig& cfg, int step, const float* params,
+                             const float* m, const float* v, const TrainState* train = nullptr,
+                             std::string* err = nullptr, int slow_ms = 0) {
     CheckpointHeader h;
     h.cfg = cfg; h.step = step; h.has_optimizer = (m && v) ? 1 : 0;
+    if (train) { h.has_train_state = 1; h.train = *train; }
     h.num_params = build_param_table(cfg).total;
     int32_t w[CKPT_HEADER_WORDS];
     checkpoint_header_to_words(h, w);
     AtomicFile f(path);
     f.write(w, sizeof(w));
     f.write(params, h.num_params * 4);
+    if (slow_ms > 0) usleep((useconds_t)slow_ms * 1000);
     if (h.has_optimizer) { f.write(m, h.num_params * 4); f.write(v, h.num_params * 4); }
-    f.commit();
+    bool ok = f.commit();
+    if (!ok && err) *err = f.error;
+    return ok;
 }
 
 // Read a checkpoint from `f` at its current position; `avail` is the number of

@@ -67,7 +67,7 @@ inline void write_shard(const std::string& path, const std::vector<int32_t>& tok
     } else {
         f.write(toks.data(), toks.size() * 4);
     }
-    f.commit();
+    f.commit_or_die();
 }
 
 inline std::vector<std::string> glob_files(const std::string& pattern) {

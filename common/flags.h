@@ -29,7 +29,13 @@ struct TrainConfig {
     int val_every = 100, val_steps = 20, sample_every = 0, sample_tokens = 32, layer_norms_every = 1;
     int print_every = 1;
     std::string log_path, out_dir, init_from;
-    int ckpt_every = 0;
+    int ckpt_every = 0, keep_ckpts = 3, milestone_every = 0, resume = 0;
+    std::string nonfinite = "skip";  // skip | stop
+    long inject_nan_at = -1;         // test hook: poison the gradient at this step
+    int debug_slow_ckpt_ms = 0;      // test hook: slow checkpoint writes down
+    // analysis modes
+    std::string mode = "train";      // train | angular | layer_drop
+    std::string analysis_out;
     long seed = 1337;
     int threads = 0;
 };
@@ -84,7 +90,15 @@ inline std::vector<FlagSpec> train_flags(TrainConfig& c) {
         {"log", 'o', 's', &c.log_path, "machine-readable log (JSON lines)"},
         {"out_dir", 0, 's', &c.out_dir, "folder for checkpoints"},
         {"ckpt_every", 0, 'i', &c.ckpt_every, "checkpoint every N steps (0: only at the end, if out_dir is set)"},
-        {"init_from", 'e', 's', &c.init_from, "start from this checkpoint's weights (its config wins over model flags)"},
+        {"keep_ckpts", 0, 'i', &c.keep_ckpts, "keep the newest N checkpoints in out_dir (older ones are deleted; milestones are kept)"},
+        {"milestone_every", 0, 'i', &c.milestone_every, "checkpoints at multiples of N steps are kept forever (0: none)"},
+        {"resume", 0, 'i', &c.resume, "1: continue from the newest complete checkpoint in out_dir (bit-exact), or start fresh if there is none"},
+        {"nonfinite", 0, 's', &c.nonfinite, "on a NaN/Inf loss or gradient norm: skip (drop the update, count it) | stop (checkpoint the last good state, exit 1)"},
+        {"inject_nan_at", 0, 'l', &c.inject_nan_at, "testing: make the gradient NaN at this step (-1: never)"},
+        {"debug_slow_ckpt_ms", 0, 'i', &c.debug_slow_ckpt_ms, "testing: sleep this long in the middle of each checkpoint write"},
+        {"init_from", 'e', 's', &c.init_from, "start from (or, in analysis modes, analyse) this checkpoint's weights; its config wins over model flags"},
+        {"mode", 0, 's', &c.mode, "train | angular (angular distance between layers' hidden states) | layer_drop (val loss with each layer removed)"},
+        {"analysis_out", 0, 's', &c.analysis_out, "JSON output file of an analysis mode"},
         {"seed", 'r', 'l', &c.seed, "random seed for init and sampling"},
         {"threads", 0, 'i', &c.threads, "OpenMP threads (0: OpenMP's default)"},
     };
@@ -211,6 +225,12 @@ inline void check_train_config(const TrainConfig& c, int world = 1) {
     if (c.grad_clip < 0) fatal("--grad_clip must be >= 0");
     if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1) fatal("--beta1/--beta2 must be in [0, 1)");
     if (c.val_every < 0 || c.val_steps < 0 || c.sample_every < 0 || c.sample_tokens < 0 || c.layer_norms_every < 0 ||
-        c.ckpt_every < 0 || c.threads < 0 || c.print_every < 1)
+        c.ckpt_every < 0 || c.threads < 0 || c.print_every < 1 || c.keep_ckpts < 0 || c.milestone_every < 0 ||
+        c.debug_slow_ckpt_ms < 0)
         fatal("interval and count flags must be >= 0 (--print_every >= 1)");
+    if (c.nonfinite != "skip" && c.nonfinite != "stop") fatal("--nonfinite must be skip or stop, got '%s'", c.nonfinite.c_str());
+    if (c.mode != "train" && c.mode != "angular" && c.mode != "layer_drop")
+        fatal("--mode must be train, angular or layer_drop, got '%s'", c.mode.c_str());
+    if (c.resume != 0 && c.resume != 1) fatal("--resume must be 0 or 1");
+    if (c.resume && c.out_dir.empty()) fatal("--resume needs --out_dir (the folder holding the checkpoints)");
 }

@@ -6,6 +6,8 @@
 //   {"kind":"val","step":s,"val_loss":..,"val_ppl":..}
 // Lines are flushed as they are written, so a crashed run keeps its log.
 #pragma once
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -50,11 +52,24 @@ struct JsonLine {
 struct Logger {
     FILE* f = nullptr;
     std::string path;
-    void open(const std::string& p) {
+    // Open for writing. resume_offset >= 0 continues an existing log: it is cut
+    // back to that many bytes (what a checkpoint recorded), dropping lines that a
+    // crashed run wrote after its last checkpoint, and appended to.
+    void open(const std::string& p, long long resume_offset = -1) {
         if (p.empty()) return;
         path = p;
-        f = open_or_die(p.c_str(), "w");
+        if (resume_offset >= 0) {
+            f = fopen(p.c_str(), "r+b");
+            if (!f) f = open_or_die(p.c_str(), "w+b");   // log lost: start a new one
+            long long size = file_size(f, p.c_str());
+            if (size < resume_offset) fatal("%s: log is shorter (%lld bytes) than the checkpoint recorded (%lld)", p.c_str(), size, resume_offset);
+            if (ftruncate(fileno(f), (off_t)resume_offset) != 0) fatal("cannot truncate log %s: %s", p.c_str(), strerror(errno));
+            if (fseeko(f, 0, SEEK_END) != 0) fatal("cannot seek log %s", p.c_str());
+        } else {
+            f = open_or_die(p.c_str(), "w");
+        }
     }
+    long long offset() const { return f ? (long long)ftello(f) : 0; }
     void write(const JsonLine& j) {
         if (!f) return;
         std::string line = j.done() + "\n";

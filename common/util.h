@@ -12,15 +12,24 @@
 
 // Print "error: <message>" on one line to stderr and exit(1). Every bad-input
 // path in the project ends here: a one-line message, a non-zero exit, no crash.
+// Fuzz builds (-DFUZZING) throw FatalError instead, so a fuzz target can tell a
+// clean rejection from a crash.
+struct FatalError {
+    std::string msg;
+};
 [[noreturn]] __attribute__((format(printf, 1, 2))) inline void fatal(const char* fmt, ...) {
-    fflush(stdout);
+    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
-    fputs("error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+#ifdef FUZZING
+    throw FatalError{buf};
+#else
+    fflush(stdout);
+    fprintf(stderr, "error: %s\n", buf);
     exit(1);
+#endif
 }
 
 inline FILE* open_or_die(const char* path, const char* mode) {
@@ -48,31 +57,44 @@ inline long long file_size(FILE* f, const char* path) {
 
 // Atomic writes: write to "<path>.tmp.<pid>", fsync, rename over <path>. A
 // reader sees either the old complete file or the new complete file, never a
-// half-written one; on any error the temporary file is removed and the old file
-// is left untouched.
+// half-written one. On any error (a full disk, a missing folder) the temporary
+// file is removed, the old file is left untouched, and `error` says what
+// happened: commit() returns false. The caller decides whether that is fatal.
 struct AtomicFile {
-    std::string path, tmp;
+    std::string path, tmp, error;
     FILE* f = nullptr;
     explicit AtomicFile(const std::string& p) : path(p) {
         tmp = p + ".tmp." + std::to_string((long)getpid());
         f = fopen(tmp.c_str(), "wb");
-        if (!f) fatal("cannot write %s: %s", tmp.c_str(), strerror(errno));
+        if (!f) error = "cannot write " + tmp + ": " + strerror(errno);
     }
+    bool ok() const { return error.empty(); }
     void write(const void* src, size_t n) {
-        if (n && fwrite(src, 1, n, f) != n) fail();
+        if (!ok() || n == 0) return;
+        if (fwrite(src, 1, n, f) != n) fail();
     }
-    void commit() {
-        if (fflush(f) != 0 || fsync(fileno(f)) != 0) fail();
-        if (fclose(f) != 0) { f = nullptr; fail(); }
+    bool commit() {
+        if (!ok()) return false;
+        if (fflush(f) != 0 || fsync(fileno(f)) != 0) { fail(); return false; }
+        int rc = fclose(f);
         f = nullptr;
-        if (rename(tmp.c_str(), path.c_str()) != 0) fail();
+        if (rc != 0) { fail(); return false; }
+        if (rename(tmp.c_str(), path.c_str()) != 0) { fail(); return false; }
+        // make the rename itself durable: fsync the folder
+        std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+        FILE* d = fopen(dir.empty() ? "/" : dir.c_str(), "r");
+        if (d) { fsync(fileno(d)); fclose(d); }
+        return true;
     }
-    [[noreturn]] void fail() {
-        int e = errno;
+    void fail() {
+        if (error.empty()) error = "writing " + path + " failed: " + strerror(errno) + " (the previous file, if any, is unchanged)";
         if (f) fclose(f);
         f = nullptr;
         unlink(tmp.c_str());
-        fatal("writing %s failed: %s (the previous file, if any, is unchanged)", path.c_str(), strerror(e));
+    }
+    // commit, or exit with the one-line error
+    void commit_or_die() {
+        if (!commit()) fatal("%s", error.c_str());
     }
     ~AtomicFile() {
         if (f) { fclose(f); unlink(tmp.c_str()); }

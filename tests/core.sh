@@ -52,7 +52,7 @@ print("log ok:", len(steps), "steps, loss", steps[0]["loss"], "->", steps[-1]["l
 PYEOF
 }
 run_test core/train_smoke pass train_smoke
-run_test core/train_from_checkpoint pass $B/train_gpt -e $SCRATCH/model_00000030.bin -b 4 -t 32 -x 2 -i "$SCRATCH/train_*.bin" -n 0 -v 0
+run_test core/train_from_checkpoint pass $B/train_gpt -e $SCRATCH/ckpt_00000030.bin -b 4 -t 32 -x 2 -i "$SCRATCH/train_*.bin" -n 0 -v 0
 run_test core/train_help          pass $B/train_gpt --help
 
 # --- bad flags and input to train_gpt: one line, non-zero exit
@@ -62,7 +62,7 @@ run_test core/bad_flag_k_high     'fail:^error: --post_ln_layers must be in \[0,
 run_test core/bad_flag_k_neg      'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got -2' $B/train_gpt $TINY -k -2
 run_test core/bad_flag_seq_len    'fail:^error: --seq_len 64 does not fit the model.s max_seq_len 32' $B/train_gpt $TINY -t 64
 run_test core/bad_vocab_tokens    'fail:^error: .*(train|val)_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' $B/train_gpt $TINY --vocab 100
-head -c 3000 $SCRATCH/model_00000030.bin > $SCRATCH/ckpt_trunc.bin 2>/dev/null
+head -c 3000 $SCRATCH/ckpt_00000030.bin > $SCRATCH/ckpt_trunc.bin 2>/dev/null
 run_test core/bad_ckpt_truncated  'fail:^error: .*ckpt_trunc\.bin: file is truncated'     $B/train_gpt -e $SCRATCH/ckpt_trunc.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_ckpt_missing    'fail:^error: cannot open .*missing\.bin'               $B/train_gpt -e $SCRATCH/missing.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_ckpt_magic      'fail:^error: .*state_magic\.bin: not a checkpoint'     $B/train_gpt -e $SCRATCH/state_magic.bin -i "$SCRATCH/train_*.bin"

@@ -205,7 +205,24 @@ static void test_checkpoint(const std::string& dir) {
     expect_fatal("checkpoint bad version", [&] { read_checkpoint(ver, &hh, q); }, "ck_version.bin: checkpoint version 99");
     expect_fatal("checkpoint K > n_layer", [&] { read_checkpoint(kbad, &hh, q); }, "ck_k.bin: corrupt checkpoint header");
     expect_fatal("checkpoint num_params mismatch", [&] { read_checkpoint(nparams, &hh, q); }, "does not match");
-    expect_fatal("unwritable checkpoint folder", [&] { write_checkpoint(dir + "/no/such/dir/x.bin", c, 0, p.data(), nullptr, nullptr); }, "cannot write");
+    {   // a failed write reports why and leaves no file behind
+        std::string err;
+        CHECK(!write_checkpoint(dir + "/no/such/dir/x.bin", c, 0, p.data(), nullptr, nullptr, nullptr, &err));
+        CHECK(err.find("cannot write") != std::string::npos && err.find("no/such/dir/x.bin") != std::string::npos);
+    }
+    {   // the training state round-trips
+        TrainState t;
+        t.loader_epoch = 3; t.loader_shard = 1; t.loader_window = 12345678901LL; t.rng[2] = 0xdeadbeefcafef00dULL;
+        t.log_offset = 1LL << 40; t.B = 4; t.T = 16; t.total_batch = 128; t.shuffle_seed = -5; t.skipped_steps = 2;
+        CHECK(write_checkpoint(dir + "/ck_state.bin", c, 9, p.data(), m.data(), v.data(), &t));
+        CheckpointHeader h3;
+        std::vector<float> p3;
+        read_checkpoint(dir + "/ck_state.bin", &h3, p3);
+        CHECK(h3.has_train_state == 1 && h3.train.loader_epoch == 3 && h3.train.loader_window == 12345678901LL &&
+              h3.train.rng[2] == 0xdeadbeefcafef00dULL && h3.train.log_offset == (1LL << 40) && h3.train.B == 4 &&
+              h3.train.T == 16 && h3.train.total_batch == 128 && h3.train.shuffle_seed == -5 && h3.train.skipped_steps == 2);
+        CHECK(p3 == p);
+    }
 }
 
 static void test_flags() {
