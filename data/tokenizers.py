@@ -16,7 +16,10 @@ and the writer of the decode file the C++ trainers read (common/tokenizer.h):
 Decode-tokenizer file (llm.c's tokenizer format, version 2, plus a kind word):
     int32 header[256]: [0] magic 20240328, [1] version 2, [2] vocab n, [3] eot id
                        (-1: none), [4] kind (0 unknown, 1 GPT-2 byte-level BPE,
-                       2 SentencePiece), [5..255] 0
+                       2 SentencePiece), [5] flags: bit 0 = the model adds a dummy
+                       space before each text (SentencePiece add_dummy_prefix), so
+                       a decoder drops one leading space of the token after an eot;
+                       [6..255] 0
     then for each id 0..n-1: uint8 length L (1..255), then L bytes (the bytes the
     token decodes to; special/control tokens: their text, e.g. "<|endoftext|>", "</s>").
     The file size must be exactly 1024 + n + sum(L).
@@ -144,7 +147,8 @@ def write_tokenizer_file(path, tok):
     tb = tok.token_bytes()
     if len(tb) != tok.vocab:
         raise ValueError("token table has %d entries, vocab is %d" % (len(tb), tok.vocab))
-    header = [TOKENIZER_MAGIC, TOKENIZER_VERSION, tok.vocab, tok.eot, KIND_CODES.get(tok.kind, 0)]
+    flags = 1 if getattr(tok, "dummy_prefix", False) else 0
+    header = [TOKENIZER_MAGIC, TOKENIZER_VERSION, tok.vocab, tok.eot, KIND_CODES.get(tok.kind, 0), flags]
     header += [0] * (256 - len(header))
     body = bytearray()
     for i, b in enumerate(tb):
@@ -162,7 +166,7 @@ def write_tokenizer_file(path, tok):
 
 
 def read_tokenizer_file(path):
-    """(vocab, eot, kind, [bytes per id]) - the Python twin of common/tokenizer.h, for tests."""
+    """(vocab, eot, kind, flags, [bytes per id]) - the Python twin of common/tokenizer.h, for tests."""
     with open(path, "rb") as f:
         data = f.read()
     h = struct.unpack("<256i", data[:1024])
@@ -176,4 +180,4 @@ def read_tokenizer_file(path):
         off += 1 + L
     if off != len(data):
         raise ValueError("%s: size mismatch" % path)
-    return n, eot, h[4], toks
+    return n, eot, h[4], h[5], toks
