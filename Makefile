@@ -66,6 +66,17 @@ $(BUILD)/test_host: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
 $(BUILD)/test_host_asan: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(SAN_FLAGS) $< -o $@
 
+# libFuzzer targets for the binary readers (clang; run by tests/reliability.sh)
+CLANG_FUZZ := $(shell command -v clang++-14 2>/dev/null || command -v clang++ 2>/dev/null)
+FUZZ_NAMES := checkpoint shard refstate tokenizer
+ifneq ($(CLANG_FUZZ),)
+TEST_DEPS += $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_NAMES))
+endif
+$(BUILD)/fuzz/fuzz_%: dev/fuzz/fuzz_readers.cpp $(HOST_HEADERS)
+	@mkdir -p $(@D)
+	$(CLANG_FUZZ) -O1 -g -std=c++17 -DFUZZING -DFUZZ_$(shell echo $* | tr a-z A-Z) -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined $< -o $@
+
 test-deps: $(ALL_TARGETS) $(TEST_DEPS)
 
 test: test-deps

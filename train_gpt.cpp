@@ -19,6 +19,7 @@ so a linear layer is out = inp @ W^T. The qkv row of a token is [q | k | v], eac
 wide, head h owning columns [h*hd, (h+1)*hd) of each.
 */
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -926,6 +927,15 @@ static std::vector<std::string> list_checkpoints(const std::string& dir) {   // 
     return v;
 }
 
+// mkdir -p
+static void make_dirs(const std::string& dir) {
+    for (size_t i = 1; i <= dir.size(); i++)
+        if (i == dir.size() || dir[i] == '/') {
+            std::string d = dir.substr(0, i);
+            if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) fatal("cannot create folder %s: %s", d.c_str(), strerror(errno));
+        }
+}
+
 // Set from a signal handler: the only global in the trainer (a handler can reach nothing else).
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
@@ -960,7 +970,12 @@ int main(int argc, char** argv) {
     Model model;
     CheckpointHeader resume_h;
     std::string resume_from;
+    if (!tc.out_dir.empty() && tc.mode == "train") make_dirs(tc.out_dir);
     if (tc.resume) {   // the newest complete checkpoint in out_dir, if any
+        for (const std::string& t : glob_files(tc.out_dir + "/ckpt_*.bin.tmp.*")) {   // left by a killed run
+            printf("resume: removing the unfinished checkpoint %s\n", t.c_str());
+            unlink(t.c_str());
+        }
         std::vector<std::string> cks = list_checkpoints(tc.out_dir);
         if (!cks.empty()) resume_from = cks.back();
         else printf("resume: no checkpoint in %s, starting fresh\n", tc.out_dir.c_str());
@@ -1087,7 +1102,7 @@ int main(int argc, char** argv) {
     };
 
     for (long step = start_step; step < tc.steps; step++) {
-        if (tc.val_every > 0 && step % tc.val_every == 0 && (step > start_step || resume_from.empty())) do_val(step);
+        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);   // (a resumed run repeats the val its checkpoint preceded)
         if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
         auto t0 = std::chrono::steady_clock::now();
         model.zero_grad();
@@ -1111,8 +1126,9 @@ int main(int argc, char** argv) {
             printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1,
                    std::isfinite(loss) ? "gradient norm" : "loss", loss, norm);
             bool saved = save(step);
-            fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1,
-                  saved ? (" (last good state saved to " + ckpt_path(tc.out_dir, step) + ")").c_str() : " (no --out_dir: nothing saved)");
+            std::string where = saved ? " (last good state saved to " + ckpt_path(tc.out_dir, step) + ")"
+                                : tc.out_dir.empty() ? " (no --out_dir: nothing saved)" : " (the checkpoint could not be written)";
+            fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1, where.c_str());
         } else {
             skipped++;
             printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1,

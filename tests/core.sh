@@ -35,9 +35,9 @@ run_test core/bad_state_version   'fail:^error: .*state_version\.bin: reference 
 # --- train_gpt end to end on a small random shard
 $PY dev/random_shard.py $SCRATCH/train_000.bin --tokens 20000 --vocab 300 --seed 1
 $PY dev/random_shard.py $SCRATCH/val_000.bin --tokens 4000 --vocab 300 --seed 2
-TINY="--arch llama --n_layer 4 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 32 -k 1 -b 4 -t 32 -i $SCRATCH/train_*.bin -j $SCRATCH/val_*.bin"
+TINY=(--arch llama --n_layer 4 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 32 -k 1 -b 4 -t 32 -i "$SCRATCH/train_*.bin" -j "$SCRATCH/val_*.bin")
 train_smoke() {   # trains, then checks the log: one step line per step, loss falls, layer norms present
-  $B/train_gpt $TINY -x 30 -u 5 -l 3e-3 -d 256 -v 10 -m 2 -n 8 -o $SCRATCH/log.jsonl --out_dir $SCRATCH || return 1
+  $B/train_gpt "${TINY[@]}" -x 30 -u 5 -l 3e-3 -d 256 -v 10 -m 2 -n 8 -o $SCRATCH/log.jsonl --out_dir $SCRATCH || return 1
   $PY - "$SCRATCH/log.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -58,13 +58,13 @@ run_test core/train_help          pass $B/train_gpt --help
 # --- bad flags and input to train_gpt: one line, non-zero exit
 run_test core/bad_flag_unknown    'fail:^error: unknown flag --frobnicate'                $B/train_gpt --frobnicate 3
 run_test core/bad_flag_preset     "fail:^error: --preset: unknown preset 'llama-3b'"      $B/train_gpt -p llama-3b
-run_test core/bad_flag_k_high     'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got 5' $B/train_gpt $TINY -k 5
-run_test core/bad_flag_k_neg      'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got -2' $B/train_gpt $TINY -k -2
-run_test core/bad_flag_seq_len    'fail:^error: --seq_len 64 does not fit the model.s max_seq_len 32' $B/train_gpt $TINY -t 64
-run_test core/bad_vocab_tokens    'fail:^error: .*(train|val)_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' $B/train_gpt $TINY --vocab 100
+run_test core/bad_flag_k_high     'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got 5' $B/train_gpt "${TINY[@]}" -k 5
+run_test core/bad_flag_k_neg      'fail:^error: --post_ln_layers must be in \[0, n_layer=4\], got -2' $B/train_gpt "${TINY[@]}" -k -2
+run_test core/bad_flag_seq_len    'fail:^error: --seq_len 64 does not fit the model.s max_seq_len 32' $B/train_gpt "${TINY[@]}" -t 64
+run_test core/bad_vocab_tokens    'fail:^error: .*(train|val)_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' $B/train_gpt "${TINY[@]}" --vocab 100
 head -c 3000 $SCRATCH/ckpt_00000030.bin > $SCRATCH/ckpt_trunc.bin 2>/dev/null
 run_test core/bad_ckpt_truncated  'fail:^error: .*ckpt_trunc\.bin: file is truncated'     $B/train_gpt -e $SCRATCH/ckpt_trunc.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_ckpt_missing    'fail:^error: cannot open .*missing\.bin'               $B/train_gpt -e $SCRATCH/missing.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_ckpt_magic      'fail:^error: .*state_magic\.bin: not a checkpoint'     $B/train_gpt -e $SCRATCH/state_magic.bin -i "$SCRATCH/train_*.bin"
-run_test core/bad_data_missing    'fail:^error: no files match .*none_\*\.bin'            $B/train_gpt $TINY -i "$SCRATCH/none_*.bin"
+run_test core/bad_data_missing    'fail:^error: no files match .*none_\*\.bin'            $B/train_gpt "${TINY[@]}" -i "$SCRATCH/none_*.bin"
 rm -rf "$SCRATCH"

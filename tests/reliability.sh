@@ -1,0 +1,152 @@
+# Reliability suite (issue: checkpoints, bit-exact resume, signals, NaN guards,
+# hardened parsers, disk errors). Sourced by scripts/run_tests.sh.
+B=build
+PY=/usr/bin/python3
+RS=$(mktemp -d /tmp/mixln_rel_XXXXXX)
+$PY dev/random_shard.py $RS/train_000.bin --tokens 30000 --vocab 300 --seed 3
+$PY dev/random_shard.py $RS/train_001.bin --tokens 7000 --vocab 300 --seed 4
+$PY dev/random_shard.py $RS/val_000.bin --tokens 3000 --vocab 300 --seed 5
+# a tiny Mix-LN model, shuffled data over two shards, accumulation, val, samples, clipping, decay
+# (an array, so the shard globs reach the trainer unexpanded)
+REL=(--arch llama --n_layer 4 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 32 -k 1 -b 4 -t 32 -d 256
+     -i "$RS/train_*.bin" -j "$RS/val_*.bin" --shuffle_seed 7 -x 24 -u 4 -l 3e-3 -c 0.1 -v 6 -m 2 -s 8 -n 4 --threads 2)
+
+# the uninterrupted reference run (checkpoints every 4 steps, all kept)
+rel_reference() { $B/train_gpt "${REL[@]}" --out_dir $RS/ref --ckpt_every 4 --keep_ckpts 100 -o $RS/ref/log.jsonl; }
+mkdir -p $RS/ref
+run_test rel/reference_run pass rel_reference
+
+# bit-exact resume: continue from the step-12 checkpoint of the reference run
+rel_resume() {
+  mkdir -p $RS/res && cp $RS/ref/ckpt_00000012.bin $RS/ref/log.jsonl $RS/res/ || return 1
+  $B/train_gpt "${REL[@]}" --out_dir $RS/res --ckpt_every 4 -o $RS/res/log.jsonl --resume 1 | tee $RS/res/out.txt || return 1
+  grep -q "resume: .*ckpt_00000012.bin (step 12" $RS/res/out.txt || { echo "did not resume from step 12"; return 1; }
+  $PY dev/compare_logs.py $RS/ref/log.jsonl $RS/res/log.jsonl
+}
+run_test rel/resume_bitwise pass rel_resume
+# the comparison can fail: a run with another data order differs
+rel_neg_compare() {
+  $B/train_gpt "${REL[@]}" --shuffle_seed 8 -x 6 -o $RS/other.jsonl >/dev/null || return 0
+  $PY dev/compare_logs.py $RS/ref/log.jsonl $RS/other.jsonl
+}
+run_test rel/neg_compare_differs 'fail:logs differ' rel_neg_compare
+# checkpoint keeping: newest K plus milestones
+rel_keep() {
+  $B/train_gpt "${REL[@]}" -x 12 -v 0 -n 0 --out_dir $RS/keep --ckpt_every 2 --keep_ckpts 2 --milestone_every 4 >/dev/null || return 1
+  got=$(cd $RS/keep && ls ckpt_*.bin | tr '\n' ' ')
+  want="ckpt_00000004.bin ckpt_00000008.bin ckpt_00000010.bin ckpt_00000012.bin "
+  [ "$got" = "$want" ] || { echo "kept: '$got', expected '$want'"; return 1; }
+  echo "kept $got"
+}
+run_test rel/keep_last_and_milestones pass rel_keep
+
+# refusals on resume: config mismatches name the field
+mkdir -p $RS/mis && cp $RS/ref/ckpt_00000012.bin $RS/mis/
+run_test rel/resume_mismatch_k     'fail:^error: .*ckpt_00000012\.bin: checkpoint has post_ln_layers=1 but the flags say 2' \
+  $B/train_gpt "${REL[@]}" -k 2 --out_dir $RS/mis --resume 1
+run_test rel/resume_mismatch_width 'fail:^error: .*checkpoint has d_model=32 but the flags say 48' \
+  $B/train_gpt "${REL[@]}" --d_model 48 --out_dir $RS/mis --resume 1
+run_test rel/resume_mismatch_arch  'fail:^error: .*checkpoint has arch=llama but the flags say gpt' \
+  $B/train_gpt "${REL[@]}" --arch gpt --out_dir $RS/mis --resume 1
+run_test rel/resume_mismatch_batch 'fail:^error: .*checkpoint has batch_size=4 but the flags say 8' \
+  $B/train_gpt "${REL[@]}" -b 8 -d 256 --out_dir $RS/mis --resume 1
+
+# SIGKILL while a checkpoint is being written, at several moments; then resume to
+# the end and compare with the uninterrupted run
+wait_for() {   # wait_for SECONDS COMMAND...: poll until the command succeeds
+  local end=$((SECONDS + $1)); shift
+  until "$@" 2>/dev/null; do [ $SECONDS -ge $end ] && return 1; sleep 0.02; done
+}
+tmp_exists() { compgen -G "$RS/kill/ckpt_*.bin.tmp.*" >/dev/null; }
+rel_sigkill() {
+  mkdir -p $RS/kill
+  local round pid n_before
+  for round in 1 2 3 4; do
+    $B/train_gpt "${REL[@]}" --out_dir $RS/kill --ckpt_every 2 --keep_ckpts 2 -o $RS/kill/log.jsonl --resume 1 \
+      --debug_slow_ckpt_ms 150 > $RS/kill/round$round.txt 2>&1 &
+    pid=$!
+    case $round in
+      1|3) wait_for 60 tmp_exists || { echo "round $round: no checkpoint write seen"; kill -9 $pid; return 1; } ;;
+      2) wait_for 60 tmp_exists && sleep 0.1 ;;                       # later in the same write
+      4) n_before=$(ls $RS/kill/ckpt_*.bin 2>/dev/null | wc -l)       # just after a write completes
+         wait_for 60 tmp_exists; wait_for 60 bash -c "! compgen -G '$RS/kill/ckpt_*.bin.tmp.*' >/dev/null" ;;
+    esac
+    kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+    echo "round $round: killed; complete checkpoints: $(cd $RS/kill && ls ckpt_*.bin 2>/dev/null | tr '\n' ' ')" \
+         "unfinished: $(cd $RS/kill && ls *.tmp.* 2>/dev/null | tr '\n' ' ')"
+  done
+  $B/train_gpt "${REL[@]}" --out_dir $RS/kill --ckpt_every 2 --keep_ckpts 2 -o $RS/kill/log.jsonl --resume 1 > $RS/kill/final.txt 2>&1 ||
+    { cat $RS/kill/final.txt; return 1; }
+  grep "resume" $RS/kill/final.txt
+  ! compgen -G "$RS/kill/*.tmp.*" >/dev/null || { echo "unfinished checkpoint files left behind"; return 1; }
+  $PY dev/compare_logs.py $RS/ref/log.jsonl $RS/kill/log.jsonl
+}
+run_test rel/sigkill_during_checkpoint pass rel_sigkill
+
+# SIGTERM / SIGINT: finish the step, checkpoint, exit 0 with a resume hint; the resumed run matches
+rel_signal() {
+  local sig=$1 d=$RS/sig_$1
+  mkdir -p $d
+  $B/train_gpt "${REL[@]}" --out_dir $d -o $d/log.jsonl --debug_slow_ckpt_ms 0 > $d/out.txt 2>&1 &
+  local pid=$!
+  wait_for 60 grep -q '"step":2' $d/log.jsonl || { kill -9 $pid; echo "training did not start"; return 1; }
+  kill -$sig $pid
+  wait $pid; local rc=$?
+  cat $d/out.txt | tail -3
+  [ $rc -eq 0 ] || { echo "exit code $rc after SIG$sig"; return 1; }
+  grep -q "received SIG$sig at step [0-9]*: wrote checkpoint\|resume with the same command plus --resume 1" $d/out.txt || return 1
+  $B/train_gpt "${REL[@]}" --out_dir $d -o $d/log.jsonl --resume 1 > $d/out2.txt 2>&1 || { cat $d/out2.txt; return 1; }
+  $PY dev/compare_logs.py $RS/ref/log.jsonl $d/log.jsonl
+}
+run_test rel/sigterm_checkpoint_resume pass rel_signal TERM
+run_test rel/sigint_checkpoint_resume  pass rel_signal INT
+
+# non-finite guard with an injected NaN gradient
+rel_nan_skip() {
+  $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --inject_nan_at 3 --nonfinite skip -o $RS/nan.jsonl || return 1
+  $PY - $RS/nan.jsonl <<'PYEOF'
+import json, math, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l and '"kind":"step"' in l]
+bad = [r["step"] for r in steps if r.get("skipped")]
+assert bad == [3], f"skipped steps {bad}, expected [3]"
+assert steps[3]["grad_norm"] is None, steps[3]
+assert all(math.isfinite(r["loss"]) for r in steps) and len(steps) == 8
+print("skipped exactly step 3; training continued to step", steps[-1]["step"])
+PYEOF
+}
+run_test rel/nan_skip pass rel_nan_skip
+run_test rel/nan_stop 'fail:^error: non-finite loss or gradient at step 4; stopped \(last good state saved to .*ckpt_00000003\.bin\)' \
+  $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --inject_nan_at 3 --nonfinite stop --out_dir $RS/nanstop
+run_test rel/nan_stop_checkpoint_loads pass $B/train_gpt -e $RS/nanstop/ckpt_00000003.bin -b 4 -t 32 -x 1 -i "$RS/train_*.bin" -n 0 -v 0
+
+# disk full: a small tmpfs holds one checkpoint, not two; the write fails with a
+# one-line error and the previous checkpoint stays intact
+rel_disk_full() {
+  local d=$RS/full
+  mkdir -p $d
+  mount -t tmpfs -o size=1400k tmpfs $d 2>/dev/null || { echo "SKIP: cannot mount a tmpfs"; return 0; }
+  $B/train_gpt "${REL[@]}" -x 4 -v 0 -n 0 --out_dir $d --ckpt_every 2 --keep_ckpts 1 > $RS/full.txt 2>&1; local rc=$?
+  cat $RS/full.txt | grep -E "checkpoint|error"
+  local ok=1
+  [ $rc -ne 0 ] || { echo "expected a non-zero exit when the last checkpoint cannot be written"; ok=0; }
+  grep -q "^error: checkpoint at step 4 not saved: writing .*ckpt_00000004.bin failed: No space left on device (the previous file, if any, is unchanged)" $RS/full.txt || ok=0
+  [ -f $d/ckpt_00000002.bin ] && ! compgen -G "$d/*.tmp.*" >/dev/null || { echo "previous checkpoint missing or temp file left"; ok=0; }
+  $B/train_gpt -e $d/ckpt_00000002.bin -b 4 -t 32 -x 1 -i "$RS/train_*.bin" -n 0 -v 0 >/dev/null || { echo "previous checkpoint unreadable"; ok=0; }
+  umount $d
+  [ $ok -eq 1 ]
+}
+if mount -t tmpfs -o size=4k tmpfs $RS 2>/dev/null; then umount $RS; run_test rel/disk_full_keeps_previous pass rel_disk_full
+else skip_test rel/disk_full_keeps_previous "mounting a tmpfs needs root"; fi
+run_test rel/unwritable_log 'fail:^error: cannot open /nonexistent/dir/log\.jsonl' $B/train_gpt "${REL[@]}" -x 1 -o /nonexistent/dir/log.jsonl
+
+# fuzz every binary reader for a bounded time (libFuzzer + ASan/UBSan), from the committed seeds
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+for name in checkpoint shard refstate tokenizer; do
+  if [ -x $B/fuzz/fuzz_$name ] && [ -d dev/fuzz/corpus/$name ]; then
+    mkdir -p $RS/corpus_$name
+    run_test rel/fuzz_$name pass $B/fuzz/fuzz_$name -max_total_time=$FUZZ_SECONDS -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 $RS/corpus_$name dev/fuzz/corpus/$name
+  elif [ -x $B/fuzz/fuzz_$name ]; then skip_test rel/fuzz_$name "no seed corpus dev/fuzz/corpus/$name yet"
+  else skip_test rel/fuzz_$name "no clang++ (libFuzzer) to build the fuzzer"; fi
+done
+rm -rf "$RS"
