@@ -57,19 +57,21 @@ wait_for() {   # wait_for SECONDS COMMAND...: poll until the command succeeds
   local end=$((SECONDS + $1)); shift
   until "$@" 2>/dev/null; do [ $SECONDS -ge $end ] && return 1; sleep 0.02; done
 }
-tmp_exists() { compgen -G "$RS/kill/ckpt_*.bin.tmp.*" >/dev/null; }
+writing() { compgen -G "$RS/kill/ckpt_*.bin.tmp.$1" >/dev/null; }   # process $1 is writing a checkpoint
+not_writing() { ! writing "$1"; }
 rel_sigkill() {
   mkdir -p $RS/kill
-  local round pid n_before
+  local round pid
   for round in 1 2 3 4; do
     $B/train_gpt "${REL[@]}" --out_dir $RS/kill --ckpt_every 2 --keep_ckpts 2 -o $RS/kill/log.jsonl --resume 1 \
       --debug_slow_ckpt_ms 150 > $RS/kill/round$round.txt 2>&1 &
     pid=$!
+    wait_for 60 writing $pid || { echo "round $round: no checkpoint write seen"; kill -9 $pid; return 1; }
     case $round in
-      1|3) wait_for 60 tmp_exists || { echo "round $round: no checkpoint write seen"; kill -9 $pid; return 1; } ;;
-      2) wait_for 60 tmp_exists && sleep 0.1 ;;                       # later in the same write
-      4) n_before=$(ls $RS/kill/ckpt_*.bin 2>/dev/null | wc -l)       # just after a write completes
-         wait_for 60 tmp_exists; wait_for 60 bash -c "! compgen -G '$RS/kill/ckpt_*.bin.tmp.*' >/dev/null" ;;
+      1) ;;                                                   # at the start of a write
+      2) sleep 0.1 ;;                                         # late in the write
+      3) wait_for 60 not_writing $pid; wait_for 60 writing $pid ;;   # in the next write, after progress
+      4) wait_for 60 not_writing $pid ;;                      # just after a write completed
     esac
     kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
     echo "round $round: killed; complete checkpoints: $(cd $RS/kill && ls ckpt_*.bin 2>/dev/null | tr '\n' ' ')" \
