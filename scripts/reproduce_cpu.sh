@@ -24,8 +24,10 @@
 # (with a 32000-token tokenizer: --tokenizer spm32000). A finished run whose
 # command is unchanged is not trained again (delete OUT/runs/NAME to redo one).
 set -euo pipefail
+CALLER=$(pwd)
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+abs() { case "$1" in /*|"") echo "$1";; *) echo "$CALLER/$1";; esac; }   # user paths are relative to the caller
 PY=/usr/bin/python3
 
 # ---------------------------------------------------------------- flags
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
   case "$1" in -h|--help) usage; exit 0;; esac
   [ $# -ge 2 ] || { echo "error: reproduce_cpu: $1 needs a value" >&2; exit 2; }
   case "$1" in
-    --out) OUT=$2;; --trainer) TRAINER=$2;;
+    --out) OUT=$(abs "$2");; --trainer) TRAINER=$(abs "$2");;
     --n_layer) N_LAYER=$2;; --d_model) D_MODEL=$2;; --n_head) N_HEAD=$2;; --ffn) FFN=$2;; --seq_len) SEQ_LEN=$2;;
     --batch) BATCH=$2;; --total_batch) TOTAL_BATCH=$2;; --steps) STEPS=$2;; --warmup) WARMUP=$2;;
     --lr) LR=$2;; --lr_floor) LR_FLOOR=$2;; --seed) SEED=$2;; --shuffle_seed) SHUFFLE_SEED=$2;;
@@ -66,7 +68,8 @@ while [ $# -gt 0 ]; do
     --val_every) VAL_EVERY=$2;; --val_steps) VAL_STEPS=$2;; --analysis_batches) ANALYSIS_BATCHES=$2;;
     --layer_norms_every) LAYER_NORMS_EVERY=$2;;
     --threads) THREADS=$2;; --coretype) CORETYPE=$2;;
-    --tokenizer) TOKENIZER=$2;; --train_glob) TRAIN_GLOB=$2;; --val_glob) VAL_GLOB=$2;; --extra) EXTRA=$2;;
+    --tokenizer) TOKENIZER=$2; [[ $2 == *.model ]] && TOKENIZER=$(abs "$2");;
+    --train_glob) TRAIN_GLOB=$(abs "$2");; --val_glob) VAL_GLOB=$(abs "$2");; --extra) EXTRA=$2;;
     --vocab) VOCAB=$2;;
     *) echo "error: reproduce_cpu: unknown flag $1 (--help lists them)" >&2; exit 2;;
   esac
