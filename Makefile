@@ -9,6 +9,7 @@
 # Pieces of the build that belong to one part of the project live next to it
 # and are included here (each adds to ALL_TARGETS / TEST_DEPS):
 #   dev/test/kernels.mk   CUDA kernel tests: emulated (g++, TSan, ASan+UBSan) and nvcc gates
+#   data/data.mk          the tokenizer decode-file reader's unit tests
 
 BUILD    ?= build
 CXX      ?= g++
@@ -39,6 +40,7 @@ TEST_DEPS   := $(BUILD)/test_gpt_noblas $(BUILD)/test_gpt_asan $(BUILD)/test_hos
 all: all-targets
 
 -include dev/test/kernels.mk
+-include data/data.mk
 
 all-targets: $(ALL_TARGETS)
 

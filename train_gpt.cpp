@@ -43,6 +43,7 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/schedule.h"
+#include "common/tokenizer.h"
 #include "common/util.h"
 
 // ============================================================================
@@ -1069,12 +1070,23 @@ int main(int argc, char** argv) {
         printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
         log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
     };
+    Tokenizer tok;   // decodes samples when --tokenizer is given; else they print as token ids
+    if (!tc.tokenizer.empty()) {
+        tok.load(tc.tokenizer);
+        if (tok.vocab < c.vocab) fatal("%s: tokenizer has %d tokens, the model's vocab is %d", tc.tokenizer.c_str(), tok.vocab, c.vocab);
+    }
     auto do_sample = [&]() {
         if (tc.sample_tokens == 0) return;
-        std::vector<int> s = sample_tokens(model, train.inputs[0], tc.sample_tokens, c.max_seq_len, sample_rng);
-        printf("sample (token ids):");
-        for (int t : s) printf(" %d", t);
-        printf("\n");
+        // the prompt: the end-of-text token (a document start) if known, else the first training token
+        int first = tok.loaded() && tok.eot >= 0 && tok.eot < c.vocab ? tok.eot : train.inputs[0];
+        std::vector<int> s = sample_tokens(model, first, tc.sample_tokens, c.max_seq_len, sample_rng);
+        if (tok.loaded()) {
+            printf("sample: %s\n", tok.decode(s.data() + 1, (int)s.size() - 1).c_str());
+        } else {
+            printf("sample (token ids):");
+            for (int t : s) printf(" %d", t);
+            printf("\n");
+        }
     };
     // Write a checkpoint of the state after `step` optimizer steps; prune old ones.
     auto save = [&](long step) -> bool {
