@@ -3,7 +3,7 @@ Tests of the Mix-LN analysis modes of build/train_gpt against the PyTorch
 reference model (dev/model.py), on the stored reference states.
 
     /usr/bin/python3 dev/test_analysis.py [CHECK ...] [--states dev/reference/*.bin]
-    CHECK: formula | angular | layer_drop | without_layer | grad_norms | opposite | all (default)
+    CHECK: formula | angular | layer_drop | without_layer | grad_norms | batched | opposite | all (default)
 
 What each check does (docs/ANALYSIS.md has the definitions):
   formula        the angular-distance formula itself, in float64: d(x, x) = 0,
@@ -20,6 +20,8 @@ What each check does (docs/ANALYSIS.md has the definitions):
                  batch, `--layer_norms_every 1`: the log's layer_grad_norms,
                  grad_norm, emb/final_norm/head norms vs the stored gradients (and
                  vs PyTorch recomputed here).
+  batched        angular and layer_drop again with -b 3 over 2 batches cut from one
+                 token stream (last token of every sequence of every batch).
   opposite       a hand-made checkpoint whose layer 0 maps x to -x (Post-LN block
                  with zero projections and norm weight -1) and whose layer 1 is the
                  identity: the C++ angular distance must be 1 and 0 there.
@@ -53,7 +55,7 @@ from model import Config, Model  # noqa: E402
 import formats  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
-CHECKS = ("formula", "angular", "layer_drop", "without_layer", "grad_norms", "opposite")
+CHECKS = ("formula", "angular", "layer_drop", "without_layer", "grad_norms", "opposite", "batched")
 
 # tolerances (fp32 C++ vs float64 PyTorch)
 REL_LOSS = 1e-5        # losses (relative)
@@ -148,8 +150,8 @@ def run_cpp(args, what):
     return True
 
 
-def run_analysis(mode, ckpt_path, val_glob, B, T, out):
-    if not run_cpp(["--mode", mode, "-e", ckpt_path, "-j", val_glob, "-b", 1, "-t", T, "-m", B,
+def run_analysis(mode, ckpt_path, val_glob, b, T, m, out):
+    if not run_cpp(["--mode", mode, "-e", ckpt_path, "-j", val_glob, "-b", b, "-t", T, "-m", m,
                     "--analysis_out", out], f"{mode} {ckpt_path}"):
         return None
     with open(out) as f:
@@ -224,20 +226,22 @@ def state_model(st):
 
 def check_angular(st, tmp):
     L = st["cfg"]["n_layer"]
-    out = run_analysis("angular", st["ckpt_path"], st["val_glob"], st["B"], st["T"], os.path.join(tmp, "angular.json"))
+    out = run_analysis("angular", st["ckpt_path"], st["val_glob"], st["val_b"], st["T"], st["val_m"],
+                       os.path.join(tmp, "angular.json"))
+    S = st["inputs"].shape[0]
     if out is None:
         return
     D = np.asarray(out.get("distance"), dtype=np.float64)
     if out.get("kind") != "angular_distance" or out.get("n_layer") != L or D.shape != (L + 1, L + 1) \
-            or out.get("samples") != st["B"]:
+            or out.get("samples") != S:
         return mismatch(f"{st['name']} angular: bad output header/shape: kind {out.get('kind')}, n_layer "
-                        f"{out.get('n_layer')}, samples {out.get('samples')} (want {st['B']}), shape {D.shape}")
+                        f"{out.get('n_layer')}, samples {out.get('samples')} (want {S}), shape {D.shape}")
     ref, tol = ref_angular(state_model(st), st["inputs"])
     err = np.abs(D - ref)
     worst = np.unravel_index(np.argmax(err / tol), err.shape)
     diag = np.abs(np.diag(D)).max()
     asym = np.abs(D - D.T).max()
-    msg = (f"{st['name']} angular ({L + 1}x{L + 1}, {st['B']} samples): max |err| {err.max():.2e}, "
+    msg = (f"{st['name']} angular ({L + 1}x{L + 1}, {S} samples): max |err| {err.max():.2e}, "
            f"worst err/tol {err[worst] / tol[worst]:.3f} at [{worst[0]}][{worst[1]}] "
            f"(cpp {D[worst]:.6f} ref {ref[worst]:.6f}); diag max {diag:.1e}; asymmetry {asym:.1e}")
     diag_tol = math.sqrt(2 * COS_ERR) / math.pi
@@ -249,7 +253,8 @@ def check_angular(st, tmp):
 
 def check_layer_drop(st, tmp):
     L = st["cfg"]["n_layer"]
-    out = run_analysis("layer_drop", st["ckpt_path"], st["val_glob"], st["B"], st["T"], os.path.join(tmp, "drop.json"))
+    out = run_analysis("layer_drop", st["ckpt_path"], st["val_glob"], st["val_b"], st["T"], st["val_m"],
+                       os.path.join(tmp, "drop.json"))
     if out is None:
         return None
     layers = out.get("layers") or []
@@ -262,7 +267,7 @@ def check_layer_drop(st, tmp):
     bad = []
     if rel(out["full_loss"], full) > REL_LOSS or rel(out["full_ppl"], math.exp(full)) > REL_LOSS:
         bad.append(f"full loss cpp {out['full_loss']:.7f} ref {full:.7f}")
-    if not ARGS.wrong_k and rel(full, st["loss"]) > 1e-6:
+    if not ARGS.wrong_k and not st.get("batched") and rel(full, st["loss"]) > 1e-6:
         bad.append(f"PyTorch full loss {full:.7f} != stored loss {st['loss']:.7f}")
     worst = 0.0
     for l, r in enumerate(layers):
@@ -299,7 +304,8 @@ def check_without_layer(st, tmp, drop_out):
         ck = os.path.join(tmp, f"without_{l}.bin")
         with open(ck, "wb") as f:
             f.write(formats.checkpoint_bytes(Config(**cfg_l), [t.detach() for _, t, _, _ in small.param_table()]))
-        out = run_analysis("layer_drop", ck, st["val_glob"], st["B"], st["T"], os.path.join(tmp, f"drop_{l}.json"))
+        out = run_analysis("layer_drop", ck, st["val_glob"], st["val_b"], st["T"], st["val_m"],
+                           os.path.join(tmp, f"drop_{l}.json"))
         if out is None or drop_out is None:
             continue
         lr = (l + 1) % L if ARGS.wrong_skip else l
@@ -308,6 +314,21 @@ def check_without_layer(st, tmp, drop_out):
         msg = (f"{what}: C++ loss of the model without it {out['full_loss']:.7f}, C++ skip {cpp_skip:.7f} "
                f"(rel {e:.1e}), PyTorch {built:.7f}")
         ok(msg) if e <= REL_LOSS and rel(out["full_loss"], built) <= REL_LOSS else mismatch(msg)
+
+
+def batched_data(st, folder, B=3, n_batches=2):
+    """The analyses on several batches of B > 1 sequences cut from one token stream
+    the way the loader cuts it (window g = tokens [g*B*T, (g+1)*B*T + 1)): sequence i
+    of the stream is tokens [i*T, (i+1)*T), its targets one token later."""
+    T, V = st["T"], st["cfg"]["vocab"]
+    toks = np.random.default_rng(7).integers(0, V, n_batches * B * T + 1)
+    os.makedirs(folder, exist_ok=True)
+    write_shard(os.path.join(folder, "val_000.bin"), toks)
+    n = n_batches * B
+    inputs = np.stack([toks[i * T:(i + 1) * T] for i in range(n)])
+    targets = np.stack([toks[i * T + 1:(i + 1) * T + 1] for i in range(n)])
+    return dict(st, name=f"{st['name']} [batched B={B} x {n_batches}]", inputs=inputs, targets=targets,
+                val_glob=os.path.join(folder, "val_*.bin"), val_b=B, val_m=n_batches, batched=True)
 
 
 def check_grad_norms(st, tmp):
@@ -383,7 +404,7 @@ def check_opposite(tmp):
     rng = np.random.default_rng(5)
     seq = rng.integers(0, cfg.vocab, size=(4, 17))
     val_glob = write_batch_shards(os.path.join(tmp, "opp_val"), "val", seq[:, :-1], seq[:, 1:])
-    out = run_analysis("angular", ck, val_glob, 4, 16, os.path.join(tmp, "opposite.json"))
+    out = run_analysis("angular", ck, val_glob, 1, 16, 4, os.path.join(tmp, "opposite.json"))
     if out is None:
         return
     D = np.asarray(out["distance"])
@@ -421,7 +442,7 @@ def main():
         check_formula()
     if "opposite" in checks:
         check_opposite(tmp_root)
-    per_state = [c for c in checks if c in ("angular", "layer_drop", "without_layer", "grad_norms")]
+    per_state = [c for c in checks if c in ("angular", "layer_drop", "without_layer", "grad_norms", "batched")]
     for path in ARGS.states if per_state else []:
         st = read_state(path)
         tmp = os.path.join(tmp_root, st["name"][:-4])
@@ -430,6 +451,7 @@ def main():
         with open(st["ckpt_path"], "wb") as f:
             f.write(st["ckpt"])
         st["val_glob"] = write_batch_shards(os.path.join(tmp, "val"), "val", st["inputs"], st["targets"])
+        st["val_b"], st["val_m"] = 1, st["B"]
         drop = None
         if "angular" in checks:
             check_angular(st, tmp)
@@ -439,6 +461,10 @@ def main():
             check_without_layer(st, tmp, drop)
         if "grad_norms" in checks:
             check_grad_norms(st, tmp)
+        if "batched" in checks:
+            bt = batched_data(st, os.path.join(tmp, "batched"))
+            check_angular(bt, os.path.join(tmp, "batched"))
+            check_layer_drop(bt, os.path.join(tmp, "batched"))
     if not ARGS.keep:
         import shutil
         shutil.rmtree(tmp_root, ignore_errors=True)

@@ -9,9 +9,10 @@ AN=$(mktemp -d /tmp/mixln_analysis_XXXXXX)
 # --- the C++ analysis modes vs dev/model.py in float64, on every stored reference state:
 #     angular distance (diag 0, symmetric), layer drop for every layer, a model built
 #     without layer l (PyTorch and C++), step-0 per-layer/emb/final-norm/head gradient
-#     norms of a 1-step run, and a checkpoint whose layer 0 maps x -> -x (distance 1)
+#     norms of a 1-step run, both modes again on batches of B=3 from one token stream,
+#     and a checkpoint whose layer 0 maps x -> -x (distance 1)
 run_test analysis/formula          pass $PY dev/test_analysis.py formula
-run_test analysis/vs_pytorch       pass $PY dev/test_analysis.py angular layer_drop without_layer grad_norms opposite
+run_test analysis/vs_pytorch       pass $PY dev/test_analysis.py angular layer_drop without_layer grad_norms batched opposite
 # negative tests: each comparison must be able to fail
 run_test analysis/neg_wrong_skip   'fail:MISMATCH gpt_pre\.bin layer_drop .*layer 0: loss cpp' \
   $PY dev/test_analysis.py layer_drop --wrong_skip --states dev/reference/gpt_pre.bin
