@@ -13,9 +13,9 @@
 # Every size is a flag (defaults in brackets):
 #   --tokenizer spm|gpt2 [spm]   spm: SentencePiece BPE trained here (--spm_vocab); gpt2: GPT-2 BPE
 #   --spm_vocab N [8192]         --n_layer N [8]     --n_head N [4]     --d_model N [128]
-#   --ffn N [352]                --seq_len T [128]   --batch B [8]      --steps N [150]
-#   --lr X [2e-3]                --warmup N [15]     --k N [n_layer/4]  (Mix-LN's Post-LN layers)
-#   --seed N [1]                 --val_every N [50]  --val_batches N [16]  --sample_tokens N [48]
+#   --ffn N [352]                --seq_len T [64]    --batch B [8]      --steps N [160]
+#   --lr X [2e-3]                --warmup N [16]     --k N [n_layer/4]  (Mix-LN's Post-LN layers)
+#   --seed N [1]                 --val_every N [40]  --val_batches N [16]  --sample_tokens N [48]
 #   --threads N [0: all cores]   --out DIR [build/quickstart]   --cpu (never use a GPU)
 #   --no_install (only check)    --tiny (toy sizes, for the test suite)
 set -euo pipefail
@@ -24,8 +24,8 @@ ROOT=$PWD
 PY=/usr/bin/python3
 T_START=$(date +%s)
 
-TOKENIZER=spm SPM_VOCAB=8192 N_LAYER=8 N_HEAD=4 D_MODEL=128 FFN=352 SEQ=128 BATCH=8 STEPS=150
-LR=2e-3 WARMUP=15 K="" SEED=1 VAL_EVERY=50 VAL_BATCHES=16 SAMPLE=48 THREADS=0 OUT=build/quickstart
+TOKENIZER=spm SPM_VOCAB=8192 N_LAYER=8 N_HEAD=4 D_MODEL=128 FFN=352 SEQ=64 BATCH=8 STEPS=160
+LR=2e-3 WARMUP=16 K="" SEED=1 VAL_EVERY=40 VAL_BATCHES=16 SAMPLE=48 THREADS=0 OUT=build/quickstart
 FORCE_CPU=0 INSTALL=1 TINY=0
 die() { echo "quickstart: error: $*" >&2; exit 1; }
 need() { [ $# -ge 2 ] || die "$1 needs a value"; }
@@ -131,6 +131,7 @@ echo "trainer: $TRAINER on $DEVICE"
 
 # --- 4. train the three placements ----------------------------------------------------------
 mkdir -p "$OUT"
+STDBUF=""; command -v stdbuf >/dev/null && STDBUF="stdbuf -oL"   # progress lines as they come
 COMMON=(--arch llama --n_layer "$N_LAYER" --n_head "$N_HEAD" --d_model "$D_MODEL" --ffn "$FFN" --vocab "$VOCAB"
         --max_seq_len "$SEQ" -b "$BATCH" -t "$SEQ" -x "$STEPS" -u "$WARMUP" -l "$LR" -q 0.1 -c 0 -g 0
         -v "$VAL_EVERY" -m "$VAL_BATCHES" --seed "$SEED" --layer_norms_every 1 --threads "$THREADS"
@@ -139,7 +140,7 @@ COMMON=(--arch llama --n_layer "$N_LAYER" --n_head "$N_HEAD" --d_model "$D_MODEL
 run_one() {   # name K sample_tokens
   local name=$1 k=$2 ns=$3
   step "4/5 training $name (post_ln_layers K=$k of $N_LAYER): ${STEPS} steps x ${BATCH}x${SEQ} tokens, seed $SEED"
-  if ! "$TRAINER" "${COMMON[@]}" -k "$k" -n "$ns" -o "$OUT/$name.jsonl" 2>&1 | tee "$OUT/$name.out" \
+  if ! $STDBUF "$TRAINER" "${COMMON[@]}" -k "$k" -n "$ns" -o "$OUT/$name.jsonl" 2>&1 | tee "$OUT/$name.out" \
        | grep --line-buffered -v '^sample (token ids)'; then
     die "$name run failed (output: $OUT/$name.out)"
   fi
