@@ -215,7 +215,7 @@ def main():
     ap.add_argument("--input", default=os.path.join(HERE, "cache", "corpus"),
                     help="folder with train.jsonl and val.jsonl (default data/cache/corpus)")
     ap.add_argument("--out", default=None, help="output folder (default data/cache/shards/<tokenizer name>)")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     ap.add_argument("--shard_tokens", type=int, default=100_000_000, help="tokens per shard (llm.c: 100M)")
     ap.add_argument("--max_mb", type=float, default=0, help="stop each split after this many MB of text (0: all)")
     args = ap.parse_args()
