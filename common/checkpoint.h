@@ -23,6 +23,8 @@ struct TrainState {
     int32_t B = 0, T = 0;
     int64_t total_batch = 0, shuffle_seed = 0;
     int32_t skipped_steps = 0;         // updates skipped by the non-finite guard
+    int32_t precision = 0;             // the CUDA trainer's --precision: 0 fp32, 1 bf16 (fp32 master), 2 pure bf16
+                                       // (the file always stores fp32 values; the CPU trainer writes 0)
 };
 
 struct CheckpointHeader {
@@ -53,6 +55,7 @@ inline void checkpoint_header_to_words(const CheckpointHeader& h, int32_t* w) {
     w[38] = t.B; w[39] = t.T;
     u64_to_words(w + 40, (uint64_t)t.total_batch); u64_to_words(w + 42, (uint64_t)t.shuffle_seed);
     w[44] = t.skipped_steps;
+    w[45] = t.precision;
 }
 
 // Parse and validate a header; `path` names the file in every error.
@@ -76,6 +79,7 @@ inline CheckpointHeader checkpoint_header_from_words(const int32_t* w, const cha
     t.B = w[38]; t.T = w[39];
     t.total_batch = (int64_t)u64_from_words(w + 40); t.shuffle_seed = (int64_t)u64_from_words(w + 42);
     t.skipped_steps = w[44];
+    t.precision = w[45];
     // sanity bounds before anything is allocated from these numbers
     if (c.n_layer < 1 || c.n_layer > 1024 || c.n_head < 1 || c.d_model < 1 || c.d_model > (1 << 16) ||
         c.ffn < 1 || c.ffn > (1 << 20) || c.vocab < 2 || c.padded_vocab < c.vocab || c.padded_vocab > (1 << 24) ||
@@ -84,7 +88,8 @@ inline CheckpointHeader checkpoint_header_from_words(const int32_t* w, const cha
         h.step < 0 || (h.has_train_state != 0 && h.has_train_state != 1))
         fatal("%s: corrupt checkpoint header (inconsistent config values)", path);
     if (h.has_train_state && (t.loader_epoch < 0 || t.loader_shard < 0 || t.loader_window < 0 || t.log_offset < 0 ||
-                              t.B < 1 || t.T < 1 || t.T > c.max_seq_len || t.total_batch < 1 || t.skipped_steps < 0))
+                              t.B < 1 || t.T < 1 || t.T > c.max_seq_len || t.total_batch < 1 || t.skipped_steps < 0 ||
+                              t.precision < 0 || t.precision > 2))
         fatal("%s: corrupt checkpoint header (training state out of range)", path);
     if (build_param_table(c).total != h.num_params)
         fatal("%s: corrupt checkpoint header (num_params %llu does not match the config's %zu)", path,

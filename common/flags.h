@@ -104,9 +104,12 @@ inline std::vector<FlagSpec> train_flags(TrainConfig& c) {
     };
 }
 
-inline void print_help(const char* prog, TrainConfig& c) {
+// `extra`: flags only one trainer has (the CUDA trainer's --precision), listed after the shared ones.
+inline void print_help(const char* prog, TrainConfig& c, const std::vector<FlagSpec>& extra = {}) {
     printf("usage: %s [flags]   (--name value, --name=value, or -x value)\n\n", prog);
-    for (const FlagSpec& f : train_flags(c)) {
+    std::vector<FlagSpec> all = train_flags(c);
+    all.insert(all.end(), extra.begin(), extra.end());
+    for (const FlagSpec& f : all) {
         char sh[8] = "    ";
         if (f.short_name) snprintf(sh, sizeof sh, "-%c, ", f.short_name);
         printf("  %s--%-18s %s\n", sh, f.name, f.help);
@@ -173,14 +176,16 @@ inline int parse_placement(const std::string& v, int n_layer) {
     return (int)k;
 }
 
-// Parse argv into c. Returns false when --help was printed.
-inline bool parse_train_flags(int argc, char** argv, TrainConfig& c) {
+// Parse argv into c (and into the targets of `extra`, flags only one trainer has).
+// Returns false when --help was printed.
+inline bool parse_train_flags(int argc, char** argv, TrainConfig& c, const std::vector<FlagSpec>& extra = {}) {
     std::vector<FlagSpec> flags = train_flags(c);
+    flags.insert(flags.end(), extra.begin(), extra.end());
     struct Pair { const FlagSpec* f; const char* v; };
     std::vector<Pair> pairs;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
-        if (a == "--help" || a == "-h") { print_help(argv[0], c); return false; }
+        if (a == "--help" || a == "-h") { print_help(argv[0], c, extra); return false; }
         const FlagSpec* f = nullptr;
         const char* v = nullptr;
         if (a.rfind("--", 0) == 0) {

@@ -8,6 +8,7 @@
 // CUDA and compile unmodified in both builds; this file holds the only #ifdefs.
 #pragma once
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cuda_bf16.h>
@@ -95,3 +96,44 @@ __device__ __forceinline__ void store_packed(T* p, const Packed<T, VEC>& x) {
 
 // true if p is aligned to `bytes` (nullptr counts as aligned)
 inline bool is_aligned(const void* p, size_t bytes) { return (reinterpret_cast<size_t>(p) % bytes) == 0; }
+
+// ----------------------------------------------------------------------------
+// grid-stride launches: enough blocks to fill a GPU (a few waves over 132 SMs), and only a
+// couple in the CPU emulation, where every CUDA thread is an OS thread (the loops inside
+// the kernels cover any n with any grid, so results do not depend on the cap)
+// EW_BLOCK: threads per block of the grid-stride kernels (and of the small block reductions)
+#if defined(CUDA_EMU)
+constexpr int GRID_STRIDE_MAX_BLOCKS = 2;
+constexpr int EW_BLOCK = 64;
+#else
+constexpr int GRID_STRIDE_MAX_BLOCKS = 132 * 16;
+constexpr int EW_BLOCK = 256;
+#endif
+inline int grid_stride_blocks(size_t n, int block) {
+    const size_t b = (n + block - 1) / block;
+    return (int)(b < (size_t)GRID_STRIDE_MAX_BLOCKS ? (b > 0 ? b : 1) : GRID_STRIDE_MAX_BLOCKS);
+}
+
+// Block-wide reductions (every thread of the block must call them; blockDim.x a multiple
+// of 32, at most 1024). `scratch` is 32 floats of shared memory; the warps' partials are
+// added in warp order, so the result is deterministic. All threads get the result.
+__device__ __forceinline__ float block_reduce_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = warp_reduce_sum(v);
+    __syncthreads();  // scratch may still be read by a previous reduction
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = 0.0f;
+    for (int w = 0; w < nwarps; w++) r += scratch[w];
+    return r;
+}
+__device__ __forceinline__ float block_reduce_max(float v, float* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = warp_reduce_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float r = -INFINITY;
+    for (int w = 0; w < nwarps; w++) r = fmaxf(r, scratch[w]);
+    return r;
+}

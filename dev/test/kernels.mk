@@ -16,7 +16,7 @@ KBUILD      := $(BUILD)/kernels
 
 # tests that must pass (every flavour), and planted-bug tests that must be caught, each
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_gemm test_emu
+KTEST_NAMES := test_norm test_gemm test_emu test_attention
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
 KBUG_FLAVOR_bug_nosync    := tsan
 KBUG_FLAVOR_bug_oob       := asan
@@ -87,6 +87,9 @@ $(KBUILD)/nvcc/%: $(KBUILD)/nvcc/%.o
 	$(NVCC) $(NVCC_ARCHS) $< -o $@ $(NVCC_LIBS)
 .PRECIOUS: $(KBUILD)/nvcc/%.o
 endif
+
+# the CUDA trainer and its test
+-include dev/test/cuda.mk
 
 .PHONY: kernels kernels-ptxas-report
 kernels: $(KEMU_BINS) $(KNVCC_BINS) $(KNVCC_GATES)

@@ -1,0 +1,117 @@
+// embedding.cuh - token (+ learned position) embedding, forward and backward.
+//
+//   forward   out[n, c] = wte[tok[n], c] + wpe[n % T, c]        (wpe: gpt only; null for llama)
+//   backward  dwte[v, c] += sum over the n with tok[n] == v of dout[n, c]
+//             dwpe[t, c] += sum over b of dout[b*T + t, c]
+//
+// Layout: out/dout (N = B*T, C) row-major, wte (Vp, C), wpe (max_seq_len, C).
+//
+// The backward is deterministic without atomics. The token ids live on the host (the data
+// loader reads them there), so the host groups the positions by token once per batch
+// (embedding_buckets below: the distinct tokens, and for each the positions n where it
+// occurs, in increasing order); the kernel then gives each distinct token one block that
+// owns its whole row of dwte and adds its positions in that fixed order. No two blocks
+// write the same row, so there is no race and no atomic, and the bits do not depend on
+// scheduling. dwpe: one block per position t, summing the B rows in order.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "common.cuh"
+
+// ----------------------------------------------------------------------------
+// kernels
+
+template <typename T, int VEC>
+__global__ void embedding_forward_kernel(T* __restrict__ out, const int* __restrict__ tok, const T* __restrict__ wte,
+                                         const T* __restrict__ wpe, int N, int T_, int C) {
+    const int nvec = C / VEC;
+    const size_t total = (size_t)N * nvec;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int n = (int)(i / nvec), cv = (int)(i % nvec);
+        Packed<T, VEC> e = load_packed<T, VEC>(wte + (size_t)tok[n] * C + cv * VEC);
+        if (wpe) {
+            const Packed<T, VEC> p = load_packed<T, VEC>(wpe + (size_t)(n % T_) * C + cv * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) e.v[k] = from_float<T>(to_float(e.v[k]) + to_float(p.v[k]));
+        }
+        store_packed<T, VEC>(out + (size_t)n * C + cv * VEC, e);
+    }
+}
+
+// block b: distinct token bucket_tok[b]; its positions are bucket_pos[bucket_start[b] ..
+// bucket_start[b+1]); threads stride over the channels.
+template <typename T>
+__global__ void embedding_backward_wte_kernel(T* __restrict__ dwte, const T* __restrict__ dout, const int* __restrict__ bucket_tok,
+                                              const int* __restrict__ bucket_start, const int* __restrict__ bucket_pos, int C) {
+    const int b = blockIdx.x;
+    const int begin = bucket_start[b], end = bucket_start[b + 1];
+    T* row = dwte + (size_t)bucket_tok[b] * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = begin; j < end; j++) acc += to_float(dout[(size_t)bucket_pos[j] * C + c]);
+        row[c] = from_float<T>(to_float(row[c]) + acc);
+    }
+}
+
+// block t: dwpe[t, :] += sum over b of dout[b*T + t, :]
+template <typename T>
+__global__ void embedding_backward_wpe_kernel(T* __restrict__ dwpe, const T* __restrict__ dout, int B, int T_, int C) {
+    const int t = blockIdx.x;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int b = 0; b < B; b++) acc += to_float(dout[((size_t)b * T_ + t) * C + c]);
+        dwpe[(size_t)t * C + c] = from_float<T>(to_float(dwpe[(size_t)t * C + c]) + acc);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// host side
+
+// Positions grouped by token (built on the host from the batch's token ids):
+// tok[b] = the b-th distinct token (ascending), its positions pos[start[b] .. start[b+1]).
+struct EmbeddingBuckets {
+    std::vector<int> tok, start, pos;
+};
+inline EmbeddingBuckets embedding_buckets(const int* ids, int N) {
+    std::vector<std::pair<int, int>> p(N);
+    for (int n = 0; n < N; n++) p[n] = {ids[n], n};
+    std::sort(p.begin(), p.end());  // by token, then by position
+    EmbeddingBuckets e;
+    for (int n = 0; n < N; n++) {
+        if (n == 0 || p[n].first != p[n - 1].first) {
+            e.tok.push_back(p[n].first);
+            e.start.push_back(n);
+        }
+        e.pos.push_back(p[n].second);
+    }
+    e.start.push_back(N);
+    return e;
+}
+
+inline int embedding_block(int C) { return std::min(256, std::max(32, (C + 31) / 32 * 32)); }
+
+template <typename T>
+void embedding_forward(T* out, const int* tok, const T* wte, const T* wpe, int B, int T_, int C, cudaStream_t stream) {
+    const int N = B * T_;
+    constexpr int V = 16 / sizeof(T);
+    const int block = EW_BLOCK;
+    if (C % V == 0 && is_aligned(out, 16) && is_aligned(wte, 16) && is_aligned(wpe, 16))
+        launch_kernel(embedding_forward_kernel<T, V>, grid_stride_blocks((size_t)N * C / V, block), block, 0, stream, out, tok, wte,
+                      wpe, N, T_, C);
+    else
+        launch_kernel(embedding_forward_kernel<T, 1>, grid_stride_blocks((size_t)N * C, block), block, 0, stream, out, tok, wte, wpe,
+                      N, T_, C);
+}
+
+// dwte (and dwpe if non-null) += the embedding gradient; the bucket arrays are on the device
+// (num_buckets distinct tokens). Deterministic.
+template <typename T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int* bucket_tok, const int* bucket_start, const int* bucket_pos,
+                        int num_buckets, int B, int T_, int C, cudaStream_t stream) {
+    const int block = embedding_block(C);
+    if (num_buckets > 0)
+        launch_kernel(embedding_backward_wte_kernel<T>, num_buckets, block, 0, stream, dwte, dout, bucket_tok, bucket_start, bucket_pos, C);
+    if (dwpe) launch_kernel(embedding_backward_wpe_kernel<T>, T_, block, 0, stream, dwpe, dout, B, T_, C);
+}

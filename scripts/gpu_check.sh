@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# scripts/gpu_check.sh - every GPU check of the CUDA work in one go, for the rare times a GPU
+# is available (under 8 minutes on an H100/H200):
+#   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
+#      and print the ptxas register / shared-memory / spill table for sm_90;
+#   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check);
+#   3. run every kernel test on the device (plus the planted numeric bug, which must be caught);
+#   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
+#      T = 256 and T = 1024, and llama-1b at T = 256 (bf16, random tokens): tokens/s, MFU
+#      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
+#      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
+#   5. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
+#      $OUT_DIR/summary.txt (default build/gpu_check).
+# Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
+# Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS)
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD:-build}
+OUT_DIR=${OUT_DIR:-$B/gpu_check}
+BENCH_SECONDS=${BENCH_SECONDS:-50}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$OUT_DIR"
+SUMMARY="$OUT_DIR/summary.txt"
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+fails=0
+T0=$SECONDS
+
+# --- 1. build
+KT=$(sed -n 's/^KTEST_NAMES *:= *//p' dev/test/kernels.mk)
+targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
+for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
+echo "== build (make -j$JOBS): $targets"
+if ! make -j"$JOBS" BUILD="$B" $targets > "$OUT_DIR/build.log" 2>&1; then
+  tail -30 "$OUT_DIR/build.log"
+  say "FAIL build (see $OUT_DIR/build.log)"
+  exit 1
+fi
+say "PASS build (sm_80 + sm_90, no spills: ptxas --warn-on-spills is an error) in $((SECONDS - T0)) s"
+bash dev/test/ptxas_report.sh "$B/kernels/nvcc" sm_90 > "$OUT_DIR/ptxas_sm90.txt"
+cat "$OUT_DIR/ptxas_sm90.txt"
+
+if ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }; then
+  say "SKIP device checks: no GPU (nvidia-smi -L lists none)"
+  # the binaries must notice the missing device cleanly
+  out=$("$B/cuda/test_gpt_nvcc" 2>&1); rc=$?
+  if [ $rc -eq 77 ]; then say "PASS test_gpt_nvcc without a device: exit 77 ($out)"; else say "FAIL test_gpt_nvcc without a device: exit $rc"; fails=$((fails+1)); fi
+  out=$("$B/cuda/train_gpt_nvcc" -p gpt2-124m -i none 2>&1); rc=$?
+  if [ $rc -eq 1 ] && grep -q '^error: no CUDA device found' <<<"$out"; then say "PASS train_gpt_nvcc without a device: $out"
+  else say "FAIL train_gpt_nvcc without a device: exit $rc: $out"; fails=$((fails+1)); fi
+  say "gpu_check: $fails failure(s) before the device part; summary in $SUMMARY"
+  [ $fails -eq 0 ] && exit 77
+  exit 1
+fi
+nvidia-smi -L | tee -a "$SUMMARY"
+
+# --- 2. test_gpt.cu on the device
+for p in fp32 bf16 pure_bf16; do
+  log="$OUT_DIR/test_gpt_$p.log"
+  if "$B/cuda/test_gpt_nvcc" --precision "$p" > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
+  else say "FAIL test_gpt_nvcc --precision $p (see $log): $(tail -1 "$log")"; fails=$((fails+1)); fi
+  grep '^worst check' "$log" | sed "s/^/    $p: /" | tee -a "$SUMMARY"
+done
+
+# --- 3. kernel tests
+for t in $KT; do
+  log="$OUT_DIR/$t.log"
+  if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else say "FAIL kernels $t (see $log)"; fails=$((fails+1)); fi
+done
+if "$B/kernels/nvcc/bug_shfl" 2>&1 | grep -q MISMATCH; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
+
+# --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
+DATA="$OUT_DIR/data"
+mkdir -p "$DATA"
+[ -f "$DATA/tok32k_000.bin" ] || /usr/bin/python3 dev/random_shard.py "$DATA/tok32k_000.bin" --tokens 4000000 --vocab 32000 --seed 1
+[ -f "$DATA/tok50k_000.bin" ] || /usr/bin/python3 dev/random_shard.py "$DATA/tok50k_000.bin" --tokens 4000000 --vocab 50257 --seed 1
+bench() {   # name data B T extra-flags...
+  local name=$1 data=$2 b=$3 t=$4; shift 4
+  local log="$OUT_DIR/bench_$name.log" mem="$OUT_DIR/bench_$name.mem"
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$mem" 2>/dev/null &
+  local smi=$!
+  timeout -s INT "$BENCH_SECONDS" "$B/cuda/train_gpt_nvcc" "$@" -b "$b" -t "$t" -d $((b * t)) -x 1000000 -i "$data" \
+    -v 0 -n 0 --layer_norms_every 0 --print_every 1 > "$log" 2>&1
+  local rc=$?
+  kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+  local peak; peak=$(sort -n "$mem" | tail -1)
+  # average over the step lines after the first 5 (warm-up)
+  local stats; stats=$(awk -F'|' '/^step +[0-9]+\/[0-9]+ \| loss/ {
+      n++; if (n <= 5) next
+      split($6, a, " "); tok += a[1]; m = $7; gsub(/[^0-9.]/, "", m); mfu += m; k++ }
+    END { if (k) printf "%.0f tok/s, MFU %.1f%% (%d steps averaged)", tok / k, mfu / k, k; else printf "no timed steps" }' "$log")
+  local plan; plan=$(grep -o 'total [0-9.]* MiB' "$log" | head -1)
+  if [ $rc -ne 0 ] && ! grep -q 'received SIGINT' "$log"; then
+    say "FAIL bench $name (exit $rc, see $log): $(grep '^error' "$log" | head -1)"; fails=$((fails+1)); return
+  fi
+  say "bench $name: $stats; peak device memory ${peak:-?} MiB (plan: ${plan:-?})"
+}
+bench llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
+bench llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
+bench gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
+bench gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+bench llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
+
+say "gpu_check: $fails failure(s), $((SECONDS - T0)) s; summary in $SUMMARY"
+[ $fails -eq 0 ]

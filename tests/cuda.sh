@@ -1,0 +1,138 @@
+# tests/cuda.sh - the CUDA trainer (train_gpt.cu) and its test (test_gpt.cu), sourced by
+# scripts/run_tests.sh; built by dev/test/cuda.mk. Without a GPU everything runs through the
+# CPU emulation of CUDA (dev/cuda_emu): test_gpt.cu against the stored PyTorch states in fp32,
+# bf16 and pure bf16 with the bitwise resume check, negative tests, the emulated trainer
+# against the CPU trainer, its own checkpoint/resume, and bad input. The nvcc builds run on a
+# GPU when there is one, and otherwise must say so (exit 77 / a one-line error), never crash.
+CB=${BUILD:-build}/cuda
+CPY=/usr/bin/python3
+CSCRATCH=$(mktemp -d /tmp/mixln_cuda_XXXXXX)
+
+if [ -x "$CB/test_gpt_cuda_emu" ]; then
+  # all stored configs, all stored steps, fp32 (about 1e-4 of each tensor's scale), resume check
+  run_test cuda/test_gpt_emu_fp32 pass "$CB/test_gpt_cuda_emu" --precision fp32
+  # bf16 (per-tensor table) and pure bf16: every config, the first 3 stored steps (emulation is slow)
+  run_test cuda/test_gpt_emu_bf16 pass "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3
+  run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
+    dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
+  # negative tests: the comparisons must be able to fail
+  run_test cuda/neg_wrong_post_ln 'fail:llama_mix.bin: MISMATCH' "$CB/test_gpt_cuda_emu" --post_ln_layers 2 --steps 0 \
+    --resume_steps 0 dev/reference/llama_mix.bin
+  run_test cuda/neg_perturbed_grad 'fail:FAIL +grad l2\.fc\.w ' "$CB/test_gpt_cuda_emu" --perturb l2.fc.w --steps 0 \
+    --resume_steps 0 dev/reference/gpt_pre.bin
+  run_test cuda/neg_perturbed_grad_bf16 'fail:FAIL +grad l1\.qkv\.w ' "$CB/test_gpt_cuda_emu" --precision bf16 \
+    --perturb l1.qkv.w --steps 0 --resume_steps 0 dev/reference/llama_post.bin
+  run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
+else
+  skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
+fi
+
+if [ -x "$CB/train_gpt_cuda_emu" ]; then
+  T=$CB/train_gpt_cuda_emu
+  $CPY dev/random_shard.py "$CSCRATCH/train_000.bin" --tokens 4000 --vocab 300 --seed 1 >/dev/null
+  $CPY dev/random_shard.py "$CSCRATCH/val_000.bin" --tokens 1000 --vocab 300 --seed 2 >/dev/null
+  CTINY=(--arch llama --n_layer 2 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16
+         -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
+  # the emulated CUDA trainer (fp32) follows the CPU trainer step for step
+  cuda_vs_cpu() {
+    "$T" "${CTINY[@]}" --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
+    ${BUILD:-build}/train_gpt "${CTINY[@]}" -x 4 -o "$CSCRATCH/cpu.jsonl" || return 1
+    $CPY - "$CSCRATCH/cu.jsonl" "$CSCRATCH/cpu.jsonl" <<'PYEOF'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"step"' in l] for p in sys.argv[1:3])
+assert len(a) == len(b) == 4, (len(a), len(b))
+for x, y in zip(a, b):
+    for k in ("loss", "grad_norm"):
+        assert abs(x[k] - y[k]) <= 1e-4 * abs(y[k]), (x["step"], k, x[k], y[k])
+    for u, v in zip(x["layer_grad_norms"], y["layer_grad_norms"]):
+        assert abs(u - v) <= 1e-4 * abs(v) + 1e-9, (x["step"], u, v)
+    print("step", x["step"], "loss cuda", x["loss"], "cpu", y["loss"])
+PYEOF
+  }
+  run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu
+  # checkpoint every 2 steps, then resume from step 2: the log continues bitwise (bf16 mode)
+  cuda_resume() {
+    rm -rf "$CSCRATCH/run"
+    "$T" "${CTINY[@]}" -x 4 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/run" -o "$CSCRATCH/full.jsonl" || return 1
+    cp "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
+    rm "$CSCRATCH/run/ckpt_00000004.bin"
+    # the log offset recorded in the step-2 checkpoint cuts part.jsonl back before appending
+    "$T" "${CTINY[@]}" -x 4 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/run" -o "$CSCRATCH/part.jsonl" --resume 1 | tee "$CSCRATCH/resume.txt" || return 1
+    grep -q "resume: .*ckpt_00000002.bin (step 2" "$CSCRATCH/resume.txt" || { echo "did not resume from step 2"; return 1; }
+    $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
+  }
+  run_test cuda/train_emu_resume_bitwise pass cuda_resume
+  # bad input: one-line errors
+  run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
+  run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
+  run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
+  run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
+  run_test cuda/bad_seq_len        'fail:^error: --seq_len 32 does not fit the model.s max_seq_len 16' "$T" "${CTINY[@]}" -t 32
+  run_test cuda/bad_data_missing   'fail:^error: no files match .*none_\*\.bin'         "$T" "${CTINY[@]}" -i "$CSCRATCH/none_*.bin"
+  run_test cuda/bad_tokens_vocab   'fail:^error: .*train_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' "$T" "${CTINY[@]}" --vocab 100 -x 1
+  run_test cuda/bad_ckpt_missing   'fail:^error: cannot open .*missing\.bin'            "$T" -e "$CSCRATCH/missing.bin" -i "$CSCRATCH/train_*.bin"
+  run_test cuda/bad_out_of_memory  'fail:^error: not enough GPU memory: the plan needs [0-9.]+ MiB' "$T" -p llama-7b -b 64 -i "$CSCRATCH/train_*.bin" --vocab 32000
+  run_test cuda/bad_mode           'fail:^error: --mode angular is not in the CUDA trainer' "$T" "${CTINY[@]}" --mode angular --val_data "$CSCRATCH/val_*.bin" --analysis_out "$CSCRATCH/a.json"
+  # resume under another precision or another config: refused, naming the field
+  cuda_bad_resume() {   # a one-step bf16 run leaves ckpt_00000001.bin, then resume with $@ changed
+    [ -f "$CSCRATCH/ck/ckpt_00000001.bin" ] || "$T" "${CTINY[@]}" -x 1 --out_dir "$CSCRATCH/ck" >/dev/null || return 0
+    "$T" "${CTINY[@]}" -x 2 --out_dir "$CSCRATCH/ck" --resume 1 "$@"
+  }
+  run_test cuda/bad_resume_precision 'fail:^error: .*ckpt_00000001\.bin: checkpoint was trained with --precision bf16 but the flags say fp32' \
+    cuda_bad_resume --precision fp32
+  run_test cuda/bad_resume_config  'fail:^error: .*ckpt_00000001\.bin: checkpoint has d_model=32 but the flags say 48' \
+    cuda_bad_resume --d_model 48
+  run_test cuda/train_help         pass "$T" --help
+else
+  skip_test cuda/train_emu "emulated build absent (no CUDA headers)"
+fi
+
+# kernel tests of the trainer's kernel families (dev/test/test_<name>.cu), in the three
+# emulated flavours as tests/kernels.sh runs its own (TSan with ASLR off where setarch can)
+CKTESTS="attention"
+CK_TSAN=()
+if setarch "$(uname -m)" -R true >/dev/null 2>&1; then CK_TSAN=(setarch "$(uname -m)" -R); fi
+for t in $CKTESTS; do
+  for flavor in gxx tsan asan; do
+    bin="${BUILD:-build}/kernels/$flavor/test_$t"
+    if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/cuda_bf16.h" ] ||
+       { [ $flavor != gxx ] && ! command -v clang++-14 >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; }; then
+      skip_test "cuda/kernels/$t/$flavor" "no toolchain for the $flavor build"; continue
+    fi
+    if [ $flavor = tsan ]; then
+      TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 exitcode=66} run_test "cuda/kernels/$t/$flavor" pass "${CK_TSAN[@]}" "$bin"
+    else
+      ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=67} run_test "cuda/kernels/$t/$flavor" pass "$bin"
+    fi
+  done
+  if [ -x "${BUILD:-build}/kernels/nvcc/test_$t" ]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+      run_test "cuda/kernels/$t/gpu" pass "${BUILD:-build}/kernels/nvcc/test_$t"
+    else
+      run_test "cuda/kernels/$t/nvcc-nogpu" pass bash -c \
+        'out=$("$1" 2>&1); rc=$?; echo "$out"; echo "exit status $rc"; [ $rc -eq 77 ] && grep -q "^SKIP .*no CUDA device" <<<"$out"' \
+        _ "${BUILD:-build}/kernels/nvcc/test_$t"
+    fi
+  fi
+done
+
+# nvcc builds: on a GPU they run the same checks for real; without one they must say so
+if [ -x "$CB/train_gpt_nvcc" ] && [ -x "$CB/test_gpt_nvcc" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    run_test cuda/test_gpt_gpu_fp32 pass "$CB/test_gpt_nvcc" --precision fp32
+    run_test cuda/test_gpt_gpu_bf16 pass "$CB/test_gpt_nvcc" --precision bf16
+    run_test cuda/test_gpt_gpu_pure_bf16 pass "$CB/test_gpt_nvcc" --precision pure_bf16
+  else
+    run_test cuda/train_nvcc_nogpu 'fail:^error: no CUDA device found \(cudaGetDeviceCount' "$CB/train_gpt_nvcc" -p gpt2-124m -i "$CSCRATCH/train_*.bin"
+    run_test cuda/test_nvcc_nogpu pass bash -c \
+      'out=$("$1" 2>&1); rc=$?; echo "$out"; echo "exit status $rc"; [ $rc -eq 77 ] && grep -q "^SKIP test_gpt_cuda: no CUDA device" <<<"$out"' \
+      _ "$CB/test_gpt_nvcc"
+    skip_test cuda/test_gpt_gpu "no GPU (nvidia-smi -L lists none)"
+    # scripts/gpu_check.sh works up to the device part: builds, ptxas table, clean no-device exits, skip (77)
+    run_test cuda/gpu_check_nogpu pass bash -c \
+      'OUT_DIR="$1" bash scripts/gpu_check.sh; rc=$?; echo "exit status $rc"; [ $rc -eq 77 ] && grep -q "^SKIP device checks" "$1/summary.txt"' \
+      _ "$CSCRATCH/gpu_check"
+  fi
+else
+  skip_test cuda/nvcc "nvcc builds absent (no nvcc)"
+fi

@@ -1,0 +1,953 @@
+/*
+train_gpt.cu: the single-file CUDA trainer for Mix-LN.
+
+Same models, presets, flags, checkpoint and shard formats, data loader, schedule and log
+lines as train_gpt.cpp (the CPU reference trainer; read it for the math of each op). The
+host code both trainers share lives in common/; the kernels live in kernels/, one header
+per family, forward and backward side by side:
+
+  kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
+  kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
+  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt), bias gradient
+  kernels/rope.cuh        rotary position embedding (llama)
+  kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels)
+  kernels/activation.cuh  GELU (gpt), SwiGLU (llama)
+  kernels/classifier.cuh  fused softmax + cross-entropy + dlogits, padded vocab skipped
+  kernels/adamw.cuh       AdamW for the three precision modes
+  kernels/gradnorm.cuh    deterministic per-tensor sums of squares (global and per-layer norms)
+
+Norm placement per layer l, K = post_ln_layers, N = LayerNorm (gpt) / RMSNorm (llama):
+  l <  K  Post-LN:  sum1 = x + Attn(x);        h = N1(sum1);  sum2 = h + MLP(h);      y = N2(sum2)
+  l >= K  Pre-LN:   sum1 = x + Attn(N1(x));    h = sum1;      sum2 = h + MLP(N2(h));  y = sum2
+The activation buffers (sum1/n1out/sum2/n2out per layer) and the backward wiring are the
+CPU trainer's; the residual add and the norm after it are one fused kernel.
+
+Precision (--precision): bf16 (default: bf16 weights, activations and gradients, fp32 master
+weights and AdamW state), pure_bf16 (everything bf16, the optimizer state too, like the
+paper's code), fp32 (everything fp32, exact fp32 GEMMs). Matmuls go through cuBLASLt with fp32
+accumulation. Checkpoints always hold fp32 values (the master weights where there are some),
+so they are the CPU trainer's format; the precision is recorded in the training state and a
+resume under another precision is refused.
+
+Memory: three device allocations (parameters with master weights and optimizer state,
+gradients, activations with all scratch), planned and printed before anything is allocated;
+a plan that does not fit in the free device memory is a one-line error.
+
+Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (out, in).
+*/
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/activation.cuh"
+#include "kernels/adamw.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/classifier.cuh"
+#include "kernels/common.cuh"
+#include "kernels/cublas_wrap.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/gradnorm.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/dataloader.h"
+#include "common/flags.h"
+#include "common/logger.h"
+#include "common/rng.h"
+#include "common/schedule.h"
+#include "common/util.h"
+
+// ============================================================================
+// Precision modes
+// ============================================================================
+
+enum Precision { PREC_FP32 = 0, PREC_BF16 = 1, PREC_PURE_BF16 = 2 };
+static const char* precision_name(int p) { return p == PREC_FP32 ? "fp32" : p == PREC_BF16 ? "bf16" : "pure_bf16"; }
+static int parse_precision(const std::string& s) {
+    if (s == "fp32") return PREC_FP32;
+    if (s == "bf16") return PREC_BF16;
+    if (s == "pure_bf16") return PREC_PURE_BF16;
+    fatal("--precision must be fp32, bf16 or pure_bf16, got '%s'", s.c_str());
+}
+
+// host conversions between fp32 and the storage type
+template <typename T> static inline T host_cast(float x);
+template <> inline float host_cast<float>(float x) { return x; }
+template <> inline __nv_bfloat16 host_cast<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+static inline float host_float(float x) { return x; }
+static inline float host_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// Fail cleanly when there is no device (an nvcc build on a machine without a GPU).
+[[maybe_unused]] static void require_cuda_device() {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        fatal("no CUDA device found (cudaGetDeviceCount: %s, %d devices)", e == cudaSuccess ? "no error" : cudaGetErrorString(e), n);
+    cudaCheck(cudaSetDevice(0));
+}
+
+// Dense peak FLOP/s of the device for MFU (bf16 tensor cores, or fp32 without them);
+// 0 when the device is not in the table.
+[[maybe_unused]] static double device_peak_flops(const std::string& name, bool bf16) {
+    struct Row { const char* key; double bf16, fp32; };
+    static const Row rows[] = {
+        {"H200", 989e12, 67e12},         // H200 SXM (datasheet dense bf16)
+        {"H100 PCIe", 756e12, 51e12},
+        {"H100", 989e12, 67e12},         // H100 SXM
+        {"A100", 312e12, 19.5e12},
+    };
+    for (const Row& r : rows)
+        if (name.find(r.key) != std::string::npos) return bf16 ? r.bf16 : r.fp32;
+    return 0.0;
+}
+
+// ============================================================================
+// Device memory: a bump allocator over one allocation. The first pass (base == nullptr)
+// only counts, so the plan is known before anything is allocated.
+// ============================================================================
+
+struct Arena {
+    char* base = nullptr;
+    size_t used = 0;
+    template <typename X>
+    X* take(size_t n) {
+        size_t off = (used + 255) / 256 * 256;   // 256-byte aligned (16-byte vectors, cuBLASLt)
+        used = off + n * sizeof(X);
+        return base ? reinterpret_cast<X*>(base + off) : nullptr;
+    }
+};
+
+// ============================================================================
+// The model
+// ============================================================================
+
+// Pointers to one layer's tensors in a flat array (parameters or gradients).
+template <typename T>
+struct LayerTensors {
+    T *norm1_w, *norm1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
+    T *norm2_w, *norm2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;   // biases are null for llama
+};
+template <typename T>
+struct Tensors {
+    T *wte, *wpe, *norm_f_w, *norm_f_b, *lm_head;   // lm_head == wte for gpt (tied)
+    std::vector<LayerTensors<T>> layer;
+};
+
+// Resolve every tensor by name through the parameter table.
+template <typename T>
+static Tensors<T> tensors_in(const ParamTable& pt, const ModelConfig& c, T* base) {
+    auto at = [&](const std::string& name) -> T* {
+        for (const ParamTensor& p : pt.t)
+            if (p.name == name) return base + p.offset;
+        return nullptr;
+    };
+    Tensors<T> w;
+    w.wte = at("wte"); w.wpe = at("wpe"); w.norm_f_w = at("norm_f.w"); w.norm_f_b = at("norm_f.b");
+    w.lm_head = c.gpt() ? w.wte : at("lm_head.w");
+    for (int l = 0; l < c.n_layer; l++) {
+        std::string p = "l" + std::to_string(l) + ".";
+        w.layer.push_back({at(p + "norm1.w"), at(p + "norm1.b"), at(p + "qkv.w"), at(p + "qkv.b"), at(p + "attn_proj.w"),
+                           at(p + "attn_proj.b"), at(p + "norm2.w"), at(p + "norm2.b"), at(p + "fc.w"), at(p + "fc.b"),
+                           at(p + "mlp_proj.w"), at(p + "mlp_proj.b")});
+    }
+    return w;
+}
+
+// Activations of one layer (N = B*T rows), as in train_gpt.cpp.
+template <typename T>
+struct LayerActs {
+    T *sum1, *n1out; float *mean1, *rstd1;    // sum1 = x + attn branch
+    T *qkv, *att, *atty;                      // qkv after RoPE; att = softmax probs (B,NH,T,T); atty = P V
+    T *sum2, *n2out; float *mean2, *rstd2;    // sum2 = h + mlp branch
+    T *fc, *act;                              // fc: (N, ffn) gpt, (N, 2 ffn) llama; act: (N, ffn)
+};
+
+struct MemoryPlan {
+    size_t params = 0, grads = 0, acts = 0;
+    size_t total() const { return params + grads + acts; }
+};
+
+template <typename T>
+struct Model {
+    ModelConfig cfg;
+    ParamTable table;
+    int precision = PREC_FP32;
+    cudaStream_t stream = 0;
+    NormType norm_type = NormType::LayerNorm;
+
+    // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
+    // the AdamW moments m, v (fp32, or T in pure bf16)
+    Arena param_arena, grad_arena, act_arena;
+    T* params = nullptr;
+    float* master = nullptr;
+    void* m = nullptr;
+    void* v = nullptr;
+    // arena 2, gradients (T)
+    T* grads = nullptr;
+    Tensors<T> W, G;
+
+    // arena 3, activations for batches up to B x T, and every scratch buffer
+    int B = 0, T_cap = 0;
+    std::vector<LayerActs<T>> acts;
+    T *encoded = nullptr, *nf_out = nullptr, *logits = nullptr, *branch = nullptr;
+    float *nf_mean = nullptr, *nf_rstd = nullptr, *losses = nullptr;
+    std::vector<T*> resid;                    // resid[l] = input of layer l, resid[L] = last block's output
+    T *dx = nullptr, *d1 = nullptr, *dqkv = nullptr, *datty = nullptr, *dfc = nullptr, *dact = nullptr, *attn_scratch = nullptr;
+    float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
+    float *rope_cos = nullptr, *rope_sin = nullptr;
+    int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
+    int nbuckets = 0;
+    long long* d_chunk_off = nullptr;
+    int* d_chunk_len = nullptr;
+    float* d_partial = nullptr;
+    GradNormChunks chunks;
+    MemoryPlan plan;
+
+    std::vector<int> inputs, targets;          // the last batch, on the host
+    std::vector<float> h_losses;
+    float loss = 0.f;
+    bool logits_are_grad = false;             // the last forward fused the classifier backward
+    int step = 0;                             // optimizer steps taken (AdamW bias correction)
+
+    bool pure() const { return precision == PREC_PURE_BF16; }
+    size_t state_elem_bytes() const { return pure() ? sizeof(T) : sizeof(float); }
+
+    void init(const ModelConfig& c, int prec) {
+        cfg = c;
+        finalize_config(cfg);
+        table = build_param_table(cfg);
+        precision = prec;
+        norm_type = cfg.gpt() ? NormType::LayerNorm : NormType::RMSNorm;
+        std::vector<std::pair<size_t, size_t>> spans;
+        for (const ParamTensor& p : table.t) spans.push_back({p.offset, p.numel()});
+        chunks = gradnorm_chunks(spans);
+    }
+
+    // Lay the three arenas out for batches up to B_ x T_ (base pointers null: count only).
+    void layout(int B_, int T_) {
+        B = B_; T_cap = T_;
+        size_t P = table.total;
+        param_arena.used = 0;
+        params = param_arena.take<T>(P);
+        master = precision == PREC_BF16 ? param_arena.take<float>(P) : nullptr;
+        m = pure() ? (void*)param_arena.take<T>(P) : (void*)param_arena.take<float>(P);
+        v = pure() ? (void*)param_arena.take<T>(P) : (void*)param_arena.take<float>(P);
+        grad_arena.used = 0;
+        grads = grad_arena.take<T>(P);
+        if (param_arena.base) {
+            W = tensors_in(table, cfg, params);
+            G = tensors_in(table, cfg, grads);
+        }
+
+        Arena& a = act_arena;
+        a.used = 0;
+        size_t N = (size_t)B * T_, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F, Vp = cfg.padded_vocab;
+        size_t att = (size_t)B * cfg.n_head * T_ * T_;
+        acts.resize(cfg.n_layer);
+        encoded = a.take<T>(N * C);
+        resid.assign(cfg.n_layer + 1, nullptr);
+        resid[0] = encoded;
+        for (int l = 0; l < cfg.n_layer; l++) {
+            LayerActs<T>& x = acts[l];
+            x.sum1 = a.take<T>(N * C); x.n1out = a.take<T>(N * C); x.mean1 = a.take<float>(N); x.rstd1 = a.take<float>(N);
+            x.qkv = a.take<T>(3 * N * C); x.att = a.take<T>(att); x.atty = a.take<T>(N * C);
+            x.sum2 = a.take<T>(N * C); x.n2out = a.take<T>(N * C); x.mean2 = a.take<float>(N); x.rstd2 = a.take<float>(N);
+            x.fc = a.take<T>(N * fcw); x.act = a.take<T>(N * F);
+            resid[l + 1] = cfg.post_ln(l) ? x.n2out : x.sum2;
+        }
+        nf_out = a.take<T>(N * C); nf_mean = a.take<float>(N); nf_rstd = a.take<float>(N);
+        losses = a.take<float>(N);
+        logits = a.take<T>(N * Vp);
+        branch = a.take<T>(N * C);
+        // backward buffers
+        dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
+        dfc = a.take<T>(N * fcw); dact = a.take<T>(N * F);
+        attn_scratch = a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
+        size_t widest = std::max({3 * C, fcw, C});
+        fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
+        int half = cfg.head_dim() / 2;
+        rope_cos = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
+        rope_sin = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
+        d_inputs = a.take<int>(N); d_targets = a.take<int>(N);
+        d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
+        d_chunk_off = a.take<long long>(chunks.off.size());
+        d_chunk_len = a.take<int>(chunks.len.size());
+        d_partial = a.take<float>(chunks.off.size());
+        plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
+    }
+
+    // Plan the memory for B_ x T_, print the plan, refuse it when it does not fit, allocate.
+    void allocate(int B_, int T_, bool verbose) {
+        if (T_ > cfg.max_seq_len) fatal("sequence length %d does not fit the model's max_seq_len %d", T_, cfg.max_seq_len);
+        layout(B_, T_);
+        size_t free_b = 0, total_b = 0;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        const double MiB = 1 << 20;
+        const char* pdesc = precision == PREC_FP32 ? "fp32 weights + fp32 AdamW m, v"
+                            : precision == PREC_BF16 ? "bf16 weights + fp32 master + fp32 AdamW m, v"
+                                                     : "bf16 weights + bf16 AdamW m, v";
+        if (verbose)
+            printf("memory plan (%s): parameters %.1f MiB (%s), gradients %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB; "
+                   "device free %.1f of %.1f MiB\n",
+                   precision_name(precision), plan.params / MiB, pdesc, plan.grads / MiB, plan.acts / MiB, B_, T_, plan.total() / MiB,
+                   free_b / MiB, total_b / MiB);
+        if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
+            fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) but %.1f MiB "
+                  "are free; lower --batch_size (and raise --total_batch accumulation) or --seq_len",
+                  plan.total() / MiB, plan.params / MiB, plan.grads / MiB, plan.acts / MiB, free_b / MiB);
+        cudaCheck(cudaMalloc((void**)&param_arena.base, plan.params));
+        cudaCheck(cudaMalloc((void**)&grad_arena.base, plan.grads));
+        cudaCheck(cudaMalloc((void**)&act_arena.base, plan.acts));
+        layout(B_, T_);   // again, with the bases: real pointers
+        cudaCheck(cudaMemset(act_arena.base, 0, plan.acts));
+        cudaCheck(cudaMemset(grad_arena.base, 0, plan.grads));
+        cudaCheck(cudaMemset(param_arena.base, 0, plan.params));
+        if (!cfg.gpt()) {
+            int half = cfg.head_dim() / 2;
+            std::vector<float> cs((size_t)cfg.max_seq_len * half), sn(cs.size());
+            for (int t = 0; t < cfg.max_seq_len; t++)
+                for (int i = 0; i < half; i++) {
+                    double ang = t * pow((double)cfg.rope_theta, -2.0 * i / cfg.head_dim());
+                    cs[(size_t)t * half + i] = (float)cos(ang);
+                    sn[(size_t)t * half + i] = (float)sin(ang);
+                }
+            cudaCheck(cudaMemcpy(rope_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(rope_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
+        }
+        cudaCheck(cudaMemcpy(d_chunk_off, chunks.off.data(), chunks.off.size() * sizeof(long long), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(d_chunk_len, chunks.len.data(), chunks.len.size() * sizeof(int), cudaMemcpyHostToDevice));
+        inputs.assign((size_t)B_ * T_, 0);
+        targets.assign((size_t)B_ * T_, 0);
+    }
+
+    void free_all() {
+        cudaFree(param_arena.base); cudaFree(grad_arena.base); cudaFree(act_arena.base);
+        param_arena.base = grad_arena.base = act_arena.base = nullptr;
+    }
+
+    // ------------------------------------------------------------------ state transfer
+    // fp32 values (a checkpoint's) -> the device: master (bf16 mode) and the compute copy
+    // (rounded to T); m and v (zero when null).
+    void upload_state(const std::vector<float>& p, const std::vector<float>* mm, const std::vector<float>* vv) {
+        size_t P = table.total;
+        if (p.size() != P) fatal("internal: %zu parameters given, the model has %zu", p.size(), P);
+        std::vector<T> pt(P);
+        for (size_t i = 0; i < P; i++) pt[i] = host_cast<T>(p[i]);
+        cudaCheck(cudaMemcpy(params, pt.data(), P * sizeof(T), cudaMemcpyHostToDevice));
+        if (master) cudaCheck(cudaMemcpy(master, p.data(), P * 4, cudaMemcpyHostToDevice));
+        for (int k = 0; k < 2; k++) {
+            const std::vector<float>* src = k ? vv : mm;
+            void* dst = k ? v : m;
+            if (!src) { cudaCheck(cudaMemset(dst, 0, P * state_elem_bytes())); continue; }
+            if (pure()) {
+                for (size_t i = 0; i < P; i++) pt[i] = host_cast<T>((*src)[i]);
+                cudaCheck(cudaMemcpy(dst, pt.data(), P * sizeof(T), cudaMemcpyHostToDevice));
+            } else {
+                cudaCheck(cudaMemcpy(dst, src->data(), P * 4, cudaMemcpyHostToDevice));
+            }
+        }
+    }
+    // the device state as fp32: the master weights where there are some, else the weights
+    void download_state(std::vector<float>& p, std::vector<float>* mm, std::vector<float>* vv) const {
+        size_t P = table.total;
+        p.resize(P);
+        std::vector<T> tmp(P);
+        if (master) {
+            cudaCheck(cudaMemcpy(p.data(), master, P * 4, cudaMemcpyDeviceToHost));
+        } else {
+            cudaCheck(cudaMemcpy(tmp.data(), params, P * sizeof(T), cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < P; i++) p[i] = host_float(tmp[i]);
+        }
+        for (int k = 0; k < 2; k++) {
+            std::vector<float>* dst = k ? vv : mm;
+            const void* src = k ? v : m;
+            if (!dst) continue;
+            dst->resize(P);
+            if (pure()) {
+                cudaCheck(cudaMemcpy(tmp.data(), src, P * sizeof(T), cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < P; i++) (*dst)[i] = host_float(tmp[i]);
+            } else {
+                cudaCheck(cudaMemcpy(dst->data(), src, P * 4, cudaMemcpyDeviceToHost));
+            }
+        }
+    }
+    // the gradient of every parameter as fp32 (tests)
+    std::vector<float> download_grads() const {
+        std::vector<T> tmp(table.total);
+        cudaCheck(cudaMemcpy(tmp.data(), grads, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost));
+        std::vector<float> g(tmp.size());
+        for (size_t i = 0; i < g.size(); i++) g[i] = host_float(tmp[i]);
+        return g;
+    }
+    // logits row n (padded width) as fp32
+    std::vector<float> download_logits(int nrows) const {
+        std::vector<T> tmp((size_t)nrows * cfg.padded_vocab);
+        cudaCheck(cudaMemcpy(tmp.data(), logits, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost));
+        std::vector<float> z(tmp.size());
+        for (size_t i = 0; i < z.size(); i++) z[i] = host_float(tmp[i]);
+        return z;
+    }
+
+    // Would a batch of B_ x T_ fit the activation buffers laid out for B x T_cap?
+    bool fits(int B_, int T_) const {
+        return T_ <= cfg.max_seq_len && (size_t)B_ * T_ <= (size_t)B * T_cap && (size_t)B_ * T_ * T_ <= (size_t)B * T_cap * T_cap;
+    }
+
+    // ------------------------------------------------------------------ forward
+    // Forward over B_ x T_ tokens. With targets, computes the mean loss into `loss` and
+    // returns it (or -1 without targets). grad_scale > 0 fuses the classifier's backward:
+    // the logits are then overwritten by d(loss * grad_scale)/dlogits for backward().
+    float forward(const int* in, const int* tgt, int B_, int T_, float grad_scale = 0.f, int skip_layer = -1) {
+        if (!fits(B_, T_)) fatal("internal: batch %d x %d does not fit the activations planned for %d x %d", B_, T_, B, T_cap);
+        const ModelConfig& c = cfg;
+        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        int fcw = c.gpt() ? F : 2 * F;
+        float eps = c.norm_eps;
+        cudaStream_t st = stream;
+        for (int i = 0; i < N; i++) {
+            if (in[i] < 0 || in[i] >= V) fatal("input token id %d is outside the vocab [0, %d)", in[i], V);
+            inputs[i] = in[i];
+            if (tgt) {
+                if (tgt[i] < 0 || tgt[i] >= V) fatal("target token id %d is outside the vocab [0, %d)", tgt[i], V);
+                targets[i] = tgt[i];
+            }
+        }
+        cudaCheck(cudaMemcpyAsync(d_inputs, inputs.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
+        if (tgt) {
+            cudaCheck(cudaMemcpyAsync(d_targets, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
+            EmbeddingBuckets e = embedding_buckets(inputs.data(), N);   // for the backward
+            nbuckets = (int)e.tok.size();
+            cudaCheck(cudaMemcpyAsync(d_btok, e.tok.data(), e.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+            cudaCheck(cudaMemcpyAsync(d_bstart, e.start.data(), e.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+            cudaCheck(cudaMemcpyAsync(d_bpos, e.pos.data(), e.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+            cudaCheck(cudaStreamSynchronize(st));   // the host vectors above are temporaries
+        }
+        embedding_forward(encoded, d_inputs, W.wte, W.wpe, B_, T_, C, st);
+        for (int l = 0; l < c.n_layer; l++) {
+            const LayerTensors<T>& w = W.layer[l];
+            LayerActs<T>& a = acts[l];
+            const T* x = resid[l];
+            if (l == skip_layer) {   // the block becomes the identity (layer-removal analysis)
+                cudaCheck(cudaMemcpyAsync(resid[l + 1], x, sizeof(T) * N * C, cudaMemcpyDeviceToDevice, st));
+                continue;
+            }
+            bool post = c.post_ln(l);
+            // attention branch: input is N1(x) (Pre-LN) or x (Post-LN)
+            if (!post) norm_forward(a.n1out, a.mean1, a.rstd1, x, w.norm1_w, w.norm1_b, N, C, eps, norm_type, st);
+            const T* a_in = post ? x : a.n1out;
+            linear_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C, st);
+            if (!c.gpt()) rope_forward(a.qkv, rope_cos, rope_sin, B_, T_, C, NH, st);
+            attention_forward(a.atty, a.att, a.qkv, attn_scratch, B_, T_, C, NH, st);
+            linear_forward(branch, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, st);
+            if (post)   // sum1 = x + branch; h = n1out = N1(sum1)
+                postln_residual_norm_forward(a.n1out, a.sum1, a.mean1, a.rstd1, x, branch, w.norm1_w, w.norm1_b, N, C, eps, norm_type, st);
+            else        // h = sum1 = x + branch; n2out = N2(h), the MLP input
+                preln_residual_norm_forward(a.sum1, a.n2out, a.mean2, a.rstd2, x, branch, w.norm2_w, w.norm2_b, N, C, eps, norm_type, st);
+            const T* h = post ? a.n1out : a.sum1;
+            const T* m_in = post ? h : a.n2out;
+            linear_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, fcw, st);
+            if (c.gpt()) gelu_forward(a.act, a.fc, (size_t)N * F, st);
+            else swiglu_forward(a.act, a.fc, N, F, st);
+            if (post) {   // sum2 = h + branch; y = n2out = N2(sum2)
+                linear_forward(branch, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, st);
+                postln_residual_norm_forward(a.n2out, a.sum2, a.mean2, a.rstd2, h, branch, w.norm2_w, w.norm2_b, N, C, eps, norm_type, st);
+            } else {      // y = sum2 = h + act @ Wd^T + bd (the GEMM accumulates onto a copy of h)
+                cudaCheck(cudaMemcpyAsync(a.sum2, h, sizeof(T) * N * C, cudaMemcpyDeviceToDevice, st));
+                gemm<T>(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, C, F, false, true, true, st);
+            }
+        }
+        norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, eps, norm_type, st);
+        linear_forward(logits, nf_out, W.lm_head, (const T*)nullptr, N, C, Vp, st);
+        logits_are_grad = false;
+        if (!tgt) return -1.f;
+        classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, grad_scale > 0.f, st);
+        logits_are_grad = grad_scale > 0.f;
+        h_losses.resize(N);
+        cudaCheck(cudaMemcpy(h_losses.data(), losses, N * sizeof(float), cudaMemcpyDeviceToHost));
+        double total = 0.0;
+        for (int i = 0; i < N; i++) total += h_losses[i];
+        loss = (float)(total / N);
+        return loss;
+    }
+
+    // ------------------------------------------------------------------ backward
+    // Accumulates d(loss * grad_scale)/d(params) into grads (call zero_grad first;
+    // grad_scale = 1/accumulation steps, the same value a fused forward was given).
+    void backward(int B_, int T_, float grad_scale = 1.f) {
+        const ModelConfig& c = cfg;
+        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        int fcw = c.gpt() ? F : 2 * F;
+        cudaStream_t st = stream;
+        NormType nt = norm_type;
+        float* fs = fscratch;
+        if (!logits_are_grad) classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, true, st);
+        logits_are_grad = false;   // logits now hold dlogits
+        linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, st);
+        norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
+
+        for (int l = c.n_layer - 1; l >= 0; l--) {
+            const LayerTensors<T>& w = W.layer[l];
+            const LayerTensors<T>& g = G.layer[l];
+            LayerActs<T>& a = acts[l];
+            const T* x = resid[l];
+            bool post = c.post_ln(l);
+            // --- MLP sublayer. dx holds the gradient w.r.t. the layer output y.
+            const T* dsum2;
+            if (post) {   // y = N2(sum2): d1 = dsum2 = N2'(dy), which is also dh's skip part
+                postln_residual_norm_backward(d1, g.norm2_w, g.norm2_b, fs, dx, a.sum2, w.norm2_w, a.mean2, a.rstd2, N, C, nt, st);
+                dsum2 = d1;
+            } else {      // y = sum2: the residual gradient flows through unchanged
+                dsum2 = dx;
+            }
+            linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, st);
+            if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
+            else swiglu_backward(dfc, a.fc, dact, N, F, st);
+            if (post) {   // MLP input = h: d1 (= dh) += dfc @ Wfc; then dsum1 = N1'(dh) into dx
+                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, st);
+                postln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
+            } else {      // MLP input = N2(h): dx (= dh = dsum1) += N2'(dfc @ Wfc)
+                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, st);
+                preln_residual_norm_backward(dx, g.norm2_w, g.norm2_b, fs, d1, dx, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, nt, st);
+            }
+            // --- attention sublayer: dx = dsum1, the gradient w.r.t. sum1 = x + Attn(a_in)
+            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, st);
+            attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, st);
+            if (!c.gpt()) rope_backward(dqkv, rope_cos, rope_sin, B_, T_, C, NH, st);
+            if (post) {   // a_in = x: dx (the skip) += dqkv @ Wqkv
+                linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, st);
+            } else {      // a_in = N1(x): dx += N1'(dqkv @ Wqkv)
+                linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, st);
+                preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
+            }
+        }
+        embedding_backward(G.wte, G.wpe, dx, d_btok, d_bstart, d_bpos, nbuckets, B_, T_, C, st);
+    }
+
+    void zero_grad() { cudaCheck(cudaMemsetAsync(grads, 0, table.total * sizeof(T), stream)); }
+
+    // ------------------------------------------------------------------ gradient norms
+    // Squared L2 norm of every tensor's gradient, in table order: per-chunk sums on the
+    // device, the chunks of a tensor added in order in double on the host (deterministic).
+    std::vector<double> grad_sq_per_tensor() {
+        int nch = (int)chunks.off.size();
+        sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
+        std::vector<float> part(nch);
+        cudaCheck(cudaMemcpy(part.data(), d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost));
+        std::vector<double> sq(table.t.size(), 0.0);
+        for (int k = 0; k < nch; k++) sq[chunks.owner[k]] += part[k];
+        return sq;
+    }
+    std::vector<float> layer_norms(const std::vector<double>& sq) const {
+        std::vector<double> acc(cfg.n_layer, 0.0);
+        for (size_t i = 0; i < table.t.size(); i++)
+            if (table.t[i].layer >= 0 && table.t[i].layer < cfg.n_layer) acc[table.t[i].layer] += sq[i];
+        std::vector<float> out(cfg.n_layer);
+        for (int l = 0; l < cfg.n_layer; l++) out[l] = (float)sqrt(acc[l]);
+        return out;
+    }
+    float group_norm(const std::vector<double>& sq, const char* prefix) const {
+        double s = 0.0;
+        for (size_t i = 0; i < table.t.size(); i++)
+            if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
+        return (float)sqrt(s);
+    }
+    // test hook (--inject_nan_at): one gradient element becomes NaN
+    void poison_grad() {
+        T nan = host_cast<T>(NAN);
+        cudaCheck(cudaMemcpy(grads + table.total / 2, &nan, sizeof(T), cudaMemcpyHostToDevice));
+    }
+
+    // ------------------------------------------------------------------ AdamW
+    // As train_gpt.cpp (torch.optim.AdamW), one launch per tensor (decay on 2-D tensors).
+    void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
+        step++;
+        double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
+        AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f, grad_scale};
+        for (const ParamTensor& p : table.t) {
+            a.decay = p.decay ? 1.f - lr * wd : 1.f;
+            size_t o = p.offset;
+            if (pure())
+                ::adamw_update<T, T>(params + o, nullptr, (T*)m + o, (T*)v + o, grads + o, p.numel(), a, stream);
+            else
+                ::adamw_update<T, float>(params + o, master ? master + o : nullptr, (float*)m + o, (float*)v + o, grads + o, p.numel(),
+                                         a, stream);
+        }
+    }
+
+    // Model FLOPs per token of a training step, as train_gpt.cpp: 6 per multiplied weight
+    // (not wpe, not the llama input embedding lookup) plus 6 * L * C * T for attention's two
+    // T x T products (the 6N + 6LCT of llm.c's MFU).
+    double flops_per_token(int T_) const {
+        double P = (double)table.total;
+        if (cfg.gpt()) P -= (double)cfg.max_seq_len * cfg.d_model;
+        else P -= (double)cfg.padded_vocab * cfg.d_model;
+        return 6.0 * P + 6.0 * cfg.n_layer * cfg.d_model * (double)T_;
+    }
+};
+
+// Clip scale as torch.nn.utils.clip_grad_norm_: min(1, clip / (norm + 1e-6)); clip 0 = off.
+static float clip_scale(float norm, float clip) {
+    if (clip <= 0.f) return 1.f;
+    return std::min(1.f, clip / (norm + 1e-6f));
+}
+
+// Mean loss over `steps` batches of a loader (validation).
+template <typename T>
+[[maybe_unused]] static float evaluate(Model<T>& model, DataLoader& loader, int steps) {
+    loader.reset();
+    double s = 0.0;
+    for (int i = 0; i < steps; i++) {
+        loader.next_batch();
+        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T);
+    }
+    return (float)(s / steps);
+}
+
+// Autoregressive sampling (temperature 1) from a prompt token, as train_gpt.cpp; the
+// prefix is capped at what the activation buffers hold.
+template <typename T>
+[[maybe_unused]] static std::vector<int> sample_tokens(Model<T>& model, int first, int n, int max_len, Rng& rng) {
+    std::vector<int> seq = {first};
+    const ModelConfig& c = model.cfg;
+    while (max_len > 1 && !model.fits(1, max_len)) max_len--;
+    std::vector<float> probs(c.vocab);
+    while ((int)seq.size() < std::min(n + 1, max_len)) {
+        int t = (int)seq.size();
+        model.forward(seq.data(), nullptr, 1, t);
+        std::vector<float> all = model.download_logits(t);
+        const float* z = all.data() + (size_t)(t - 1) * c.padded_vocab;
+        float mx = -INFINITY;
+        for (int v = 0; v < c.vocab; v++) mx = fmaxf(mx, z[v]);
+        double s = 0.0;
+        for (int v = 0; v < c.vocab; v++) s += (probs[v] = expf(z[v] - mx));
+        double r = rng.uniform() * s, acc = 0.0;
+        int pick = c.vocab - 1;
+        for (int v = 0; v < c.vocab; v++) { acc += probs[v]; if (acc > r) { pick = v; break; } }
+        seq.push_back(pick);
+    }
+    return seq;
+}
+
+#ifndef TESTING
+// ============================================================================
+// Checkpoints in --out_dir (as train_gpt.cpp): ckpt_<step>.bin, newest --keep_ckpts kept,
+// plus milestones; every file written atomically.
+// ============================================================================
+
+static std::string ckpt_path(const std::string& dir, long step) {
+    char name[64];
+    snprintf(name, sizeof name, "/ckpt_%08ld.bin", step);
+    return dir + name;
+}
+static long ckpt_step_of(const std::string& path) {
+    size_t p = path.rfind("ckpt_");
+    return p == std::string::npos ? -1 : atol(path.c_str() + p + 5);
+}
+static std::vector<std::string> list_checkpoints(const std::string& dir) {   // oldest first
+    std::vector<std::string> v = glob_files(dir + "/ckpt_[0-9]*.bin");
+    std::sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) { return ckpt_step_of(a) < ckpt_step_of(b); });
+    return v;
+}
+static void make_dirs(const std::string& dir) {
+    for (size_t i = 1; i <= dir.size(); i++)
+        if (i == dir.size() || dir[i] == '/') {
+            std::string d = dir.substr(0, i);
+            if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) fatal("cannot create folder %s: %s", d.c_str(), strerror(errno));
+        }
+}
+
+static volatile sig_atomic_t g_stop_signal = 0;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// A mismatch between a checkpoint and the flags is refused, naming the field.
+static void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc, int precision, const char* path) {
+    const ModelConfig &a = h.cfg, &b = tc.model;
+    auto cmp = [&](const char* what, long long x, long long y) {
+        if (x != y) fatal("%s: checkpoint has %s=%lld but the flags say %lld (resume needs the same configuration)", path, what, x, y);
+    };
+    if (a.arch != b.arch) fatal("%s: checkpoint has arch=%s but the flags say %s", path, arch_name(a.arch), arch_name(b.arch));
+    cmp("n_layer", a.n_layer, b.n_layer); cmp("n_head", a.n_head, b.n_head); cmp("d_model", a.d_model, b.d_model);
+    cmp("ffn", a.ffn, b.ffn); cmp("vocab", a.vocab, b.vocab); cmp("max_seq_len", a.max_seq_len, b.max_seq_len);
+    cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers);
+    if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
+    if (h.train.precision != precision)
+        fatal("%s: checkpoint was trained with --precision %s but the flags say %s (resume needs the same precision; "
+              "--init_from takes the weights under any precision)", path, precision_name(h.train.precision), precision_name(precision));
+    cmp("batch_size", h.train.B, tc.B); cmp("seq_len", h.train.T, tc.T); cmp("total_batch", h.train.total_batch, tc.total_batch);
+    cmp("shuffle_seed", h.train.shuffle_seed, tc.shuffle_seed);
+}
+
+// ============================================================================
+// Training
+// ============================================================================
+
+template <typename T>
+static int train_main(TrainConfig& tc, int precision) {
+    Model<T> model;
+    CheckpointHeader resume_h;
+    std::string resume_from;
+    std::vector<float> h_params, h_m, h_v;
+    bool have_opt = false;
+    if (!tc.out_dir.empty()) make_dirs(tc.out_dir);
+    if (tc.resume) {
+        for (const std::string& t : glob_files(tc.out_dir + "/ckpt_*.bin.tmp.*")) {
+            printf("resume: removing the unfinished checkpoint %s\n", t.c_str());
+            unlink(t.c_str());
+        }
+        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
+        if (!cks.empty()) resume_from = cks.back();
+        else printf("resume: no checkpoint in %s, starting fresh\n", tc.out_dir.c_str());
+    }
+    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
+    if (!tc.init_from.empty()) {
+        CheckpointHeader h;
+        read_checkpoint(tc.init_from, &h, h_params);
+        model.init(h.cfg, precision);
+        printf("init from %s (step %d)\n", tc.init_from.c_str(), h.step);
+    } else {
+        if (tc.model.n_layer == 0) fatal("no model given: use --preset NAME or --n_layer/--n_head/--d_model/--vocab (see --help)");
+        tc.model.post_ln_layers = parse_placement(tc.placement, tc.model.n_layer);
+        finalize_config(tc.model);
+        model.init(tc.model, precision);
+        if (!resume_from.empty()) {
+            read_checkpoint(resume_from, &resume_h, h_params, &h_m, &h_v);
+            check_resume_config(resume_h, tc, precision, resume_from.c_str());
+            model.step = resume_h.step;
+            have_opt = true;
+        }
+    }
+    tc.model = model.cfg;
+    check_train_config(tc);
+    if (tc.mode != "train")
+        fatal("--mode %s is not in the CUDA trainer; run train_gpt (CPU) with --init_from on this run's checkpoint", tc.mode.c_str());
+    if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
+    const ModelConfig& c = model.cfg;
+    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T));
+
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+           prop.totalGlobalMem / (double)(1 << 30));
+    model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
+
+    DataLoader train, val;
+    train.init(tc.train_data, tc.B, tc.T, c.vocab, 0, 1, (uint64_t)tc.shuffle_seed);
+    bool have_val = !tc.val_data.empty();
+    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
+    if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
+        h_params.assign(model.table.total, 0.f);
+        Rng rng((uint64_t)tc.seed);
+        for (const ParamTensor& p : model.table.t) {
+            float* w = h_params.data() + p.offset;
+            bool is_norm_w = p.name.find("norm") != std::string::npos && p.name.back() == 'w';
+            bool is_bias = p.name.size() > 2 && p.name.substr(p.name.size() - 2) == ".b";
+            if (is_norm_w) { std::fill(w, w + p.numel(), 1.f); continue; }
+            if (is_bias) { std::fill(w, w + p.numel(), 0.f); continue; }
+            float std_ = c.init_std;
+            if (p.name == "wte") std_ = c.emb_std;
+            bool resid_proj = p.name.find("attn_proj.w") != std::string::npos || p.name.find("mlp_proj.w") != std::string::npos;
+            if (c.scaled_init && resid_proj) std_ = c.init_std / sqrtf(2.f * c.n_layer);
+            for (size_t i = 0; i < p.numel(); i++) w[i] = (float)(rng.normal() * std_);
+            if (p.name == "wte" || p.name == "lm_head.w") std::fill(w + (size_t)c.vocab * p.cols, w + p.numel(), 0.f);
+        }
+    }
+    model.upload_state(h_params, have_opt ? &h_m : nullptr, have_opt ? &h_v : nullptr);
+
+    Rng sample_rng((uint64_t)tc.seed + 17);
+    long start_step = 0;
+    int skipped = 0;
+    if (!resume_from.empty()) {
+        const TrainState& t = resume_h.train;
+        train.set_position(LoaderPosition{t.loader_epoch, t.loader_shard, t.loader_window});
+        memcpy(sample_rng.s, t.rng, sizeof t.rng);
+        start_step = resume_h.step;
+        skipped = t.skipped_steps;
+    }
+    bool bf16 = precision != PREC_FP32;
+    double peak = device_peak_flops(prop.name, bf16);
+    printf("precision: %s (%s)\n", precision_name(precision),
+           precision == PREC_FP32 ? "fp32 weights, activations and GEMMs" :
+           precision == PREC_BF16 ? "bf16 weights/activations/gradients, fp32 master weights and AdamW state, fp32 accumulation" :
+                                    "bf16 everywhere, AdamW state too (the paper's code)");
+    printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
+           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
+    printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
+           fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
+    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
+           tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
+    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
+           train.shards.size(), have_val ? "" : " (no validation data)", model.plan.acts / (double)(1 << 20));
+    if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, bf16 ? "bf16" : "fp32", prop.name);
+    else printf("mfu: n/a (no peak FLOP/s known for %s)\n", prop.name);
+    if (!resume_from.empty())
+        printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
+               (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
+
+    Logger log;
+    log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
+    if (resume_from.empty())
+        log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
+                      .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
+                      .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
+                      .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
+                      .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
+                      .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
+                      .i("params", (long long)model.table.total).str("precision", precision_name(precision))
+                      .str("device", prop.name));
+
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    double flops_tok = model.flops_per_token(tc.T);
+    double total_ms = 0.0;
+    long timed_steps = 0;
+    auto do_val = [&](long step) {
+        if (!have_val || tc.val_steps == 0) return;
+        float vl = evaluate(model, val, tc.val_steps);
+        printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
+        log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
+    };
+    auto do_sample = [&]() {
+        if (tc.sample_tokens == 0) return;
+        std::vector<int> s = sample_tokens(model, train.inputs[0], tc.sample_tokens, c.max_seq_len, sample_rng);
+        printf("sample (token ids):");
+        for (int t : s) printf(" %d", t);
+        printf("\n");
+    };
+    auto save = [&](long step) -> bool {
+        if (tc.out_dir.empty()) return false;
+        TrainState ts;
+        ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
+        memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
+        ts.log_offset = log.offset();
+        ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
+        ts.precision = precision;
+        std::vector<float> p, mm, vv;
+        model.download_state(p, &mm, &vv);
+        std::string path = ckpt_path(tc.out_dir, step), err;
+        if (!write_checkpoint(path, c, (int)step, p.data(), mm.data(), vv.data(), &ts, &err, tc.debug_slow_ckpt_ms)) {
+            fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
+            return false;
+        }
+        printf("wrote checkpoint %s\n", path.c_str());
+        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
+        int keep = std::max(1, tc.keep_ckpts);
+        for (size_t i = 0; i + keep < cks.size(); i++) {
+            long st = ckpt_step_of(cks[i]);
+            if (tc.milestone_every > 0 && st % tc.milestone_every == 0) continue;
+            unlink(cks[i].c_str());
+        }
+        return true;
+    };
+
+    for (long step = start_step; step < tc.steps; step++) {
+        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
+        if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
+        cudaCheck(cudaDeviceSynchronize());
+        auto t0 = std::chrono::steady_clock::now();
+        model.zero_grad();
+        double loss = 0.0;
+        for (int micro = 0; micro < accum; micro++) {
+            train.next_batch();
+            loss += model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum);   // fused classifier backward
+            model.backward(tc.B, tc.T, 1.f / accum);
+        }
+        loss /= accum;
+        if (step == tc.inject_nan_at) model.poison_grad();
+        std::vector<double> sq = model.grad_sq_per_tensor();
+        double tot = 0.0;
+        for (double x : sq) tot += x;
+        float norm = (float)sqrt(tot);
+        float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
+        bool finite = std::isfinite(loss) && std::isfinite(norm);
+        if (finite) {
+            model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
+        } else if (tc.nonfinite == "stop") {
+            printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1,
+                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm);
+            bool saved = save(step);
+            std::string where = saved ? " (last good state saved to " + ckpt_path(tc.out_dir, step) + ")"
+                                : tc.out_dir.empty() ? " (no --out_dir: nothing saved)" : " (the checkpoint could not be written)";
+            fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1, where.c_str());
+        } else {
+            skipped++;
+            printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1,
+                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm, skipped);
+        }
+        cudaCheck(cudaDeviceSynchronize());
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
+        double tok_s = tc.total_batch / (ms / 1000.0);
+        double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
+        double mfu = peak > 0 ? 100.0 * flops_tok * tok_s / peak : -1.0;
+        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
+        if (step % tc.print_every == 0 || step == tc.steps - 1) {
+            char mfu_s[32];
+            if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, "MFU %.1f%%", mfu);
+            else snprintf(mfu_s, sizeof mfu_s, "MFU n/a");
+            printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %s | eta %.0fs\n", step + 1, tc.steps, loss,
+                   norm, lr, ms, tok_s, mfu_s, eta_s);
+        }
+        JsonLine j;
+        j.str("kind", "step").i("step", step).f("loss", loss).f("grad_norm", norm).f("lr", lr).f("ms", ms).f("tok_per_s", tok_s);
+        if (mfu >= 0) j.f("mfu", mfu / 100.0);
+        if (!finite) j.i("skipped", 1).i("skipped_total", skipped);
+        if (layer_norms) {
+            j.arr("layer_grad_norms", model.layer_norms(sq)).f("emb_grad_norm", model.group_norm(sq, "w"))
+                .f("final_norm_grad_norm", model.group_norm(sq, "norm_f"));
+            if (!c.gpt()) j.f("head_grad_norm", model.group_norm(sq, "lm_head"));
+        }
+        log.write(j);
+        if (g_stop_signal) {
+            printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
+            if (save(step + 1)) {
+                printf("resume with the same command plus --resume 1\n");
+                return 0;
+            }
+            printf("%s\n", tc.out_dir.empty() ? "no --out_dir, nothing saved" : "the checkpoint could not be written");
+            return tc.out_dir.empty() ? 0 : 1;
+        }
+        if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
+    }
+    do_val(tc.steps);
+    do_sample();
+    if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
+    if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
+    size_t free_b = 0, total_b = 0;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    printf("peak memory: %.1f MiB planned (device used %.1f MiB of %.1f)\n", model.plan.total() / (double)(1 << 20),
+           (total_b - free_b) / (double)(1 << 20), total_b / (double)(1 << 20));
+    if (timed_steps) {
+        double avg = total_ms / timed_steps, tok_s = tc.total_batch / (avg / 1000.0);
+        printf("summary: %.1f ms/step, %.0f tok/s, MFU %s over %ld timed steps\n", avg, tok_s,
+               peak > 0 ? (std::to_string(100.0 * flops_tok * tok_s / peak).substr(0, 5) + "%").c_str() : "n/a", timed_steps);
+    }
+    model.free_all();
+    gemm_shutdown();
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    TrainConfig tc;
+    std::string precision_s = "bf16";
+    std::vector<FlagSpec> extra = {
+        {"precision", 0, 's', &precision_s,
+         "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
+    };
+    if (!parse_train_flags(argc, argv, tc, extra)) return 0;
+    int precision = parse_precision(precision_s);
+    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
+    require_cuda_device();
+    if (precision == PREC_FP32) return train_main<float>(tc, precision);
+    return train_main<__nv_bfloat16>(tc, precision);
+}
+#endif
