@@ -1080,8 +1080,10 @@ int main(int argc, char** argv) {
         // the prompt: the end-of-text token (a document start) if known, else the first training token
         int first = tok.loaded() && tok.eot >= 0 && tok.eot < c.vocab ? tok.eot : train.inputs[0];
         std::vector<int> s = sample_tokens(model, first, tc.sample_tokens, c.max_seq_len, sample_rng);
-        if (tok.loaded()) {
-            printf("sample: %s\n", tok.decode(s.data() + 1, (int)s.size() - 1).c_str());
+        if (tok.loaded()) {   // decode with the prompt (SentencePiece's dummy space follows it), print without
+            std::string text = tok.decode(s.data(), (int)s.size()), prompt = tok.decode_one(s[0]);
+            if (text.compare(0, prompt.size(), prompt) == 0) text = text.substr(prompt.size());
+            printf("sample: %s\n", text.c_str());
         } else {
             printf("sample (token ids):");
             for (int t : s) printf(" %d", t);

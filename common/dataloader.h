@@ -133,6 +133,9 @@ struct DataLoader {
         return p;
     }
     void set_position(LoaderPosition p) {
+        if (p.epoch < 0 || p.shard < 0 || p.shard >= (long long)shards.size() || p.window < 0)
+            fatal("data loader: position (epoch %lld, shard %lld, window %lld) does not fit this data (%zu shards)", p.epoch,
+                  p.shard, p.window, shards.size());
         pos = p;
         uint64_t s = shuffle_seed;
         shard_order = permutation((long long)shards.size(), s ? s * 1000003ull + (uint64_t)pos.epoch : 0);
@@ -142,6 +145,9 @@ struct DataLoader {
         const ShardInfo& sh = shards[shard_order[pos.shard]];
         uint64_t s = shuffle_seed;
         window_order = permutation(windows_in(sh), s ? (s * 1000003ull + (uint64_t)pos.epoch) * 7919ull + (uint64_t)pos.shard + 1 : 0);
+        if (pos.window >= (long long)window_order.size())
+            fatal("data loader: position (shard %lld, window %lld) does not fit %s (%zu windows of B*T = %lld tokens)", pos.shard,
+                  pos.window, sh.path.c_str(), window_order.size(), (long long)B * T);
     }
     // Advance pos by one global window; wraps to the next shard / epoch.
     void advance() {

@@ -115,6 +115,10 @@ static void test_shards(const std::string& dir) {
         c.set_position(p);
         c.next_batch();
         CHECK(c.inputs == want);
+        expect_fatal("position beyond the data", [&] { DataLoader d; d.init(dir + "/a_000.bin", 3, 7, 50000, 0, 1, 42); d.set_position({0, 0, 47}); },
+                     "does not fit");
+        expect_fatal("shard index beyond the data", [&] { DataLoader d; d.init(dir + "/a_000.bin", 3, 7, 50000); d.set_position({0, 1, 0}); },
+                     "does not fit this data (1 shards)");
     }
     // a shard shorter than one batch is skipped with a warning; the others are used
     write_shard(dir + "/m_000.bin", iota_tokens(10, 100));
