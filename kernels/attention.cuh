@@ -78,7 +78,7 @@ __device__ __forceinline__ float group_reduce_max(float v) {
 // Row r (of rows = B*NH*T; i = r % T) of one (b, h):
 //   P[i, j] = exp(s S[i,j] - max) / sum  for j <= i,  0 for j > i.   In place (P may be S).
 template <typename T, int G>
-__global__ void __launch_bounds__(SOFTMAX_BLOCK) softmax_forward_kernel(T* P, const T* S, float scale, int rows, int T_) {
+__global__ void softmax_forward_kernel(T* P, const T* S, float scale, int rows, int T_) {
     constexpr int RPW = 32 / G;  // rows per warp and round
     const int lane = threadIdx.x % 32, g = lane % G, warps = gridDim.x * (blockDim.x / 32);
     for (int base = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * RPW; base < rows; base += warps * RPW) {
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(SOFTMAX_BLOCK) softmax_forward_kernel(T* P, co
 
 //   dS[i, j] = s * P[i,j] * (dP[i,j] - sum_k P[i,k] dP[i,k])  for j <= i,  0 for j > i.   In place (dS may be dP).
 template <typename T, int G>
-__global__ void __launch_bounds__(SOFTMAX_BLOCK) softmax_backward_kernel(T* dS, const T* dP, const T* __restrict__ P, float scale,
+__global__ void softmax_backward_kernel(T* dS, const T* dP, const T* __restrict__ P, float scale,
                                                                          int rows, int T_) {
     constexpr int RPW = 32 / G;
     const int lane = threadIdx.x % 32, g = lane % G, warps = gridDim.x * (blockDim.x / 32);
