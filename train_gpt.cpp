@@ -952,6 +952,7 @@ static void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc
     cmp("ffn", a.ffn, b.ffn); cmp("vocab", a.vocab, b.vocab); cmp("max_seq_len", a.max_seq_len, b.max_seq_len);
     cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers);
     cmp("precision (dtype; 0 = fp32)", h.dtype, 0);
+    cmp("precision (0 fp32, 1 bf16, 2 pure bf16; this CPU trainer is fp32)", h.train.precision, 0);
     if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
     cmp("batch_size", h.train.B, tc.B); cmp("seq_len", h.train.T, tc.T); cmp("total_batch", h.train.total_batch, tc.total_batch);
     cmp("shuffle_seed", h.train.shuffle_seed, tc.shuffle_seed);

@@ -119,9 +119,9 @@ VOCAB=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab'])" "
 step "3/5 building the trainer"
 TRAINER=build/train_gpt DEVICE="CPU ($(nproc) cores)"
 if [ $FORCE_CPU = 0 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 \
-   && [ -f train_gpt.cu ] && make -n build/train_gpt_cu >/dev/null 2>&1; then
-  if make -j"$(nproc)" build/train_gpt_cu; then
-    TRAINER=build/train_gpt_cu DEVICE="GPU: $(nvidia-smi -L | head -1)"
+   && [ -f train_gpt.cu ] && make -n build/cuda/train_gpt_nvcc >/dev/null 2>&1; then
+  if make -j"$(nproc)" build/cuda/train_gpt_nvcc; then
+    TRAINER=build/cuda/train_gpt_nvcc DEVICE="GPU: $(nvidia-smi -L | head -1)"
   else
     echo "quickstart: the CUDA trainer did not build; using the CPU trainer"
   fi
