@@ -18,9 +18,6 @@ Memory layout: activations are row-major (rows = B*T tokens, b-major), so a
 so a linear layer is out = inp @ W^T. The qkv row of a token is [q | k | v], each C
 wide, head h owning columns [h*hd, (h+1)*hd) of each.
 */
-#include <signal.h>
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,6 +39,7 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include "common/flags.h"
 #include "common/logger.h"
 #include "common/rng.h"
+#include "common/run.h"
 #include "common/schedule.h"
 #include "common/tokenizer.h"
 #include "common/util.h"
@@ -771,12 +769,6 @@ struct Model {
     }
 };
 
-// Clip scale as torch.nn.utils.clip_grad_norm_: min(1, clip / (norm + 1e-6)); clip 0 = off.
-static float clip_scale(float norm, float clip) {
-    if (clip <= 0.f) return 1.f;
-    return std::min(1.f, clip / (norm + 1e-6f));
-}
-
 // Mean loss over `steps` batches of a loader (validation).
 [[maybe_unused]] static float evaluate(Model& model, DataLoader& loader, int steps) {
     loader.reset();
@@ -908,57 +900,6 @@ static void write_text_atomically(const std::string& path, const std::string& te
 
 #ifndef TESTING
 // ============================================================================
-// Checkpoints in --out_dir: ckpt_<step>.bin, the newest --keep_ckpts kept, plus
-// milestones (multiples of --milestone_every). Every file is written atomically,
-// so any ckpt_*.bin present is complete.
-// ============================================================================
-
-static std::string ckpt_path(const std::string& dir, long step) {
-    char name[64];
-    snprintf(name, sizeof name, "/ckpt_%08ld.bin", step);
-    return dir + name;
-}
-static long ckpt_step_of(const std::string& path) {
-    size_t p = path.rfind("ckpt_");
-    return p == std::string::npos ? -1 : atol(path.c_str() + p + 5);
-}
-static std::vector<std::string> list_checkpoints(const std::string& dir) {   // oldest first
-    std::vector<std::string> v = glob_files(dir + "/ckpt_[0-9]*.bin");
-    std::sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) { return ckpt_step_of(a) < ckpt_step_of(b); });
-    return v;
-}
-
-// mkdir -p
-static void make_dirs(const std::string& dir) {
-    for (size_t i = 1; i <= dir.size(); i++)
-        if (i == dir.size() || dir[i] == '/') {
-            std::string d = dir.substr(0, i);
-            if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) fatal("cannot create folder %s: %s", d.c_str(), strerror(errno));
-        }
-}
-
-// Set from a signal handler: the only global in the trainer (a handler can reach nothing else).
-static volatile sig_atomic_t g_stop_signal = 0;
-static void on_stop_signal(int sig) { g_stop_signal = sig; }
-
-// A mismatch between a checkpoint and the flags is refused, naming the field.
-static void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc, const char* path) {
-    const ModelConfig &a = h.cfg, &b = tc.model;
-    auto cmp = [&](const char* what, long long x, long long y) {
-        if (x != y) fatal("%s: checkpoint has %s=%lld but the flags say %lld (resume needs the same configuration)", path, what, x, y);
-    };
-    if (a.arch != b.arch) fatal("%s: checkpoint has arch=%s but the flags say %s", path, arch_name(a.arch), arch_name(b.arch));
-    cmp("n_layer", a.n_layer, b.n_layer); cmp("n_head", a.n_head, b.n_head); cmp("d_model", a.d_model, b.d_model);
-    cmp("ffn", a.ffn, b.ffn); cmp("vocab", a.vocab, b.vocab); cmp("max_seq_len", a.max_seq_len, b.max_seq_len);
-    cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers);
-    cmp("precision (dtype; 0 = fp32)", h.dtype, 0);
-    cmp("precision (0 fp32, 1 bf16, 2 pure bf16; this CPU trainer is fp32)", h.train.precision, 0);
-    if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
-    cmp("batch_size", h.train.B, tc.B); cmp("seq_len", h.train.T, tc.T); cmp("total_batch", h.train.total_batch, tc.total_batch);
-    cmp("shuffle_seed", h.train.shuffle_seed, tc.shuffle_seed);
-}
-
-// ============================================================================
 // Training
 // ============================================================================
 
@@ -973,15 +914,7 @@ int main(int argc, char** argv) {
     CheckpointHeader resume_h;
     std::string resume_from;
     if (!tc.out_dir.empty() && tc.mode == "train") make_dirs(tc.out_dir);
-    if (tc.resume) {   // the newest complete checkpoint in out_dir, if any
-        for (const std::string& t : glob_files(tc.out_dir + "/ckpt_*.bin.tmp.*")) {   // left by a killed run
-            printf("resume: removing the unfinished checkpoint %s\n", t.c_str());
-            unlink(t.c_str());
-        }
-        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
-        if (!cks.empty()) resume_from = cks.back();
-        else printf("resume: no checkpoint in %s, starting fresh\n", tc.out_dir.c_str());
-    }
+    if (tc.resume) resume_from = find_resume_checkpoint(tc.out_dir);   // the newest complete checkpoint, if any
     if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
     if (!tc.init_from.empty()) {
         CheckpointHeader h;
@@ -998,7 +931,7 @@ int main(int argc, char** argv) {
         if (!resume_from.empty()) {
             std::vector<float> p;
             read_checkpoint(resume_from, &resume_h, p, &model.m, &model.v);
-            check_resume_config(resume_h, tc, resume_from.c_str());
+            check_resume_config(resume_h, tc, PREC_FP32, resume_from.c_str());
             model.params = p;
             model.step = resume_h.step;
         } else {
@@ -1106,13 +1039,7 @@ int main(int argc, char** argv) {
             return false;
         }
         printf("wrote checkpoint %s\n", path.c_str());
-        std::vector<std::string> cks = list_checkpoints(tc.out_dir);
-        int keep = std::max(1, tc.keep_ckpts);
-        for (size_t i = 0; i + keep < cks.size(); i++) {
-            long st = ckpt_step_of(cks[i]);
-            if (tc.milestone_every > 0 && st % tc.milestone_every == 0) continue;
-            unlink(cks[i].c_str());
-        }
+        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
         return true;
     };
 
