@@ -17,7 +17,9 @@
 #    numbers alone (no timings): the same command gives the same file.
 #
 # Default sizes (about an hour on 2 cores): 12 layers, d_model 128, 4 heads,
-# ffn 344, vocab 8192, T 256, B 8, 800 steps, K in {0, 2, 3, 4, 6, 12}.
+# ffn 344, vocab 8192, T 256, B 8, 600 steps, K in {0, 2, 3, 4, 6, 12}; measured:
+# 5 runs of 400 steps took 58 min on 2 cores shared with other jobs (~1800 tok/s;
+# ~4300 tok/s when the cores are free).
 # Every size is a flag; the paper's 71M study on a GPU would be e.g.
 #   --trainer ./build/train_gpt_cuda --d_model 512 --n_head 8 --ffn 1368 --vocab 32000 \
 #   --batch 64 --total_batch 131072 --steps 10000 --warmup 1000 --coretype none
@@ -34,7 +36,7 @@ PY=/usr/bin/python3
 OUT=build/reproduce_cpu
 TRAINER=./build/train_gpt
 N_LAYER=12; D_MODEL=128; N_HEAD=4; FFN=344; SEQ_LEN=256; BATCH=8; TOTAL_BATCH=0
-STEPS=800; WARMUP=80; LR=1e-3; LR_FLOOR=0.1; SEED=1; SHUFFLE_SEED=1
+STEPS=600; WARMUP=60; LR=1e-3; LR_FLOOR=0.1; SEED=1; SHUFFLE_SEED=1
 ALPHAS="0 0.167 0.25 0.333 0.5 1"; KS=""
 VAL_EVERY=100; VAL_STEPS=16; ANALYSIS_BATCHES=16; LAYER_NORMS_EVERY=1
 THREADS=2; CORETYPE=auto; TOKENIZER=spm8192; TRAIN_GLOB=""; VAL_GLOB=""; EXTRA=""
@@ -188,8 +190,9 @@ for K in $KS; do
 done
 
 # ---------------------------------------------------------------- 4. plots and report
-PLOT_RUNS=()
-for d in "${RUN_DIRS[@]}"; do PLOT_RUNS+=("$d"); done
+# runs in order of K (the folder names sort that way)
+mapfile -t RUN_DIRS < <(printf '%s\n' "${RUN_DIRS[@]}" | sort -u)
+PLOT_RUNS=("${RUN_DIRS[@]}")
 EARLY=$(( STEPS / 4 > 0 ? STEPS / 4 : 1 ))
 $PY scripts/plot.py --out "$OUT/figs" --grad_steps "0:$((EARLY - 1))" "${PLOT_RUNS[@]}"
 T_END=$(date +%s)
@@ -313,7 +316,10 @@ batches of the validation data (see docs/ANALYSIS.md).
 
 ## Timing (not part of the reproducible numbers)
 
-Total wall time {wall} s ({wall / 60:.1f} min) on {threads} threads, OPENBLAS_CORETYPE={coretype}.
+Compute time of the runs (training + analyses): {sum(r['train_s'] + r['analysis_s'] for r in runs)} s
+({sum(r['train_s'] + r['analysis_s'] for r in runs) / 60:.1f} min); this invocation of the script took {wall} s
+(runs finished by an earlier invocation with the same command are reused). {threads} threads,
+OPENBLAS_CORETYPE={coretype}, {os.cpu_count()} CPUs visible; other processes may have shared them.
 
 {chr(10).join(timing)}
 """
