@@ -40,7 +40,7 @@ STEPS=600; WARMUP=60; LR=1e-3; LR_FLOOR=0.1; SEED=1; SHUFFLE_SEED=1
 ALPHAS="0 0.167 0.25 0.333 0.5 1"; KS=""
 VAL_EVERY=100; VAL_STEPS=16; ANALYSIS_BATCHES=16; LAYER_NORMS_EVERY=1
 THREADS=2; CORETYPE=auto; TOKENIZER=spm8192; TRAIN_GLOB=""; VAL_GLOB=""; EXTRA=""
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; cat <<EOF
+usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; cat <<EOF
 flags (default):
   --out DIR ($OUT)            --trainer PATH ($TRAINER)
   --n_layer ($N_LAYER) --d_model ($D_MODEL) --n_head ($N_HEAD) --ffn ($FFN) --seq_len ($SEQ_LEN)
