@@ -55,6 +55,7 @@ from model import Config, Model  # noqa: E402
 import formats  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)      # tiny tensors: threads only add overhead (and contend with train_gpt)
 CHECKS = ("formula", "angular", "layer_drop", "without_layer", "grad_norms", "opposite", "batched")
 
 # tolerances (fp32 C++ vs float64 PyTorch)
