@@ -153,11 +153,10 @@ inline void read_checkpoint_from(FILE* f, long long avail, const char* path, Che
 
 inline void read_checkpoint(const std::string& path, CheckpointHeader* h, std::vector<float>& params,
                             std::vector<float>* m = nullptr, std::vector<float>* v = nullptr) {
-    FILE* f = open_or_die(path.c_str(), "rb");
+    InFile f(path.c_str(), "rb");
     long long size = file_size(f, path.c_str());
     read_checkpoint_from(f, size, path.c_str(), h, params, m, v);
     if ((long long)checkpoint_bytes(*h) != size)
         fatal("%s: file has %lld bytes, the header describes %zu (trailing garbage or wrong file)", path.c_str(), size,
               checkpoint_bytes(*h));
-    fclose(f);
 }

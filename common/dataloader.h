@@ -33,12 +33,11 @@ struct ShardInfo {
 
 // Validate a shard's header against its size; one-line error naming the file.
 inline ShardInfo open_shard_info(const std::string& path) {
-    FILE* f = open_or_die(path.c_str(), "rb");
+    InFile f(path.c_str(), "rb");
     long long size = file_size(f, path.c_str());
     int32_t h[SHARD_HEADER_WORDS];
     if (size < (long long)sizeof(h)) fatal("%s: shard is truncated (%lld bytes, the header alone is 1024)", path.c_str(), size);
     read_exact(f, h, sizeof(h), path.c_str(), "shard header");
-    fclose(f);
     if (h[0] != SHARD_MAGIC) fatal("%s: not a token shard (bad magic %d, expected %d)", path.c_str(), h[0], SHARD_MAGIC);
     if (h[1] != 1 && h[1] != 2) fatal("%s: shard version %d is not supported (1: uint16, 2: uint32)", path.c_str(), h[1]);
     if (h[2] < 0) fatal("%s: corrupt shard header (negative token count)", path.c_str());

@@ -35,7 +35,7 @@ inline RefState read_refstate(const std::string& path) {
     RefState s;
     s.path = path;
     const char* p = path.c_str();
-    FILE* f = open_or_die(p, "rb");
+    InFile f(p, "rb");
     long long size = file_size(f, p);
     int32_t h[256];
     if (size < (long long)sizeof(h)) fatal("%s: file is truncated (%lld bytes, a state header is 1024)", p, size);
@@ -84,7 +84,6 @@ inline RefState read_refstate(const std::string& path) {
         v->resize(s.n_steps);
         read_exact(f, v->data(), s.n_steps * 4, p, "step records");
     }
-    fclose(f);
     for (size_t i = 0; i < BT; i++)
         if (s.inputs[i] < 0 || s.inputs[i] >= c.vocab || s.targets[i] < 0 || s.targets[i] >= c.vocab)
             fatal("%s: token id out of range in the stored batch", p);

@@ -40,7 +40,7 @@ struct Tokenizer {
     bool load(const std::string& p) {
         path = p;
         const char* fn = path.c_str();
-        FILE* f = open_or_die(fn, "rb");
+        InFile f(fn, "rb");
         long long size = file_size(f, fn);
         int32_t h[256];
         if (size < (long long)sizeof(h))
@@ -57,7 +57,6 @@ struct Tokenizer {
         if (body < n) fatal("%s: tokenizer file is truncated (%lld bytes of tokens for %d ids)", fn, body, n);
         std::vector<unsigned char> buf((size_t)body);
         read_exact(f, buf.data(), buf.size(), fn, "token table");
-        fclose(f);
         std::vector<std::string> toks((size_t)n);
         size_t off = 0;
         for (int i = 0; i < n; i++) {

@@ -32,6 +32,17 @@ struct FatalError {
 #endif
 }
 
+// A FILE that closes itself when it goes out of scope, also when a reader bails
+// out through fatal() in a fuzz build (where fatal throws).
+struct InFile {
+    FILE* f;
+    InFile(const char* path, const char* mode);
+    ~InFile() { if (f) fclose(f); }
+    InFile(const InFile&) = delete;
+    InFile& operator=(const InFile&) = delete;
+    operator FILE*() const { return f; }
+};
+
 inline FILE* open_or_die(const char* path, const char* mode) {
     FILE* f = fopen(path, mode);
     if (!f) fatal("cannot open %s: %s", path, strerror(errno));
@@ -39,6 +50,8 @@ inline FILE* open_or_die(const char* path, const char* mode) {
 }
 
 // Read exactly n bytes or die naming the file ("truncated" at EOF).
+inline InFile::InFile(const char* path, const char* mode) : f(open_or_die(path, mode)) {}
+
 inline void read_exact(FILE* f, void* dst, size_t n, const char* path, const char* what) {
     size_t got = n ? fread(dst, 1, n, f) : 0;
     if (got != n) {

@@ -147,6 +147,7 @@ for name in checkpoint shard refstate tokenizer; do
   if [ -x $B/fuzz/fuzz_$name ] && [ -d dev/fuzz/corpus/$name ]; then
     mkdir -p $RS/corpus_$name
     run_test rel/fuzz_$name pass $B/fuzz/fuzz_$name -max_total_time=$FUZZ_SECONDS -timeout=10 -rss_limit_mb=2048 \
+      -artifact_prefix=$RS/fuzz_$name- \
       -print_final_stats=1 $RS/corpus_$name dev/fuzz/corpus/$name
   elif [ -x $B/fuzz/fuzz_$name ]; then skip_test rel/fuzz_$name "no seed corpus dev/fuzz/corpus/$name yet"
   else skip_test rel/fuzz_$name "no clang++ (libFuzzer) to build the fuzzer"; fi

@@ -39,6 +39,11 @@ def main():
                      layer_norms=model.layer_grad_norms(), total_norm=1.0)
         opt = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, warmup=1, total=2, lr_floor=0.1)
         put("refstate", f"{arch}.bin", formats.state_bytes(cfg, table, ckpt, x, y, first, opt, [1e-3, 1e-4], [2.3, 2.2], [1.0, 0.9]))
+    # tokenizer decode files: version 2 (eot, SentencePiece flags) and llm.c's version 1
+    toks = [b"<|endoftext|>", b" the", b"a", b"\xe2\x96", b"\x81", b" \xc3\xa9t\xc3\xa9"]
+    body = b"".join(bytes([len(t)]) + t for t in toks)
+    put("tokenizer", "v2.bin", struct.pack("<256i", 20240328, 2, len(toks), 0, 2, 1, *([0] * 250)) + body)
+    put("tokenizer", "v1.bin", struct.pack("<256i", 20240328, 1, len(toks), *([0] * 253)) + body)
     for version, fmt, size in ((1, "H", 2), (2, "I", 4)):
         toks = [i % 300 for i in range(40)]
         put("shard", f"v{version}.bin", struct.pack("<256i", 20240520, version, len(toks), *([0] * 253)) +
