@@ -904,6 +904,7 @@ static void write_text_atomically(const std::string& path, const std::string& te
 // ============================================================================
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
     TrainConfig tc;
     if (!parse_train_flags(argc, argv, tc)) return 0;
 #ifdef _OPENMP

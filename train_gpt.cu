@@ -872,6 +872,7 @@ static int train_main(TrainConfig& tc, int precision) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
     TrainConfig tc;
     std::string precision_s = "bf16";
     std::vector<FlagSpec> extra = {
