@@ -81,11 +81,14 @@ static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, con
 // |r| <= ln2/2 (Cody-Waite split of ln2), e^r by its degree-7 Taylor polynomial
 // (truncation error < 6e-9 relative), times 2^n built in the exponent bits.
 // Inputs are clamped to [-87.3, 88.7], so it never returns inf, NaN or a denormal.
+// n is rounded with the 1.5 * 2^23 trick (floorf would stop GCC vectorizing).
+// Row reductions (max, sum of exp) keep 16 partial results, so they vectorize
+// without -ffast-math; their order is fixed, so results are deterministic.
 // ============================================================================
 
 static inline float exp_fast(float x) {
     x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    float n = floorf(x * 1.44269504f + 0.5f);
+    float n = (x * 1.44269504f + 12582912.f) - 12582912.f;   // round to nearest
     float r = x - n * 0.693145752f - n * 1.42860677e-06f;
     float p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
     int32_t bits = ((int32_t)n + 127) << 23;
@@ -94,6 +97,37 @@ static inline float exp_fast(float x) {
     return p * scale;
 }
 static inline float max_f(float a, float b) { return a > b ? a : b; }
+
+static inline float row_max(const float* z, int n) {
+    float acc[16];
+    for (int j = 0; j < 16; j++) acc[j] = -INFINITY;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] = max_f(acc[j], z[i + j]);
+    float m = -INFINITY;
+    for (; i < n; i++) m = max_f(m, z[i]);
+    for (int j = 0; j < 16; j++) m = max_f(m, acc[j]);
+    return m;
+}
+// sum_i exp(z[i] - shift); with out != nullptr also stores each exp(z[i] - shift)
+static inline float row_sum_exp(float* out, const float* z, int n, float shift) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) {
+            float e = exp_fast(z[i + j] - shift);
+            if (out) out[i + j] = e;
+            acc[j] += e;
+        }
+    float s = 0.f;
+    for (; i < n; i++) {
+        float e = exp_fast(z[i] - shift);
+        if (out) out[i] = e;
+        s += e;
+    }
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
 
 // ============================================================================
 // Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b.
@@ -292,10 +326,8 @@ static void attention_forward(float* out, float* att, const float* qkv, int B, i
                 gemm(false, true, r1 - r0, r1, hd, scale, q + (size_t)r0 * 3 * C, 3 * C, k, 3 * C, 0.f, P + (size_t)r0 * T, T);
                 for (int i = r0; i < r1; i++) {
                     float* p = P + (size_t)i * T;
-                    float mx = -INFINITY, sum = 0.f;
-                    for (int j = 0; j <= i; j++) mx = max_f(mx, p[j]);
-                    for (int j = 0; j <= i; j++) { p[j] = exp_fast(p[j] - mx); sum += p[j]; }
-                    float inv = 1.f / sum;
+                    float mx = row_max(p, i + 1);
+                    float inv = 1.f / row_sum_exp(p, p, i + 1, mx);
                     for (int j = 0; j <= i; j++) p[j] *= inv;
                     for (int j = i + 1; j < r1; j++) p[j] = 0.f;
                 }
@@ -407,11 +439,8 @@ static float crossentropy_forward(float* losses, float* lse, const float* logits
 #pragma omp parallel for reduction(+ : total)
     for (int n = 0; n < N; n++) {
         const float* z = logits + (size_t)n * Vp;
-        float mx = -INFINITY;
-        for (int v = 0; v < V; v++) mx = max_f(mx, z[v]);
-        float s = 0.f;
-        for (int v = 0; v < V; v++) s += exp_fast(z[v] - mx);
-        lse[n] = logf(s) + mx;
+        float mx = row_max(z, V);
+        lse[n] = logf(row_sum_exp(nullptr, z, V, mx)) + mx;
         losses[n] = lse[n] - z[targets[n]];
         total += losses[n];
     }
