@@ -832,25 +832,14 @@ static int train_main(TrainConfig& tc, int precision) {
             printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %s | eta %.0fs\n", step + 1, tc.steps, loss,
                    norm, lr, ms, tok_s, mfu_s, eta_s);
         }
-        JsonLine j;
-        j.str("kind", "step").i("step", step).f("loss", loss).f("grad_norm", norm).f("lr", lr).f("ms", ms).f("tok_per_s", tok_s);
+        JsonLine j = step_json(step, loss, norm, lr, ms, tok_s, finite, skipped);
         if (mfu >= 0) j.f("mfu", mfu / 100.0);
-        if (!finite) j.i("skipped", 1).i("skipped_total", skipped);
-        if (layer_norms) {
-            j.arr("layer_grad_norms", model.layer_norms(sq)).f("emb_grad_norm", model.group_norm(sq, "w"))
-                .f("final_norm_grad_norm", model.group_norm(sq, "norm_f"));
-            if (!c.gpt()) j.f("head_grad_norm", model.group_norm(sq, "lm_head"));
-        }
+        if (layer_norms)
+            add_layer_norms(j, model.layer_norms(sq), model.group_norm(sq, "w"), model.group_norm(sq, "norm_f"), !c.gpt(),
+                            model.group_norm(sq, "lm_head"));
         log.write(j);
-        if (g_stop_signal) {
-            printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
-            if (save(step + 1)) {
-                printf("resume with the same command plus --resume 1\n");
-                return 0;
-            }
-            printf("%s\n", tc.out_dir.empty() ? "no --out_dir, nothing saved" : "the checkpoint could not be written");
-            return tc.out_dir.empty() ? 0 : 1;
-        }
+        int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save);
+        if (rc >= 0) return rc;
         if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
     }
     do_val(tc.steps);

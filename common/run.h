@@ -17,7 +17,13 @@
 #include "checkpoint.h"
 #include "dataloader.h"
 #include "flags.h"
+#include "logger.h"
 #include "util.h"
+
+// Set from the SIGINT/SIGTERM handler: the one global a trainer has (a signal
+// handler can reach nothing else). The loop checks it after each step.
+inline volatile sig_atomic_t g_stop_signal = 0;
+inline void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 // Precision of a run: the CPU trainer is always fp32; the CUDA trainer's --precision.
 enum Precision { PREC_FP32 = 0, PREC_BF16 = 1, PREC_PURE_BF16 = 2 };
@@ -95,7 +101,32 @@ inline float clip_scale(float norm, float clip) {
     return std::min(1.f, clip / (norm + 1e-6f));
 }
 
-// Set from the SIGINT/SIGTERM handler: the one global a trainer has (a signal
-// handler can reach nothing else). The loop checks it after each step.
-inline volatile sig_atomic_t g_stop_signal = 0;
-inline void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// The log line of one optimizer step (docs/FORMATS.md, "Training log"); the
+// per-layer fields are added by add_layer_norms on the steps that log them.
+inline JsonLine step_json(long step, double loss, float norm, float lr, double ms, double tok_s, bool finite, int skipped_total) {
+    JsonLine j;
+    j.str("kind", "step").i("step", step).f("loss", loss).f("grad_norm", norm).f("lr", lr).f("ms", ms).f("tok_per_s", tok_s);
+    if (!finite) j.i("skipped", 1).i("skipped_total", skipped_total);
+    return j;
+}
+// has_head = false for a head tied to the embedding (gpt), whose norm is in emb.
+inline void add_layer_norms(JsonLine& j, const std::vector<float>& layers, float emb, float final_norm, bool has_head,
+                            float head) {
+    j.arr("layer_grad_norms", layers).f("emb_grad_norm", emb).f("final_norm_grad_norm", final_norm);
+    if (has_head) j.f("head_grad_norm", head);
+}
+
+// After a step: on SIGINT/SIGTERM, checkpoint the state after `steps_done` steps
+// with save() and say how to resume. Returns the exit code, or -1 to go on.
+template <typename SaveFn>
+inline int stop_if_signalled(long steps_done, bool have_out_dir, SaveFn save) {
+    if (!g_stop_signal) return -1;
+    printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", steps_done);
+    if (save(steps_done)) {
+        printf("resume with the same command plus --resume 1\n");
+        return 0;
+    }
+    printf("%s\n", have_out_dir ? "the checkpoint could not be written" : "no --out_dir, nothing saved");
+    return have_out_dir ? 1 : 0;
+}
