@@ -1087,25 +1087,11 @@ int main(int argc, char** argv) {
         loss /= accum;
         if (step == tc.inject_nan_at) model.grads[model.grads.size() / 2] = NAN;
         std::vector<double> sq = model.grad_sq_per_tensor();
-        double tot = 0.0;
-        for (double x : sq) tot += x;
-        float norm = (float)sqrt(tot);
+        float norm = global_norm(sq);
         float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
         bool finite = std::isfinite(loss) && std::isfinite(norm);
-        if (finite) {
-            model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
-        } else if (tc.nonfinite == "stop") {
-            printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1,
-                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm);
-            bool saved = save(step);
-            std::string where = saved ? " (last good state saved to " + ckpt_path(tc.out_dir, step) + ")"
-                                : tc.out_dir.empty() ? " (no --out_dir: nothing saved)" : " (the checkpoint could not be written)";
-            fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1, where.c_str());
-        } else {
-            skipped++;
-            printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1,
-                   std::isfinite(loss) ? "gradient norm" : "loss", loss, norm, skipped);
-        }
+        if (finite) model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
+        else handle_nonfinite(step, loss, norm, tc, &skipped, save);
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
         double tok_s = tc.total_batch / (ms / 1000.0);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -129,4 +130,29 @@ inline int stop_if_signalled(long steps_done, bool have_out_dir, SaveFn save) {
     }
     printf("%s\n", have_out_dir ? "the checkpoint could not be written" : "no --out_dir, nothing saved");
     return have_out_dir ? 1 : 0;
+}
+
+// sqrt of the sum of per-tensor squared gradient norms: the global gradient norm.
+inline float global_norm(const std::vector<double>& sq) {
+    double tot = 0.0;
+    for (double x : sq) tot += x;
+    return (float)sqrt(tot);
+}
+
+// A step whose loss or gradient norm is not finite (--nonfinite): with "stop",
+// checkpoint the last good state (after `step` updates) with save() and exit 1;
+// with "skip", count it in *skipped and go on without the update.
+template <typename SaveFn>
+inline void handle_nonfinite(long step, double loss, float norm, const TrainConfig& tc, int* skipped, SaveFn save) {
+    const char* what = std::isfinite(loss) ? "gradient norm" : "loss";
+    if (tc.nonfinite == "stop") {
+        printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1, what, loss, norm);
+        bool saved = save(step);
+        std::string where = saved ? " (last good state saved to " + ckpt_path(tc.out_dir, step) + ")"
+                            : tc.out_dir.empty() ? " (no --out_dir: nothing saved)" : " (the checkpoint could not be written)";
+        fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1, where.c_str());
+    }
+    (*skipped)++;
+    printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1, what, loss, norm,
+           *skipped);
 }
