@@ -63,9 +63,9 @@ $(BUILD)/test_gpt_asan: test_gpt.cpp train_gpt.cpp $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(SAN_FLAGS) $(OMPFLAGS) $(BLAS_FLAGS) $< -o $@ $(BLAS_LIBS) -lm
 
 # unit tests of the shared host code (shards, loader, checkpoints, flags, schedule)
-$(BUILD)/test_host: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
+$(BUILD)/test_host: dev/unit/test_host.cpp dev/unit/unit_test.h $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(CXXFLAGS) $< -o $@
-$(BUILD)/test_host_asan: dev/unit/test_host.cpp $(HOST_HEADERS) | $(BUILD)
+$(BUILD)/test_host_asan: dev/unit/test_host.cpp dev/unit/unit_test.h $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(SAN_FLAGS) $< -o $@
 
 # libFuzzer targets for the binary readers (clang; run by tests/reliability.sh)

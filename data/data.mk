@@ -5,7 +5,7 @@
 
 TEST_DEPS += $(BUILD)/test_tokenizer $(BUILD)/test_tokenizer_asan
 
-$(BUILD)/test_tokenizer: dev/unit/test_tokenizer.cpp $(HOST_HEADERS) | $(BUILD)
+$(BUILD)/test_tokenizer: dev/unit/test_tokenizer.cpp dev/unit/unit_test.h $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(CXXFLAGS) $< -o $@
-$(BUILD)/test_tokenizer_asan: dev/unit/test_tokenizer.cpp $(HOST_HEADERS) | $(BUILD)
+$(BUILD)/test_tokenizer_asan: dev/unit/test_tokenizer.cpp dev/unit/unit_test.h $(HOST_HEADERS) | $(BUILD)
 	$(CXX) $(SAN_FLAGS) $< -o $@

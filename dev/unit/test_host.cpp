@@ -11,44 +11,20 @@
 #include "../../common/dataloader.h"
 #include "../../common/flags.h"
 #include "../../common/schedule.h"
-
-static int g_checks = 0, g_fail = 0;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        g_checks++;                                                                  \
-        if (!(cond)) { g_fail++; printf("  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "unit_test.h"
 
 // Run fn in a child; require a non-zero exit and `want` in its stderr.
 static void expect_fatal(const char* what, const std::function<void()>& fn, const std::string& want) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) { perror("pipe"); exit(2); }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pipefd[1], 2);
-        close(pipefd[0]);
-        fn();
-        _exit(0);
-    }
-    close(pipefd[1]);
-    std::string err;
-    char buf[512];
-    ssize_t n;
-    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) err.append(buf, n);
-    close(pipefd[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    bool exited_nonzero = WIFEXITED(st) && WEXITSTATUS(st) != 0;
+    ChildResult r = run_in_child(fn);
     // the error is the last line (warnings may come before it), one line, "error: ..."
-    if (!err.empty() && err.back() == '\n') err.pop_back();
+    std::string err = r.err;
     size_t nl = err.rfind('\n');
     if (nl != std::string::npos) err = err.substr(nl + 1);
-    bool ok = exited_nonzero && err.rfind("error: ", 0) == 0 && err.find(want) != std::string::npos;
+    bool ok = r.exited_nonzero && err.rfind("error: ", 0) == 0 && err.find(want) != std::string::npos;
     g_checks++;
     if (!ok) g_fail++;
     printf("  %-4s %-40s -> %s\n", ok ? "ok" : "FAIL", what, err.c_str());
-    if (!ok) printf("       wanted a last line 'error: ...' containing '%s' and a non-zero exit (status %d)\n", want.c_str(), st);
+    if (!ok) printf("       wanted a last line 'error: ...' containing '%s' and a non-zero exit (status %d)\n", want.c_str(), r.status);
 }
 
 static std::vector<int32_t> iota_tokens(int n, int mod, int base = 0) {

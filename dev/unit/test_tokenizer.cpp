@@ -10,45 +10,21 @@
 
 #include "../../common/dataloader.h"
 #include "../../common/tokenizer.h"
-
-static int g_checks = 0, g_fail = 0;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        g_checks++;                                                                  \
-        if (!(cond)) { g_fail++; printf("  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "unit_test.h"
 
 // Run fn in a child; require a non-zero exit and a last stderr line "error: ..." containing `want`.
 static void expect_fatal(const char* what, const std::function<void()>& fn, const std::string& want,
                          const std::string& file = "") {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) { perror("pipe"); exit(2); }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pipefd[1], 2);
-        close(pipefd[0]);
-        fn();
-        _exit(0);
-    }
-    close(pipefd[1]);
-    std::string err;
-    char buf[512];
-    ssize_t n;
-    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) err.append(buf, n);
-    close(pipefd[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    bool exited_nonzero = WIFEXITED(st) && WEXITSTATUS(st) != 0;
-    if (!err.empty() && err.back() == '\n') err.pop_back();
+    ChildResult r = run_in_child(fn);
+    const std::string& err = r.err;
     bool one_line = err.find('\n') == std::string::npos;
     bool names_file = file.empty() || err.rfind("error: " + file + ": ", 0) == 0;
-    bool ok = exited_nonzero && one_line && names_file && err.rfind("error: ", 0) == 0 && err.find(want) != std::string::npos;
+    bool ok = r.exited_nonzero && one_line && names_file && err.rfind("error: ", 0) == 0 && err.find(want) != std::string::npos;
     g_checks++;
     if (!ok) g_fail++;
     printf("  %-4s %-34s -> %s\n", ok ? "ok" : "FAIL", what, err.c_str());
     if (!ok) printf("       wanted one line 'error: %s: ...' containing '%s' and a non-zero exit (status %d)\n", file.c_str(),
-                      want.c_str(), st);
+                      want.c_str(), r.status);
 }
 
 // A tokenizer file from a header and raw token records.
