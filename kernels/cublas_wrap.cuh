@@ -22,6 +22,21 @@
 // (cuBLASLt's m) to every column of out^T, that is, to every row of out.
 //
 // fp32 GEMMs use exact fp32 (CUBLAS_COMPUTE_32F) unless gemm_allow_tf32(true) is called.
+//
+// Plan cache (GPU build only). Building a cuBLASLt call - a matmul descriptor, three matrix
+// layouts, a preference and above all the cublasLtMatmulAlgoGetHeuristic query - costs tens of
+// microseconds of host time, and a training step makes hundreds of GEMM calls over a few
+// dozen distinct shapes. So the first gemm() of a shape builds a Plan (descriptor, layouts,
+// chosen algorithm) and keeps it in gemm_detail::plans, next to the handle; later calls with
+// the same PlanKey only set the bias pointer on the cached descriptor (cuBLASLt reads the
+// descriptor's attributes when cublasLtMatmul is called, so the pointer may change between
+// calls) and call cublasLtMatmul. The key is the call's shape and options: data type,
+// compute type (the tf32 flag at the time of the call), M, N, K, transA, transB, bias or not
+// (not its pointer), accumulate (beta; the heuristic does not see it, so it only splits
+// plans), batch count and the three strides (0 for a single batch, where they are unused).
+// Data pointers are not in the key, as they never reached the heuristic before either (its
+// alignment assumption is the preference's default). gemm_shutdown() destroys every plan
+// along with the handle. The cache is not thread-safe: gemm() is called from one host thread.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +45,9 @@
 
 #if !defined(CUDA_EMU)
 #include <cublasLt.h>
+
+#include <functional>
+#include <unordered_map>
 
 inline void cublas_check(cublasStatus_t status, const char* file, int line) {
     if (status != CUBLAS_STATUS_SUCCESS) {
@@ -47,6 +65,103 @@ inline bool allow_tf32 = false;
 template <typename T> constexpr cudaDataType_t dtype();
 template <> constexpr cudaDataType_t dtype<float>() { return CUDA_R_32F; }
 template <> constexpr cudaDataType_t dtype<__nv_bfloat16>() { return CUDA_R_16BF; }
+
+// the plan cache (see the top of this file)
+struct PlanKey {
+    cudaDataType_t dt;
+    cublasComputeType_t compute;
+    int M, N, K;
+    bool transA, transB, has_bias, accumulate;
+    int batch_count;
+    long long strideA, strideB, strideOut;  // 0 when batch_count == 1 (unused then)
+    bool operator==(const PlanKey& o) const {
+        return dt == o.dt && compute == o.compute && M == o.M && N == o.N && K == o.K && transA == o.transA &&
+               transB == o.transB && has_bias == o.has_bias && accumulate == o.accumulate && batch_count == o.batch_count &&
+               strideA == o.strideA && strideB == o.strideB && strideOut == o.strideOut;
+    }
+};
+struct PlanKeyHash {
+    size_t operator()(const PlanKey& k) const {
+        size_t h = 0;
+        auto mix = [&h](long long v) { h ^= std::hash<long long>()(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2); };
+        mix(k.dt);
+        mix(k.compute);
+        mix(k.M);
+        mix(k.N);
+        mix(k.K);
+        mix(k.transA | (k.transB << 1) | (k.has_bias << 2) | (k.accumulate << 3));
+        mix(k.batch_count);
+        mix(k.strideA);
+        mix(k.strideB);
+        mix(k.strideOut);
+        return h;
+    }
+};
+struct Plan {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;  // cuBLASLt's A (our B), B (our A), C = D (out)
+    cublasLtMatmulAlgo_t algo;
+};
+// An unordered_map rather than a vector with linear search: a step has a few dozen shapes,
+// where either would do, but evaluation or sampling at other sequence lengths adds more and
+// the map's lookup does not grow with them. Its values never move, so a Plan& stays valid.
+inline std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
+
+// build the plan of key: descriptor, layouts and the heuristic's first choice
+inline Plan make_plan(const PlanKey& key) {
+    Plan p;
+    cublasCheck(cublasLtMatmulDescCreate(&p.desc, key.compute, CUDA_R_32F));
+    // cuBLASLt's A is our B, its B is our A (see the top of this file)
+    const cublasOperation_t opA = key.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opB = key.transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
+    if (key.has_bias) {  // the bias pointer itself is set by every gemm() call
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+        cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &key.dt, sizeof(key.dt)));
+    }
+    // column-major layouts of the stored matrices
+    const int M = key.M, N = key.N, K = key.K;
+    const cudaDataType_t dt = key.dt;
+    cublasCheck(key.transB ? cublasLtMatrixLayoutCreate(&p.la, dt, K, N, K) : cublasLtMatrixLayoutCreate(&p.la, dt, N, K, N));
+    cublasCheck(key.transA ? cublasLtMatrixLayoutCreate(&p.lb, dt, M, K, M) : cublasLtMatrixLayoutCreate(&p.lb, dt, K, M, K));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.lc, dt, N, M, N));
+    if (key.batch_count > 1) {
+        const int64_t strides[3] = {key.strideB, key.strideA, key.strideOut};
+        const cublasLtMatrixLayout_t ls[3] = {p.la, p.lb, p.lc};
+        for (int i = 0; i < 3; i++) {
+            cublasCheck(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &key.batch_count,
+                                                         sizeof(key.batch_count)));
+            cublasCheck(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                         sizeof(int64_t)));
+        }
+    }
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                                     sizeof(workspace_bytes)));
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    cublasCheck(cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &heur, &found));
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    if (found == 0) {
+        fprintf(stderr, "gemm: no cuBLASLt algorithm for M=%d N=%d K=%d transA=%d transB=%d bias=%d batch=%d\n", M, N, K,
+                (int)key.transA, (int)key.transB, (int)key.has_bias, key.batch_count);
+        exit(EXIT_FAILURE);
+    }
+    p.algo = heur.algo;
+    return p;
+}
+inline void destroy_plans() {
+    for (auto& kv : plans) {
+        cublasCheck(cublasLtMatrixLayoutDestroy(kv.second.la));
+        cublasCheck(cublasLtMatrixLayoutDestroy(kv.second.lb));
+        cublasCheck(cublasLtMatrixLayoutDestroy(kv.second.lc));
+        cublasCheck(cublasLtMatmulDescDestroy(kv.second.desc));
+    }
+    plans.clear();
+}
 }  // namespace gemm_detail
 #endif
 
@@ -61,6 +176,7 @@ inline void gemm_init() {
 inline void gemm_shutdown() {
 #if !defined(CUDA_EMU)
     if (!gemm_detail::handle) return;
+    gemm_detail::destroy_plans();
     cublasCheck(cublasLtDestroy(gemm_detail::handle));
     cudaCheck(cudaFree(gemm_detail::workspace));
     gemm_detail::handle = nullptr;
@@ -104,54 +220,27 @@ void gemm(T* out, const T* A, const T* B, const T* bias, int M, int N, int K, bo
 #else
     using namespace gemm_detail;
     gemm_init();
-    const cudaDataType_t dt = dtype<T>();
-    const cublasComputeType_t compute =
-        (sizeof(T) == 4 && allow_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    cublasLtMatmulDesc_t desc;
-    cublasCheck(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
-    // cuBLASLt's A is our B, its B is our A (see the top of this file)
-    const cublasOperation_t opA = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const cublasOperation_t opB = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)));
-    if (bias) {
-        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof(dt)));
-    }
-    // column-major layouts of the stored matrices
-    cublasLtMatrixLayout_t la, lb, lc;
-    cublasCheck(transB ? cublasLtMatrixLayoutCreate(&la, dt, K, N, K) : cublasLtMatrixLayoutCreate(&la, dt, N, K, N));
-    cublasCheck(transA ? cublasLtMatrixLayoutCreate(&lb, dt, M, K, M) : cublasLtMatrixLayoutCreate(&lb, dt, K, M, K));
-    cublasCheck(cublasLtMatrixLayoutCreate(&lc, dt, N, M, N));
-    if (batch_count > 1) {
-        const int64_t strides[3] = {strideB, strideA, strideOut};
-        cublasLtMatrixLayout_t ls[3] = {la, lb, lc};
-        for (int i = 0; i < 3; i++) {
-            cublasCheck(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch_count, sizeof(batch_count)));
-            cublasCheck(cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i], sizeof(int64_t)));
-        }
-    }
-    cublasLtMatmulPreference_t pref;
-    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
-                                                     sizeof(workspace_bytes)));
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
-    cublasCheck(cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, lc, lc, pref, 1, &heur, &found));
-    if (found == 0) {
-        fprintf(stderr, "gemm: no cuBLASLt algorithm for M=%d N=%d K=%d transA=%d transB=%d bias=%d batch=%d\n", M, N, K, (int)transA,
-                (int)transB, bias != nullptr, batch_count);
-        exit(EXIT_FAILURE);
-    }
+    PlanKey key;
+    key.dt = dtype<T>();
+    key.compute = (sizeof(T) == 4 && allow_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    key.M = M;
+    key.N = N;
+    key.K = K;
+    key.transA = transA;
+    key.transB = transB;
+    key.has_bias = bias != nullptr;
+    key.accumulate = accumulate;
+    key.batch_count = batch_count;
+    key.strideA = batch_count > 1 ? strideA : 0;
+    key.strideB = batch_count > 1 ? strideB : 0;
+    key.strideOut = batch_count > 1 ? strideOut : 0;
+    auto it = plans.find(key);
+    if (it == plans.end()) it = plans.emplace(key, make_plan(key)).first;
+    const Plan& p = it->second;
+    if (bias)
+        cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasCheck(cublasLtMatmul(handle, desc, &alpha, B, la, A, lb, &beta, out, lc, out, lc, &heur.algo, workspace, workspace_bytes,
-                               stream));
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    cublasCheck(cublasLtMatrixLayoutDestroy(la));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lb));
-    cublasCheck(cublasLtMatrixLayoutDestroy(lc));
-    cublasCheck(cublasLtMatmulDescDestroy(desc));
+    cublasCheck(cublasLtMatmul(handle, p.desc, &alpha, B, p.la, A, p.lb, &beta, out, p.lc, out, p.lc, &p.algo, workspace,
+                               workspace_bytes, stream));
 #endif
 }

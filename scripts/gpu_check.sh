@@ -80,7 +80,9 @@ for t in $KT; do
   if [ ! -x "$B/kernels/nvcc/$t" ]; then say "FAIL kernels $t (not built)"; continue; fi
   if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else say "FAIL kernels $t (see $log)"; fails=$((fails+1)); fi
 done
-if "$B/kernels/nvcc/bug_shfl" 2>&1 | grep -q MISMATCH; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
+# (into a file first: `| grep -q` would end the pipe early and pipefail would count SIGPIPE)
+"$B/kernels/nvcc/bug_shfl" > "$OUT_DIR/bug_shfl.log" 2>&1
+if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"

@@ -494,7 +494,10 @@ void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t
         grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "cuda_emu: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n", grid.x, grid.y, grid.z, block.x,
                 block.y, block.z);
-        tl_last_error = cudaErrorInvalidConfiguration;
+        // as CUDA 13.0 on an H200 answers (scripts/gpu_check.sh, test_emu): a block over the
+        // thread limits is cudaErrorInvalidValue; other bad shapes cudaErrorInvalidConfiguration
+        const bool bad_block = nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64;
+        tl_last_error = bad_block ? cudaErrorInvalidValue : cudaErrorInvalidConfiguration;
         return;
     }
     size_t smem_limit = 48 * 1024;

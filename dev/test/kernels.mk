@@ -16,7 +16,7 @@ KBUILD      := $(BUILD)/kernels
 
 # tests that must pass (every flavour), and planted-bug tests that must be caught, each
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_gemm test_emu test_attention
+KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
 KBUG_FLAVOR_bug_nosync    := tsan
 KBUG_FLAVOR_bug_oob       := asan
@@ -59,7 +59,7 @@ $(eval $(call KEMU_RULES,gxx,GXX))
 $(eval $(call KEMU_RULES,tsan,TSAN))
 $(eval $(call KEMU_RULES,asan,ASAN))
 
--include $(wildcard $(KBUILD)/*/*.d)
+-include $(wildcard $(KBUILD)/*/*.d $(KBUILD)/nvcc/gate/*.d)
 
 # ---------------------------------------------------------------------------------------
 # nvcc gates: each .cu compiles once (host once, device for both archs) to a cached object;
