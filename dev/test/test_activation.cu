@@ -1,0 +1,274 @@
+// test_activation.cu - kernels/activation.cuh (GELU and SwiGLU, forward and backward)
+// against a double-precision CPU reference, storage fp32 and bf16.
+// Sizes take the 16-byte vector path (n and F multiples of 8), the scalar path (odd n,
+// F = 13, F = 1) and the split case (n, F multiples of 4 but not of 8: fp32 vector, bf16
+// scalar). Inputs include large |x| (+-8, +-5, +-3) and values near 0 (0, +-1e-3, +-1e-6).
+// Every operand lives in a buffer one element longer than it; at element 0 it is 16-byte
+// aligned (cudaMalloc), at element 1 misaligned, which forces the wrapper onto the scalar
+// path. Each op runs with all operands aligned, all misaligned, and one operand misaligned at
+// a time (so a missing alignment check shows as a misaligned vector access, caught by UBSan
+// in the asan flavour and by the GPU); all runs must be bitwise identical, as must direct
+// launches of the VEC = 16 / sizeof(T) and VEC = 1 kernels. Outputs are poisoned (NaN)
+// first and the element of the buffer outside the operand must stay poisoned.
+// Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
+// non-zero on any mismatch.
+// Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
+#include <functional>
+
+#include "test_util.h"
+
+#include "../../kernels/activation.cuh"
+
+struct Tol {
+    double atol, rtol;
+};
+
+// fp64 references (formulas of activation.cuh's header comment)
+static const double SQRT_2_OVER_PI = std::sqrt(2.0 / 3.14159265358979323846);
+static double ref_gelu(double x) { return 0.5 * x * (1.0 + std::tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))); }
+static double ref_gelu_grad(double x) {
+    const double th = std::tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+}
+static double ref_sigmoid(double g) { return 1.0 / (1.0 + std::exp(-g)); }
+
+// one operand of n elements in a buffer of n + 1, at element `off` (0: 16-byte aligned,
+// 1: misaligned by one element); the buffer starts poisoned
+template <typename T>
+struct Slot {
+    DeviceBuffer<T> buf;
+    size_t n;
+    int off;
+    Slot(size_t count, int offset) : buf(count + 1), n(count), off(offset) { buf.poison(); }
+    T* ptr() const { return buf.ptr + off; }
+    void upload(const std::vector<float>& v) {
+        std::vector<T> h(n);
+        for (size_t i = 0; i < n; i++) h[i] = host_from_float<T>(v[i]);
+        cudaCheck(cudaMemcpy(ptr(), h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    std::vector<unsigned char> bytes() const {
+        std::vector<unsigned char> all = buf.bytes();
+        return std::vector<unsigned char>(all.begin() + off * sizeof(T), all.begin() + (off + n) * sizeof(T));
+    }
+    std::vector<float> download() const {
+        std::vector<unsigned char> b = bytes();
+        std::vector<float> v(n);
+        for (size_t i = 0; i < n; i++) {
+            T x;
+            std::memcpy(&x, &b[i * sizeof(T)], sizeof(T));
+            v[i] = host_to_float(x);
+        }
+        return v;
+    }
+    // the element outside the operand still holds the poison (0xFF bytes)
+    bool guard_intact() const {
+        std::vector<unsigned char> all = buf.bytes();
+        const size_t g = (off ? 0 : n) * sizeof(T);
+        for (size_t k = 0; k < sizeof(T); k++)
+            if (all[g + k] != 0xFF) return false;
+        return true;
+    }
+};
+
+// random normal(0, 2) with special values mixed in (also inside vectors, not only at the start)
+static std::vector<float> make_input(Rng& rng, size_t n) {
+    static const float special[] = {8.0f, -8.0f, 0.0f, 1e-3f, -1e-3f, 1e-6f, -1e-6f, 5.0f, -5.0f, 3.0f, -3.0f, 0.5f, -0.5f};
+    const size_t ns = sizeof(special) / sizeof(special[0]);
+    std::vector<float> v = rng.normal(n, 0.0f, 2.0f);
+    for (size_t i = 0; i < n; i++)
+        if (i < ns) v[i] = special[i];
+        else if (i % 5 == 3) v[i] = special[(i / 5) % ns];
+    return v;
+}
+
+// one op: `run(misalign_mask)` allocates its operand slots (operand k misaligned if bit k
+// is set), runs the wrapper, checks the guards and returns the output slots' bytes
+struct OpResult {
+    std::vector<std::vector<unsigned char>> out_bytes;
+    std::vector<std::vector<float>> out_vals;
+};
+
+static void check_runs(Checker& ck, const std::string& tag, int n_operands, const std::function<OpResult(int, int)>& run,
+                       const std::vector<std::string>& out_names, const std::vector<std::vector<double>>& refs, const Tol& tol) {
+    // all aligned (the vector path where the sizes allow): against the reference
+    const OpResult base = run(0, 0);
+    for (size_t k = 0; k < out_names.size(); k++) ck.check(tag + " " + out_names[k], base.out_vals[k], refs[k], tol.atol, tol.rtol);
+    // all misaligned (scalar path), then one operand misaligned at a time: bitwise equal
+    std::vector<std::pair<int, std::string>> variants = {{(1 << n_operands) - 1, "all misaligned"}};
+    if (n_operands > 1)
+        for (int k = 0; k < n_operands; k++) variants.push_back({1 << k, "operand " + std::to_string(k) + " misaligned"});
+    for (const auto& v : variants) {
+        const OpResult r = run(v.first, 0);
+        for (size_t k = 0; k < out_names.size(); k++)
+            ck.check_equal_bytes(tag + " " + out_names[k] + " " + v.second + " == aligned", base.out_bytes[k], r.out_bytes[k]);
+    }
+    // the kernels launched directly, VEC = 16 / sizeof(T) (when the sizes allow) and VEC = 1
+    for (int direct : {1, 2}) {
+        const OpResult r = run(0, direct);
+        if (r.out_bytes.empty()) continue;  // sizes do not allow the vector kernel
+        for (size_t k = 0; k < out_names.size(); k++)
+            ck.check_equal_bytes(tag + " " + out_names[k] + (direct == 1 ? " vector kernel" : " scalar kernel") + " == wrapper",
+                                 base.out_bytes[k], r.out_bytes[k]);
+    }
+}
+
+template <typename T>
+static bool check_guards(Checker& ck, const std::string& tag, std::initializer_list<const Slot<T>*> outs) {
+    bool ok = true;
+    for (const Slot<T>* s : outs) ok = ok && s->guard_intact();
+    if (!ok) {
+        ck.checked++;
+        ck.failed++;
+        printf("  %-44s MISMATCH: element outside the output was written\n", tag.c_str());
+    }
+    return ok;
+}
+
+template <typename T>
+static void run_gelu(Checker& ck, Rng& rng, size_t n) {
+    constexpr int VEC = 16 / sizeof(T);
+    const bool bf16 = sizeof(T) == 2;
+    // fp32: a few ulp of fp32 math (tanhf, and the 1 +- tanh cancellation, absolute at |x| * 2^-24);
+    // bf16: the same plus one rounding of the result to bf16 (unit roundoff 2^-8 = 3.9e-3 relative)
+    const Tol t_fwd = bf16 ? Tol{1e-5, 8e-3} : Tol{2e-6, 2e-6};
+    const Tol t_bwd = bf16 ? Tol{2e-5, 8e-3} : Tol{5e-6, 2e-6};
+    char tag[96];
+    snprintf(tag, sizeof tag, "%s gelu n=%zu (%s)", type_name<T>(), n, n % VEC == 0 ? "vector" : "scalar");
+    printf("%s\n", tag);
+    const std::vector<float> x = round_to<T>(make_input(rng, n));
+    const std::vector<float> dy = round_to<T>(rng.normal(n));
+    std::vector<double> y_ref(n), dx_ref(n);
+    for (size_t i = 0; i < n; i++) {
+        y_ref[i] = ref_gelu(x[i]);
+        dx_ref[i] = (double)dy[i] * ref_gelu_grad(x[i]);
+    }
+    const std::string base = std::string(type_name<T>()) + " n=" + std::to_string(n);
+
+    // forward: operands 0 = out, 1 = inp; direct 1 = vector kernel, 2 = scalar kernel
+    auto fwd = [&](int mis, int direct) -> OpResult {
+        if (direct == 1 && n % VEC != 0) return {};
+        Slot<T> out(n, mis & 1), inp(n, (mis >> 1) & 1);
+        inp.upload(x);
+        if (direct == 1)
+            launch_kernel(gelu_forward_kernel<T, VEC>, grid_stride_blocks(n / VEC, EW_BLOCK), EW_BLOCK, 0, 0, out.ptr(), inp.ptr(), n);
+        else if (direct == 2)
+            launch_kernel(gelu_forward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, 0, out.ptr(), inp.ptr(), n);
+        else
+            gelu_forward<T>(out.ptr(), inp.ptr(), n, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_guards<T>(ck, base + " gelu fwd guard", {&out});
+        return {{out.bytes()}, {out.download()}};
+    };
+    check_runs(ck, "gelu fwd", 2, fwd, {"out"}, {y_ref}, t_fwd);
+
+    // backward: operands 0 = dinp, 1 = inp, 2 = dout
+    auto bwd = [&](int mis, int direct) -> OpResult {
+        if (direct == 1 && n % VEC != 0) return {};
+        Slot<T> dinp(n, mis & 1), inp(n, (mis >> 1) & 1), dout(n, (mis >> 2) & 1);
+        inp.upload(x);
+        dout.upload(dy);
+        if (direct == 1)
+            launch_kernel(gelu_backward_kernel<T, VEC>, grid_stride_blocks(n / VEC, EW_BLOCK), EW_BLOCK, 0, 0, dinp.ptr(), inp.ptr(),
+                          dout.ptr(), n);
+        else if (direct == 2)
+            launch_kernel(gelu_backward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, 0, dinp.ptr(), inp.ptr(), dout.ptr(), n);
+        else
+            gelu_backward<T>(dinp.ptr(), inp.ptr(), dout.ptr(), n, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_guards<T>(ck, base + " gelu bwd guard", {&dinp});
+        return {{dinp.bytes()}, {dinp.download()}};
+    };
+    check_runs(ck, "gelu bwd", 3, bwd, {"dinp"}, {dx_ref}, t_bwd);
+}
+
+template <typename T>
+static void run_swiglu(Checker& ck, Rng& rng, int N, int F) {
+    constexpr int VEC = 16 / sizeof(T);
+    const bool bf16 = sizeof(T) == 2;
+    const Tol t_fwd = bf16 ? Tol{1e-5, 8e-3} : Tol{2e-6, 2e-6};
+    const Tol t_bwd = bf16 ? Tol{2e-5, 8e-3} : Tol{5e-6, 2e-6};
+    char tag[96];
+    snprintf(tag, sizeof tag, "%s swiglu N=%d F=%d (%s)", type_name<T>(), N, F, F % VEC == 0 ? "vector" : "scalar");
+    printf("%s\n", tag);
+    const size_t n = (size_t)N * F;
+    const std::vector<float> fc = round_to<T>(make_input(rng, 2 * n));
+    const std::vector<float> dy = round_to<T>(rng.normal(n));
+    std::vector<double> y_ref(n), dfc_ref(2 * n);
+    for (int r = 0; r < N; r++)
+        for (int c = 0; c < F; c++) {
+            const size_t i = (size_t)r * F + c, gi = (size_t)r * 2 * F + c, ui = gi + F;
+            const double g = fc[gi], u = fc[ui], s = ref_sigmoid(g);
+            y_ref[i] = g * s * u;
+            dfc_ref[gi] = dy[i] * u * s * (1.0 + g * (1.0 - s));
+            dfc_ref[ui] = dy[i] * g * s;
+        }
+    const std::string base = std::string(type_name<T>()) + " N=" + std::to_string(N) + " F=" + std::to_string(F);
+
+    // forward: operands 0 = out, 1 = fc
+    auto fwd = [&](int mis, int direct) -> OpResult {
+        if (direct == 1 && F % VEC != 0) return {};
+        Slot<T> out(n, mis & 1), fcs(2 * n, (mis >> 1) & 1);
+        fcs.upload(fc);
+        if (direct == 1)
+            launch_kernel(swiglu_forward_kernel<T, VEC>, grid_stride_blocks(n / VEC, EW_BLOCK), EW_BLOCK, 0, 0, out.ptr(), fcs.ptr(), N, F);
+        else if (direct == 2)
+            launch_kernel(swiglu_forward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, 0, out.ptr(), fcs.ptr(), N, F);
+        else
+            swiglu_forward<T>(out.ptr(), fcs.ptr(), N, F, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_guards<T>(ck, base + " swiglu fwd guard", {&out});
+        return {{out.bytes()}, {out.download()}};
+    };
+    check_runs(ck, "swiglu fwd", 2, fwd, {"out"}, {y_ref}, t_fwd);
+
+    // backward: operands 0 = dfc, 1 = fc, 2 = dout
+    auto bwd = [&](int mis, int direct) -> OpResult {
+        if (direct == 1 && F % VEC != 0) return {};
+        Slot<T> dfc(2 * n, mis & 1), fcs(2 * n, (mis >> 1) & 1), dout(n, (mis >> 2) & 1);
+        fcs.upload(fc);
+        dout.upload(dy);
+        if (direct == 1)
+            launch_kernel(swiglu_backward_kernel<T, VEC>, grid_stride_blocks(n / VEC, EW_BLOCK), EW_BLOCK, 0, 0, dfc.ptr(), fcs.ptr(),
+                          dout.ptr(), N, F);
+        else if (direct == 2)
+            launch_kernel(swiglu_backward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, 0, dfc.ptr(), fcs.ptr(), dout.ptr(), N, F);
+        else
+            swiglu_backward<T>(dfc.ptr(), fcs.ptr(), dout.ptr(), N, F, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_guards<T>(ck, base + " swiglu bwd guard", {&dfc});
+        return {{dfc.bytes()}, {dfc.download()}};
+    };
+    check_runs(ck, "swiglu bwd", 3, bwd, {"dfc"}, {dfc_ref}, t_bwd);
+}
+
+int main(int argc, char** argv) {
+    skip_without_device("test_activation");
+    Rng rng(test_seed());
+    {  // the aligned runs rely on cudaMalloc's alignment
+        DeviceBuffer<float> probe(3);
+        if (!is_aligned(probe.ptr, 16)) {
+            printf("FAIL: cudaMalloc returned %p, not 16-byte aligned\n", (void*)probe.ptr);
+            return 1;
+        }
+    }
+    // GELU n: vector (multiples of 8, one vector), scalar (odd, 1), fp32 vector / bf16 scalar (4 mod 8)
+    std::vector<size_t> gelu_n = {4096, 1000, 8, 1001, 1, 4100};
+    // SwiGLU (N, F): vector (F multiple of 8), scalar (F = 13, F = 1), fp32 vector / bf16 scalar (F = 12)
+    std::vector<std::pair<int, int>> swiglu_nf = {{32, 64}, {37, 24}, {1, 8}, {5, 13}, {3, 1}, {9, 12}};
+    if (argc > 1 && std::string(argv[1]) == "--big") {  // GPU only
+        gelu_n.push_back((size_t)50 << 20);
+        swiglu_nf.push_back({8192, 3072});
+    }
+    Checker ck;
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t n : gelu_n) {
+        run_gelu<float>(ck, rng, n);
+        run_gelu<__nv_bfloat16>(ck, rng, n);
+    }
+    for (const auto& nf : swiglu_nf) {
+        run_swiglu<float>(ck, rng, nf.first, nf.second);
+        run_swiglu<__nv_bfloat16>(ck, rng, nf.first, nf.second);
+    }
+    printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return ck.finish("test_activation");
+}
