@@ -37,6 +37,7 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include "common/config.h"
 #include "common/dataloader.h"
 #include "common/flags.h"
+#include "common/init.h"
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
@@ -540,23 +541,7 @@ struct Model {
     }
 
     // The paper's initialisation (see dev/model.py Model.reset_parameters).
-    void random_init(uint64_t seed) {
-        Rng rng(seed);
-        for (const ParamTensor& p : table.t) {
-            float* w = params.data() + p.offset;
-            bool is_norm_w = p.name.find("norm") != std::string::npos && p.name.back() == 'w';
-            bool is_bias = p.name.size() > 2 && p.name.substr(p.name.size() - 2) == ".b";
-            if (is_norm_w) { std::fill(w, w + p.numel(), 1.f); continue; }
-            if (is_bias) { std::fill(w, w + p.numel(), 0.f); continue; }
-            float std_ = cfg.init_std;
-            if (p.name == "wte") std_ = cfg.emb_std;
-            bool resid_proj = p.name.find("attn_proj.w") != std::string::npos || p.name.find("mlp_proj.w") != std::string::npos;
-            if (cfg.scaled_init && resid_proj) std_ = cfg.init_std / sqrtf(2.f * cfg.n_layer);
-            for (size_t i = 0; i < p.numel(); i++) w[i] = (float)(rng.normal() * std_);
-            if (p.name == "wte" || p.name == "lm_head.w")   // padded vocab rows stay zero
-                std::fill(w + (size_t)cfg.vocab * p.cols, w + p.numel(), 0.f);
-        }
-    }
+    void random_init(uint64_t seed) { init_params(table, cfg, seed, params.data()); }
 
     // Allocate activations for batches up to B_ x T_: one arena, laid out twice
     // (the first pass with base == nullptr only counts).

@@ -23,10 +23,17 @@ struct Rng {
         s[2] ^= t; s[3] = rotl(s[3], 45);
         return r;
     }
-    double uniform() { return (next_u64() >> 11) * (1.0 / 9007199254740992.0); }   // [0, 1)
-    double normal() {   // Box-Muller
-        double u1 = uniform(), u2 = uniform();
+    static double to_uniform(uint64_t x) { return (x >> 11) * (1.0 / 9007199254740992.0); }
+    double uniform() { return to_uniform(next_u64()); }   // [0, 1)
+    // Box-Muller from two raw draws (normal() below; common/init.h calls it on draws made
+    // ahead, so the values are the same however the work is split)
+    static double normal_from(uint64_t a, uint64_t b) {
+        double u1 = to_uniform(a), u2 = to_uniform(b);
         if (u1 < 1e-300) u1 = 1e-300;
         return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    }
+    double normal() {
+        uint64_t a = next_u64();
+        return normal_from(a, next_u64());
     }
 };
