@@ -7,13 +7,19 @@ checkpoint, runs forward and backward on the stored batch and compares logits, l
 gradient of every tensor of the model's parameter table (never a hand list), the per-layer
 and global gradient norms; then the stored number of AdamW steps (schedule, clipping; the
 training path with the classifier backward fused into the forward) and their losses and
-gradient norms. One tolerance table for fp32, one per-tensor table for bf16 (below).
+gradient norms. One tolerance table for fp32, one per-tensor table for bf16 (below). After
+the steps, the zero units that pad the MLP hidden width on the device (train_gpt.cu, FFN_PAD)
+must still be exactly zero in the weights, master weights, m, v and gradients.
 Then the resume check: train, checkpoint, continue; reload the checkpoint, continue; the
-losses (and the final weights) must be bitwise equal.
+losses (and the final weights) must be bitwise equal. It runs on the first state whose MLP
+is padded on the device (else the first state), so the checkpoint goes through the
+padded <-> logical mapping of the weights and of m and v.
 Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
 
   ./test_gpt_cuda [flags] [state.bin ...]
     --precision P        fp32 (default) | bf16 | pure_bf16
+    --attention A        flash (default; kernels/flash_attention.cuh in the bf16 modes) | matmul
+                         (kernels/attention.cuh, the T x T scores; fp32 always uses it)
     --steps N            run at most N of the stored optimizer steps (emulation is slow)
     --resume_steps K     steps before and after the checkpoint in the resume check (default 2; 0: no check)
     --no_reference       skip the comparisons with the reference (resume check only)
@@ -107,8 +113,57 @@ struct Checker {
     }
 };
 
+// The device keeps the MLP hidden width padded with zero units (train_gpt.cu, FFN_PAD); they
+// must stay exactly zero through training. Reads the raw padded device arrays (weights, fp32
+// master, m, v, and the last step's gradients) and checks that every element outside the
+// logical tensors (found by mapping a logical vector of ones onto the device layout) is 0.
 template <typename T>
-static void run_state(const RefState& s, int precision, int override_k, const std::string& perturb, int max_steps, Checker& ck) {
+static void check_padding(const Model<T>& model, int steps, Checker& ck) {
+    const size_t PD = model.dtable.total;
+    size_t npad = PD - model.table.total;
+    if (npad == 0) {
+        printf("  (no MLP padding on the device: ffn %d is a multiple of %d)\n", model.cfg.ffn, FFN_PAD);
+        return;
+    }
+    std::vector<float> ones(model.table.total, 1.f), real(PD);
+    remap_params(model.table, model.cfg.ffn, ones.data(), model.dtable, model.ffn_dev, real.data(), [](float x) { return x; });
+    if ((size_t)std::count(real.begin(), real.end(), 0.f) != npad) {
+        ck.expect(false, "padding: the logical -> device mapping does not cover the logical parameters exactly once");
+        return;
+    }
+    auto raw = [&](const void* d, bool as_T) {
+        std::vector<float> out(PD);
+        if (as_T) {
+            std::vector<T> tmp(PD);
+            cudaCheck(cudaMemcpy(tmp.data(), d, PD * sizeof(T), cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < PD; i++) out[i] = host_float(tmp[i]);
+        } else {
+            cudaCheck(cudaMemcpy(out.data(), d, PD * sizeof(float), cudaMemcpyDeviceToHost));
+        }
+        return out;
+    };
+    struct Buf { const char* name; const void* d; bool as_T; };
+    std::vector<Buf> bufs = {{"weights", model.params, true}, {"master", model.master, false}, {"m", model.m, model.pure()},
+                             {"v", model.v, model.pure()}, {"grads", model.grads, true}};
+    std::string what;
+    size_t bad = 0;
+    for (const Buf& b : bufs) {
+        if (!b.d) continue;
+        std::vector<float> x = raw(b.d, b.as_T);
+        size_t nb = 0;
+        for (size_t i = 0; i < PD; i++)
+            if (real[i] == 0.f && x[i] != 0.f) nb++;
+        bad += nb;
+        what += std::string(what.empty() ? "" : ", ") + b.name + (nb ? " (" + std::to_string(nb) + " nonzero)" : "");
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg, "padding: ffn %d padded to %d, %zu padded elements per array, after %d steps %s (%s)", model.cfg.ffn,
+             model.ffn_dev, npad, steps, bad ? "NOT all zero" : "all exactly zero", what.c_str());
+    ck.expect(bad == 0, msg);
+}
+
+template <typename T>
+static void run_state(const RefState& s, int precision, bool flash, int override_k, const std::string& perturb, int max_steps, Checker& ck) {
     ModelConfig cfg = s.ckpt.cfg;
     const Tolerances& tol = precision == PREC_FP32 ? TOL_FP32 : TOL_BF16;
     if (override_k >= 0) {
@@ -118,6 +173,7 @@ static void run_state(const RefState& s, int precision, int override_k, const st
     }
     Model<T> model;
     model.init(cfg, precision);
+    model.set_attention(flash);
     const ParamTable& pt = model.table;
     if (pt.t.size() != s.table.size()) {
         ck.expect(false, "parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(s.table.size()));
@@ -185,6 +241,7 @@ static void run_state(const RefState& s, int precision, int override_k, const st
         ck.check("step losses", losses.data(), s.losses.data(), n, tol.step_loss);
         ck.check("step grad norms", norms.data(), s.grad_norms.data(), n, tol.step_norm);
     }
+    check_padding(model, n, ck);
     model.free_all();
 }
 
@@ -192,7 +249,7 @@ static void run_state(const RefState& s, int precision, int override_k, const st
 // fresh model reloads the checkpoint and trains the same K: losses, gradient norms and the
 // final weights must be bitwise equal.
 template <typename T>
-static void resume_check(const RefState& s, int precision, int K, Checker& ck) {
+static void resume_check(const RefState& s, int precision, bool flash, int K, Checker& ck) {
     const ModelConfig& cfg = s.ckpt.cfg;
     auto one_step = [&](Model<T>& m, int step, float* loss, float* norm) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
@@ -211,6 +268,7 @@ static void resume_check(const RefState& s, int precision, int K, Checker& ck) {
     {
         Model<T> a;
         a.init(cfg, precision);
+        a.set_attention(flash);
         a.allocate(s.B, s.T, false);
         a.upload_state(s.params, nullptr, nullptr);
         float l, nn;
@@ -232,6 +290,7 @@ static void resume_check(const RefState& s, int precision, int K, Checker& ck) {
         unlink(path);
         Model<T> b;
         b.init(h.cfg, precision);
+        b.set_attention(flash);
         b.allocate(s.B, s.T, false);
         b.upload_state(p, &m, &v);
         b.step = h.step;
@@ -250,7 +309,7 @@ static void resume_check(const RefState& s, int precision, int K, Checker& ck) {
 
 int main(int argc, char** argv) {
     int override_k = -1, max_steps = 1 << 30, resume_steps = 2, precision = PREC_FP32;
-    bool reference = true;
+    bool reference = true, flash = true;
     std::string perturb;
     std::vector<std::string> files;
     auto int_arg = [&](int& i, const char* flag) {
@@ -268,8 +327,12 @@ int main(int argc, char** argv) {
         else if (a == "--no_reference") reference = false;
         else if (a == "--precision" && i + 1 < argc) precision = parse_precision(argv[++i]);
         else if (a == "--perturb" && i + 1 < argc) perturb = argv[++i];
-        else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--steps N] [--resume_steps K] [--no_reference] "
+        else if (a == "--attention" && i + 1 < argc) {
+            std::string v = argv[++i];
+            if (v != "flash" && v != "matmul") fatal("--attention must be flash or matmul, got '%s'", v.c_str());
+            flash = v == "flash";
+        }        else if (a == "--help" || a == "-h") {
+            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--steps N] [--resume_steps K] [--no_reference] "
                    "[--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) fatal("unknown flag %s (see --help)", a.c_str());
@@ -293,7 +356,13 @@ int main(int argc, char** argv) {
 #endif
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
-    printf("precision %s\n", precision_name(precision));
+    printf("precision %s, attention %s\n", precision_name(precision),
+           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul");
+    size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
+    for (size_t fi = files.size(); fi-- > 0;) {
+        int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;
+        if (padded_ffn(ffn) != ffn) resume_fi = fi;
+    }
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
     for (size_t fi = 0; fi < files.size(); fi++) {
@@ -305,12 +374,12 @@ int main(int argc, char** argv) {
         int before = ck.failures;
         auto t1 = std::chrono::steady_clock::now();
         if (reference) {
-            if (precision == PREC_FP32) run_state<float>(s, precision, override_k, perturb, max_steps, ck);
-            else run_state<__nv_bfloat16>(s, precision, override_k, perturb, max_steps, ck);
+            if (precision == PREC_FP32) run_state<float>(s, precision, flash, override_k, perturb, max_steps, ck);
+            else run_state<__nv_bfloat16>(s, precision, flash, override_k, perturb, max_steps, ck);
         }
-        if (resume_steps > 0 && fi == 0) {   // the resume check on the first state
-            if (precision == PREC_FP32) resume_check<float>(s, precision, resume_steps, ck);
-            else resume_check<__nv_bfloat16>(s, precision, resume_steps, ck);
+        if (resume_steps > 0 && fi == resume_fi) {   // the resume check on one state
+            if (precision == PREC_FP32) resume_check<float>(s, precision, flash, resume_steps, ck);
+            else resume_check<__nv_bfloat16>(s, precision, flash, resume_steps, ck);
         }
         printf("%s: %s (%.1f s)\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());

@@ -10,7 +10,9 @@ per family, forward and backward side by side:
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
   kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt), bias gradient
   kernels/rope.cuh        rotary position embedding (llama)
-  kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels)
+  kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default)
+  kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
+                          fp32 runs, head sizes over 64, --attention matmul)
   kernels/activation.cuh  GELU (gpt), SwiGLU (llama)
   kernels/classifier.cuh  fused softmax + cross-entropy + dlogits, padded vocab skipped
   kernels/adamw.cuh       AdamW for the three precision modes
@@ -31,7 +33,9 @@ resume under another precision is refused.
 
 Memory: three device allocations (parameters with master weights and optimizer state,
 gradients, activations with all scratch), planned and printed before anything is allocated;
-a plan that does not fit in the free device memory is a one-line error.
+a plan that does not fit in the free device memory is a one-line error. On the device the
+MLP hidden width is padded to a multiple of FFN_PAD with zero units (aligned GEMM rows);
+the host, checkpoints and tests see the logical parameter table (remap_params).
 
 Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (out, in).
 */
@@ -44,6 +48,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/activation.cuh"
@@ -53,6 +58,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "kernels/common.cuh"
 #include "kernels/cublas_wrap.cuh"
 #include "kernels/embedding.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/gradnorm.cuh"
 #include "kernels/matmul.cuh"
 #include "kernels/norm.cuh"
@@ -62,6 +68,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "common/config.h"
 #include "common/dataloader.h"
 #include "common/flags.h"
+#include "common/init.h"
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
@@ -127,6 +134,52 @@ struct Arena {
 };
 
 // ============================================================================
+// MLP hidden width, padded on the device. cuBLASLt only picks its fast tensor-core kernels
+// when every matrix row starts 16-byte aligned (8 bf16 elements); with ffn = 5461 (llama-1b)
+// the GEMMs touching the hidden width fall back to slow align1/align2 kernels (2/3 of a step
+// on an H200). So the device keeps the hidden width as Fp = round_up(ffn, FFN_PAD) units;
+// 64 rather than 8 so the hidden width also fills whole GEMM tiles. The padded units have
+// all-zero weights (fc rows, fc.b entries, mlp_proj columns): their activation is
+// GELU(0) = 0 or silu(0) * 0 = 0, their weight gradients are exactly 0, and AdamW (m = v = 0,
+// update 0 / (0 + eps), decay * 0) keeps them 0, so the padded model is the logical one
+// exactly. Checkpoints, the CPU trainer, the tests and the FLOP count see only the logical
+// table; remap_params converts at every host <-> device transfer.
+// ============================================================================
+
+constexpr int FFN_PAD = 64;
+static inline int padded_ffn(int ffn) { return (ffn + FFN_PAD - 1) / FFN_PAD * FFN_PAD; }
+
+// Copy a flat parameter-shaped vector from one layout of the parameter table to another:
+// `from` laid out by table ta (hidden width Fa), `to` by tb (hidden width Fb): logical ->
+// padded or padded -> logical. Tensor i is the same tensor in both tables; where its row
+// count differs it is a stack of row blocks of the hidden width (gpt fc.w and fc.b: one
+// block; llama fc.w: gate and up, two), each copied up to the smaller width, and where its
+// column count differs (mlp_proj.w) each row is copied up to the smaller width. All other
+// elements of `to` are zero. cvt converts an element (float <-> T).
+template <typename D, typename S, typename Cvt>
+static void remap_params(const ParamTable& ta, size_t Fa, const S* from, const ParamTable& tb, size_t Fb, D* to, Cvt cvt) {
+    if (ta.t.size() != tb.t.size()) fatal("internal: remap_params between tables of %zu and %zu tensors", ta.t.size(), tb.t.size());
+    memset((void*)to, 0, tb.total * sizeof(D));   // all-zero bits: +0 in float and bf16
+    for (size_t i = 0; i < ta.t.size(); i++) {
+        const ParamTensor &a = ta.t[i], &b = tb.t[i];
+        size_t blocks = 1, ra = a.rows, rb = b.rows;   // row blocks, rows per block
+        if (a.rows != b.rows) {
+            blocks = a.rows / Fa;
+            ra = Fa; rb = Fb;
+        }
+        if (a.name != b.name || blocks * ra != a.rows || blocks * rb != b.rows)
+            fatal("internal: remap_params: %s (%zu x %zu) vs %s (%zu x %zu)", a.name.c_str(), a.rows, a.cols, b.name.c_str(), b.rows, b.cols);
+        size_t rows = std::min(ra, rb), cols = std::min(a.cols, b.cols);
+        for (size_t k = 0; k < blocks; k++)
+            for (size_t r = 0; r < rows; r++) {
+                const S* s = from + a.offset + (k * ra + r) * a.cols;
+                D* d = to + b.offset + (k * rb + r) * b.cols;
+                for (size_t c = 0; c < cols; c++) d[c] = cvt(s[c]);
+            }
+    }
+}
+
+// ============================================================================
 // The model
 // ============================================================================
 
@@ -166,7 +219,8 @@ static Tensors<T> tensors_in(const ParamTable& pt, const ModelConfig& c, T* base
 template <typename T>
 struct LayerActs {
     T *sum1, *n1out; float *mean1, *rstd1;    // sum1 = x + attn branch
-    T *qkv, *att, *atty;                      // qkv after RoPE; att = softmax probs (B,NH,T,T); atty = P V
+    T *qkv, *att, *atty;                      // qkv after RoPE; att = softmax probs (B,NH,T,T), matmul attention only; atty = P V
+    float* lse;                               // flash attention: the rows' log-sum-exp (B,NH,T), for the backward
     T *sum2, *n2out; float *mean2, *rstd2;    // sum2 = h + mlp branch
     T *fc, *act;                              // fc: (N, ffn) gpt, (N, 2 ffn) llama; act: (N, ffn)
 };
@@ -179,8 +233,11 @@ struct MemoryPlan {
 template <typename T>
 struct Model {
     ModelConfig cfg;
-    ParamTable table;
+    ParamTable table;      // the logical parameter table: checkpoints, the host side, the FLOP count
+    int ffn_dev = 0;       // the MLP hidden width on the device, padded_ffn(cfg.ffn)
+    ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
     int precision = PREC_FP32;
+    bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
 
@@ -202,6 +259,7 @@ struct Model {
     float *nf_mean = nullptr, *nf_rstd = nullptr, *losses = nullptr;
     std::vector<T*> resid;                    // resid[l] = input of layer l, resid[L] = last block's output
     T *dx = nullptr, *d1 = nullptr, *dqkv = nullptr, *datty = nullptr, *dfc = nullptr, *dact = nullptr, *attn_scratch = nullptr;
+    float* fa_dsum = nullptr;                 // flash attention backward: D = rowsum(dY * Y), (B,NH,T)
     float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
     float *rope_cos = nullptr, *rope_sin = nullptr;
     int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
@@ -225,17 +283,21 @@ struct Model {
         cfg = c;
         finalize_config(cfg);
         table = build_param_table(cfg);
+        ModelConfig dc = cfg;
+        dc.ffn = ffn_dev = padded_ffn(cfg.ffn);
+        dtable = build_param_table(dc);
         precision = prec;
         norm_type = cfg.gpt() ? NormType::LayerNorm : NormType::RMSNorm;
+        set_attention(true);
         std::vector<std::pair<size_t, size_t>> spans;
-        for (const ParamTensor& p : table.t) spans.push_back({p.offset, p.numel()});
+        for (const ParamTensor& p : dtable.t) spans.push_back({p.offset, p.numel()});
         chunks = gradnorm_chunks(spans);
     }
 
     // Lay the three arenas out for batches up to B_ x T_ (base pointers null: count only).
     void layout(int B_, int T_) {
         B = B_; T_cap = T_;
-        size_t P = table.total;
+        size_t P = dtable.total;   // the device layout (padded hidden width)
         param_arena.used = 0;
         params = param_arena.take<T>(P);
         master = precision == PREC_BF16 ? param_arena.take<float>(P) : nullptr;
@@ -244,13 +306,13 @@ struct Model {
         grad_arena.used = 0;
         grads = grad_arena.take<T>(P);
         if (param_arena.base) {
-            W = tensors_in(table, cfg, params);
-            G = tensors_in(table, cfg, grads);
+            W = tensors_in(dtable, cfg, params);
+            G = tensors_in(dtable, cfg, grads);
         }
 
         Arena& a = act_arena;
         a.used = 0;
-        size_t N = (size_t)B * T_, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F, Vp = cfg.padded_vocab;
+        size_t N = (size_t)B * T_, C = cfg.d_model, F = ffn_dev, fcw = cfg.gpt() ? F : 2 * F, Vp = cfg.padded_vocab;
         size_t att = (size_t)B * cfg.n_head * T_ * T_;
         acts.resize(cfg.n_layer);
         encoded = a.take<T>(N * C);
@@ -259,7 +321,9 @@ struct Model {
         for (int l = 0; l < cfg.n_layer; l++) {
             LayerActs<T>& x = acts[l];
             x.sum1 = a.take<T>(N * C); x.n1out = a.take<T>(N * C); x.mean1 = a.take<float>(N); x.rstd1 = a.take<float>(N);
-            x.qkv = a.take<T>(3 * N * C); x.att = a.take<T>(att); x.atty = a.take<T>(N * C);
+            x.qkv = a.take<T>(3 * N * C); x.atty = a.take<T>(N * C);
+            x.att = flash ? nullptr : a.take<T>(att);
+            x.lse = flash ? a.take<float>((size_t)B * cfg.n_head * T_) : nullptr;
             x.sum2 = a.take<T>(N * C); x.n2out = a.take<T>(N * C); x.mean2 = a.take<float>(N); x.rstd2 = a.take<float>(N);
             x.fc = a.take<T>(N * fcw); x.act = a.take<T>(N * F);
             resid[l + 1] = cfg.post_ln(l) ? x.n2out : x.sum2;
@@ -271,7 +335,8 @@ struct Model {
         // backward buffers
         dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
         dfc = a.take<T>(N * fcw); dact = a.take<T>(N * F);
-        attn_scratch = a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
+        attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
+        fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
         size_t widest = std::max({3 * C, fcw, C});
         fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
         int half = cfg.head_dim() / 2;
@@ -295,11 +360,15 @@ struct Model {
         const char* pdesc = precision == PREC_FP32 ? "fp32 weights + fp32 AdamW m, v"
                             : precision == PREC_BF16 ? "bf16 weights + fp32 master + fp32 AdamW m, v"
                                                      : "bf16 weights + bf16 AdamW m, v";
-        if (verbose)
+        if (verbose) {
             printf("memory plan (%s): parameters %.1f MiB (%s), gradients %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB; "
                    "device free %.1f of %.1f MiB\n",
                    precision_name(precision), plan.params / MiB, pdesc, plan.grads / MiB, plan.acts / MiB, B_, T_, plan.total() / MiB,
                    free_b / MiB, total_b / MiB);
+            if (ffn_dev != cfg.ffn)
+                printf("memory plan: ffn %d padded to %d on the device (zero units, for aligned GEMM rows; %.2fM parameters stored)\n",
+                       cfg.ffn, ffn_dev, dtable.total / 1e6);
+        }
         if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
             fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) but %.1f MiB "
                   "are free; lower --batch_size (and raise --total_batch accumulation) or --seq_len",
@@ -335,59 +404,48 @@ struct Model {
     }
 
     // ------------------------------------------------------------------ state transfer
+    // Every transfer goes through the logical <-> padded mapping (remap_params): the host
+    // side holds logical fp32 vectors (table), the device the padded layout (dtable) in its
+    // storage type X (T, or float for the master weights and the fp32 optimizer state).
+    template <typename X>
+    void upload_flat(X* dst, const std::vector<float>& src) const {
+        if (src.size() != table.total) fatal("internal: %zu values given, the model has %zu parameters", src.size(), table.total);
+        std::vector<X> tmp(dtable.total);
+        remap_params(table, cfg.ffn, src.data(), dtable, ffn_dev, tmp.data(), [](float x) { return host_cast<X>(x); });
+        cudaCheck(cudaMemcpy(dst, tmp.data(), tmp.size() * sizeof(X), cudaMemcpyHostToDevice));
+    }
+    template <typename X>
+    std::vector<float> download_flat(const X* src) const {
+        std::vector<X> tmp(dtable.total);
+        cudaCheck(cudaMemcpy(tmp.data(), src, tmp.size() * sizeof(X), cudaMemcpyDeviceToHost));
+        std::vector<float> out(table.total);
+        remap_params(dtable, ffn_dev, tmp.data(), table, cfg.ffn, out.data(), [](X x) { return host_float(x); });
+        return out;
+    }
     // fp32 values (a checkpoint's) -> the device: master (bf16 mode) and the compute copy
     // (rounded to T); m and v (zero when null).
     void upload_state(const std::vector<float>& p, const std::vector<float>* mm, const std::vector<float>* vv) {
-        size_t P = table.total;
-        if (p.size() != P) fatal("internal: %zu parameters given, the model has %zu", p.size(), P);
-        std::vector<T> pt(P);
-        for (size_t i = 0; i < P; i++) pt[i] = host_cast<T>(p[i]);
-        cudaCheck(cudaMemcpy(params, pt.data(), P * sizeof(T), cudaMemcpyHostToDevice));
-        if (master) cudaCheck(cudaMemcpy(master, p.data(), P * 4, cudaMemcpyHostToDevice));
+        upload_flat(params, p);
+        if (master) upload_flat(master, p);
         for (int k = 0; k < 2; k++) {
             const std::vector<float>* src = k ? vv : mm;
             void* dst = k ? v : m;
-            if (!src) { cudaCheck(cudaMemset(dst, 0, P * state_elem_bytes())); continue; }
-            if (pure()) {
-                for (size_t i = 0; i < P; i++) pt[i] = host_cast<T>((*src)[i]);
-                cudaCheck(cudaMemcpy(dst, pt.data(), P * sizeof(T), cudaMemcpyHostToDevice));
-            } else {
-                cudaCheck(cudaMemcpy(dst, src->data(), P * 4, cudaMemcpyHostToDevice));
-            }
+            if (!src) cudaCheck(cudaMemset(dst, 0, dtable.total * state_elem_bytes()));
+            else if (pure()) upload_flat((T*)dst, *src);
+            else upload_flat((float*)dst, *src);
         }
     }
     // the device state as fp32: the master weights where there are some, else the weights
     void download_state(std::vector<float>& p, std::vector<float>* mm, std::vector<float>* vv) const {
-        size_t P = table.total;
-        p.resize(P);
-        std::vector<T> tmp(P);
-        if (master) {
-            cudaCheck(cudaMemcpy(p.data(), master, P * 4, cudaMemcpyDeviceToHost));
-        } else {
-            cudaCheck(cudaMemcpy(tmp.data(), params, P * sizeof(T), cudaMemcpyDeviceToHost));
-            for (size_t i = 0; i < P; i++) p[i] = host_float(tmp[i]);
-        }
+        p = master ? download_flat(master) : download_flat(params);
         for (int k = 0; k < 2; k++) {
             std::vector<float>* dst = k ? vv : mm;
             const void* src = k ? v : m;
-            if (!dst) continue;
-            dst->resize(P);
-            if (pure()) {
-                cudaCheck(cudaMemcpy(tmp.data(), src, P * sizeof(T), cudaMemcpyDeviceToHost));
-                for (size_t i = 0; i < P; i++) (*dst)[i] = host_float(tmp[i]);
-            } else {
-                cudaCheck(cudaMemcpy(dst->data(), src, P * 4, cudaMemcpyDeviceToHost));
-            }
+            if (dst) *dst = pure() ? download_flat((const T*)src) : download_flat((const float*)src);
         }
     }
     // the gradient of every parameter as fp32 (tests)
-    std::vector<float> download_grads() const {
-        std::vector<T> tmp(table.total);
-        cudaCheck(cudaMemcpy(tmp.data(), grads, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost));
-        std::vector<float> g(tmp.size());
-        for (size_t i = 0; i < g.size(); i++) g[i] = host_float(tmp[i]);
-        return g;
-    }
+    std::vector<float> download_grads() const { return download_flat(grads); }
     // logits row n (padded width) as fp32
     std::vector<float> download_logits(int nrows) const {
         std::vector<T> tmp((size_t)nrows * cfg.padded_vocab);
@@ -402,6 +460,29 @@ struct Model {
         return T_ <= cfg.max_seq_len && (size_t)B_ * T_ <= (size_t)B * T_cap && (size_t)B_ * T_ * T_ <= (size_t)B * T_cap * T_cap;
     }
 
+    // ------------------------------------------------------------------ attention
+    // Flash attention (tiles, no T x T matrices) where it applies: bf16 storage and head
+    // size <= 64; else, or with want_flash = false (--attention matmul), the materialised
+    // version. init() picks flash where it applies; call before allocate().
+    void set_attention(bool want_flash) {
+        flash = want_flash && std::is_same<T, __nv_bfloat16>::value && flash_attention_supported(cfg.d_model, cfg.n_head);
+    }
+    const char* attention_name() const { return flash ? "flash (tiled, bf16 tensor cores)" : "matmul (T x T scores via cuBLAS)"; }
+    // atty = attention(qkv); the flash path keeps lse, the other P (att)
+    void attn_forward(LayerActs<T>& a, int B_, int T_) {
+        const int C = cfg.d_model, NH = cfg.n_head;
+        if constexpr (std::is_same<T, __nv_bfloat16>::value)
+            if (flash) return flash_attention_forward(a.atty, a.lse, a.qkv, B_, T_, C, NH, stream);
+        attention_forward(a.atty, a.att, a.qkv, attn_scratch, B_, T_, C, NH, stream);
+    }
+    // dqkv = d(attention)/d(qkv) given datty
+    void attn_backward(const LayerActs<T>& a, int B_, int T_) {
+        const int C = cfg.d_model, NH = cfg.n_head;
+        if constexpr (std::is_same<T, __nv_bfloat16>::value)
+            if (flash) return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, B_, T_, C, NH, stream);
+        attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, stream);
+    }
+
     // ------------------------------------------------------------------ forward
     // Forward over B_ x T_ tokens. With targets, computes the mean loss into `loss` and
     // returns it (or -1 without targets). grad_scale > 0 fuses the classifier's backward:
@@ -409,7 +490,7 @@ struct Model {
     float forward(const int* in, const int* tgt, int B_, int T_, float grad_scale = 0.f, int skip_layer = -1) {
         if (!fits(B_, T_)) fatal("internal: batch %d x %d does not fit the activations planned for %d x %d", B_, T_, B, T_cap);
         const ModelConfig& c = cfg;
-        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        int N = B_ * T_, C = c.d_model, F = ffn_dev, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;   // F: padded hidden width
         int fcw = c.gpt() ? F : 2 * F;
         float eps = c.norm_eps;
         cudaStream_t st = stream;
@@ -446,7 +527,7 @@ struct Model {
             const T* a_in = post ? x : a.n1out;
             linear_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C, st);
             if (!c.gpt()) rope_forward(a.qkv, rope_cos, rope_sin, B_, T_, C, NH, st);
-            attention_forward(a.atty, a.att, a.qkv, attn_scratch, B_, T_, C, NH, st);
+            attn_forward(a, B_, T_);
             linear_forward(branch, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, st);
             if (post)   // sum1 = x + branch; h = n1out = N1(sum1)
                 postln_residual_norm_forward(a.n1out, a.sum1, a.mean1, a.rstd1, x, branch, w.norm1_w, w.norm1_b, N, C, eps, norm_type, st);
@@ -484,7 +565,7 @@ struct Model {
     // grad_scale = 1/accumulation steps, the same value a fused forward was given).
     void backward(int B_, int T_, float grad_scale = 1.f) {
         const ModelConfig& c = cfg;
-        int N = B_ * T_, C = c.d_model, F = c.ffn, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;
+        int N = B_ * T_, C = c.d_model, F = ffn_dev, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;   // F: padded hidden width
         int fcw = c.gpt() ? F : 2 * F;
         cudaStream_t st = stream;
         NormType nt = norm_type;
@@ -520,7 +601,7 @@ struct Model {
             }
             // --- attention sublayer: dx = dsum1, the gradient w.r.t. sum1 = x + Attn(a_in)
             linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, st);
-            attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, st);
+            attn_backward(a, B_, T_);
             if (!c.gpt()) rope_backward(dqkv, rope_cos, rope_sin, B_, T_, C, NH, st);
             if (post) {   // a_in = x: dx (the skip) += dqkv @ Wqkv
                 linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, st);
@@ -532,11 +613,13 @@ struct Model {
         embedding_backward(G.wte, G.wpe, dx, d_btok, d_bstart, d_bpos, nbuckets, B_, T_, C, st);
     }
 
-    void zero_grad() { cudaCheck(cudaMemsetAsync(grads, 0, table.total * sizeof(T), stream)); }
+    void zero_grad() { cudaCheck(cudaMemsetAsync(grads, 0, dtable.total * sizeof(T), stream)); }
 
     // ------------------------------------------------------------------ gradient norms
     // Squared L2 norm of every tensor's gradient, in table order: per-chunk sums on the
     // device, the chunks of a tensor added in order in double on the host (deterministic).
+    // The chunks cover the device layout (dtable); its tensors are table's, in the same
+    // order, so sq[i] is logical tensor i (its padded elements hold exact zeros).
     std::vector<double> grad_sq_per_tensor() {
         int nch = (int)chunks.off.size();
         sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
@@ -560,19 +643,21 @@ struct Model {
             if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
         return (float)sqrt(s);
     }
-    // test hook (--inject_nan_at): one gradient element becomes NaN
+    // test hook (--inject_nan_at): one gradient element becomes NaN, the first element of
+    // the middle tensor (element (0, 0) of a tensor is never a padded one)
     void poison_grad() {
         T nan = host_cast<T>(NAN);
-        cudaCheck(cudaMemcpy(grads + table.total / 2, &nan, sizeof(T), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(grads + dtable.t[dtable.t.size() / 2].offset, &nan, sizeof(T), cudaMemcpyHostToDevice));
     }
 
     // ------------------------------------------------------------------ AdamW
-    // As train_gpt.cpp (torch.optim.AdamW), one launch per tensor (decay on 2-D tensors).
+    // As train_gpt.cpp (torch.optim.AdamW), one launch per tensor (decay on 2-D tensors),
+    // over the device layout (padded elements: g = m = v = w = 0 stay 0).
     void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
         step++;
         double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
         AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f, grad_scale};
-        for (const ParamTensor& p : table.t) {
+        for (const ParamTensor& p : dtable.t) {
             a.decay = p.decay ? 1.f - lr * wd : 1.f;
             size_t o = p.offset;
             if (pure())
@@ -585,7 +670,8 @@ struct Model {
 
     // Model FLOPs per token of a training step, as train_gpt.cpp: 6 per multiplied weight
     // (not wpe, not the llama input embedding lookup) plus 6 * L * C * T for attention's two
-    // T x T products (the 6N + 6LCT of llm.c's MFU).
+    // T x T products (the 6N + 6LCT of llm.c's MFU). N counts the logical parameters, not
+    // the device's zero padding.
     double flops_per_token(int T_) const {
         double P = (double)table.total;
         if (cfg.gpt()) P -= (double)cfg.max_seq_len * cfg.d_model;
@@ -641,7 +727,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -679,6 +765,7 @@ static int train_main(TrainConfig& tc, int precision) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
            prop.totalGlobalMem / (double)(1 << 30));
+    model.set_attention(want_flash);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
 
     DataLoader train, val;
@@ -687,21 +774,9 @@ static int train_main(TrainConfig& tc, int precision) {
     if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
     if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
         h_params.assign(model.table.total, 0.f);
-        Rng rng((uint64_t)tc.seed);
-        for (const ParamTensor& p : model.table.t) {
-            float* w = h_params.data() + p.offset;
-            bool is_norm_w = p.name.find("norm") != std::string::npos && p.name.back() == 'w';
-            bool is_bias = p.name.size() > 2 && p.name.substr(p.name.size() - 2) == ".b";
-            if (is_norm_w) { std::fill(w, w + p.numel(), 1.f); continue; }
-            if (is_bias) { std::fill(w, w + p.numel(), 0.f); continue; }
-            float std_ = c.init_std;
-            if (p.name == "wte") std_ = c.emb_std;
-            bool resid_proj = p.name.find("attn_proj.w") != std::string::npos || p.name.find("mlp_proj.w") != std::string::npos;
-            if (c.scaled_init && resid_proj) std_ = c.init_std / sqrtf(2.f * c.n_layer);
-            for (size_t i = 0; i < p.numel(); i++) w[i] = (float)(rng.normal() * std_);
-            if (p.name == "wte" || p.name == "lm_head.w") std::fill(w + (size_t)c.vocab * p.cols, w + p.numel(), 0.f);
-        }
+        init_params(model.table, c, (uint64_t)tc.seed, h_params.data());   // common/init.h, as train_gpt.cpp
     }
+
     model.upload_state(h_params, have_opt ? &h_m : nullptr, have_opt ? &h_v : nullptr);
 
     Rng sample_rng((uint64_t)tc.seed + 17);
@@ -720,6 +795,7 @@ static int train_main(TrainConfig& tc, int precision) {
            precision == PREC_FP32 ? "fp32 weights, activations and GEMMs" :
            precision == PREC_BF16 ? "bf16 weights/activations/gradients, fp32 master weights and AdamW state, fp32 accumulation" :
                                     "bf16 everywhere, AdamW state too (the paper's code)");
+    printf("attention: %s\n", model.attention_name());
     printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
            placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
     printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
@@ -849,16 +925,20 @@ static int train_main(TrainConfig& tc, int precision) {
 int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
     TrainConfig tc;
-    std::string precision_s = "bf16";
+    std::string precision_s = "bf16", attention_s = "flash";
     std::vector<FlagSpec> extra = {
         {"precision", 0, 's', &precision_s,
          "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
+        {"attention", 0, 's', &attention_s,
+         "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) return 0;
     int precision = parse_precision(precision_s);
+    if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
+    const bool want_flash = attention_s == "flash";
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     require_cuda_device();
-    if (precision == PREC_FP32) return train_main<float>(tc, precision);
-    return train_main<__nv_bfloat16>(tc, precision);
+    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash);
+    return train_main<__nv_bfloat16>(tc, precision, want_flash);
 }
 #endif

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cuda_bf16.h>
@@ -96,6 +97,25 @@ __device__ __forceinline__ void store_packed(T* p, const Packed<T, VEC>& x) {
 
 // true if p is aligned to `bytes` (nullptr counts as aligned)
 inline bool is_aligned(const void* p, size_t bytes) { return (reinterpret_cast<size_t>(p) % bytes) == 0; }
+
+// ----------------------------------------------------------------------------
+// one warp-wide tensor-core product, PTX mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32:
+//   d (16 x 8 fp32) += a (16 x 16 bf16) @ b (16 x 8 bf16)
+// All 32 lanes call it; each holds a slice of every operand (g = lane / 4, t = lane % 4; a
+// register packs two bf16, the lower column/row index in the lower 16 bits):
+//   a[0] = A[g][2t, 2t+1]    a[1] = A[g+8][2t, 2t+1]    a[2] = A[g][2t+8, 2t+9]    a[3] = A[g+8][2t+8, 2t+9]
+//   b[0] = B[2t, 2t+1][g]    b[1] = B[2t+8, 2t+9][g]
+//   d[0], d[1] = D[g][2t], D[g][2t+1]     d[2], d[3] = D[g+8][2t], D[g+8][2t+1]
+// sm_80 and newer; the emulation (dev/cuda_emu) computes the same product from these layouts.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(CUDA_EMU)
+    cuda_emu::warp_mma_m16n8k16_bf16(d, a, b, d, __FILE__, __LINE__);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
 
 // ----------------------------------------------------------------------------
 // grid-stride launches: enough blocks to fill a GPU (a few waves over 132 SMs), and only a

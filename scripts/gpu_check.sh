@@ -6,11 +6,12 @@
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check);
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
-#      T = 256 and T = 1024, and llama-1b at T = 256 (bf16, random tokens): tokens/s, MFU
+#      T = 256 and T = 1024 (gpt2 T = 1024 also with --attention matmul, for comparison), and
+#      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
-#   5. with PROFILE=1, a per-kernel time table of one gpt2-124m T=1024 and one llama-1b T=256
-#      step (Nsight Compute, dev/ncu_summary.py);
+#   5. with PROFILE=1, a per-kernel time table of a gpt2-124m T=1024 step (PROFILE=2: also a
+#      llama-1b T=256 step) (Nsight Compute, dev/ncu_summary.py);
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
@@ -67,9 +68,9 @@ fi
 nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-for p in fp32 bf16 pure_bf16; do
-  log="$OUT_DIR/test_gpt_$p.log"
-  if "$B/cuda/test_gpt_nvcc" --precision "$p" > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
+for p in fp32 bf16 pure_bf16 "bf16 --attention matmul"; do
+  log="$OUT_DIR/test_gpt_${p// /_}.log"
+  if "$B/cuda/test_gpt_nvcc" --precision $p > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
   else say "FAIL test_gpt_nvcc --precision $p (see $log): $(tail -1 "$log")"; fails=$((fails+1)); fi
   grep '^worst check' "$log" | sed "s/^/    $p: /" | tee -a "$SUMMARY"
 done
@@ -87,14 +88,14 @@ if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl cau
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"
 mkdir -p "$DATA"
-[ -f "$DATA/tok32k_000.bin" ] || "$PY" dev/random_shard.py "$DATA/tok32k_000.bin" --tokens 4000000 --vocab 32000 --seed 1
-[ -f "$DATA/tok50k_000.bin" ] || "$PY" dev/random_shard.py "$DATA/tok50k_000.bin" --tokens 4000000 --vocab 50257 --seed 1
-bench() {   # name data B T extra-flags...
-  local name=$1 data=$2 b=$3 t=$4; shift 4
+[ -f "$DATA/tok32k_000.bin" ] || "$PY" dev/random_shard.py "$DATA/tok32k_000.bin" --tokens 2000000 --vocab 32000 --seed 1
+[ -f "$DATA/tok50k_000.bin" ] || "$PY" dev/random_shard.py "$DATA/tok50k_000.bin" --tokens 2000000 --vocab 50257 --seed 1
+bench() {   # seconds name data B T extra-flags...
+  local secs=$1 name=$2 data=$3 b=$4 t=$5; shift 5
   local log="$OUT_DIR/bench_$name.log" mem="$OUT_DIR/bench_$name.mem"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$mem" 2>/dev/null &
   local smi=$!
-  timeout -s INT "$BENCH_SECONDS" "$B/cuda/train_gpt_nvcc" "$@" -b "$b" -t "$t" -d $((b * t)) -x 1000000 -i "$data" \
+  timeout -s INT "$secs" "$B/cuda/train_gpt_nvcc" "$@" -b "$b" -t "$t" -d $((b * t)) -x 1000000 -i "$data" \
     -v 0 -n 0 --layer_norms_every 0 --print_every 1 > "$log" 2>&1
   local rc=$?
   kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
@@ -110,11 +111,15 @@ bench() {   # name data B T extra-flags...
   fi
   say "bench $name: $stats; peak device memory ${peak:-?} MiB (plan: ${plan:-?})"
 }
-bench llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
-bench llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
-bench gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
-bench gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
-bench llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
+S=$BENCH_SECONDS
+bench $S llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
+bench $S llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
+bench $S gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
+bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+# the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
+bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
+# llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
+bench $((S + 25)) llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
 
 # --- 5. (PROFILE=1) where a step's GPU time goes, kernel by kernel (Nsight Compute, one metric)
 profile() {   # name data B T extra-flags...
@@ -125,11 +130,11 @@ profile() {   # name data B T extra-flags...
   echo "== profile $name (2 steps, B=$b T=$t)" | tee -a "$SUMMARY"
   "$PY" dev/ncu_summary.py "$csv" --steps 2 --top 25 2>&1 | tee -a "$SUMMARY"
 }
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "${PROFILE:-0}" != 0 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -n "$NCU" ]; then
     profile gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
-    profile llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
+    [ "$PROFILE" = 2 ] && profile llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
   else
     say "SKIP profile: no ncu"
   fi

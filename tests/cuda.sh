@@ -13,6 +13,8 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
   run_test cuda/test_gpt_emu_fp32 pass "$CB/test_gpt_cuda_emu" --precision fp32
   # bf16 (per-tensor table) and pure bf16: every config, the first 3 stored steps (emulation is slow)
   run_test cuda/test_gpt_emu_bf16 pass "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3
+  run_test cuda/test_gpt_emu_bf16_matmul_attention pass "$CB/test_gpt_cuda_emu" --precision bf16 --attention matmul --steps 3 \
+    --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
   # negative tests: the comparisons must be able to fail
@@ -31,7 +33,7 @@ if [ -x "$CB/train_gpt_cuda_emu" ]; then
   T=$CB/train_gpt_cuda_emu
   $CPY dev/random_shard.py "$CSCRATCH/train_000.bin" --tokens 4000 --vocab 300 --seed 1 >/dev/null
   $CPY dev/random_shard.py "$CSCRATCH/val_000.bin" --tokens 1000 --vocab 300 --seed 2 >/dev/null
-  CTINY=(--arch llama --n_layer 2 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16
+  CTINY=(--arch llama --n_layer 2 --n_head 2 --d_model 32 --ffn 88 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16
          -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
   # the emulated CUDA trainer (fp32) follows the CPU trainer step for step
   cuda_vs_cpu() {
@@ -64,6 +66,7 @@ PYEOF
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
   # bad input: one-line errors
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
+  run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
@@ -89,7 +92,7 @@ fi
 
 # kernel tests of the trainer's kernel families (dev/test/test_<name>.cu), in the three
 # emulated flavours as tests/kernels.sh runs its own (TSan with ASLR off where setarch can)
-CKTESTS="attention"
+CKTESTS="attention flash_attention activation"
 CK_TSAN=()
 if setarch "$(uname -m)" -R true >/dev/null 2>&1; then CK_TSAN=(setarch "$(uname -m)" -R); fi
 for t in $CKTESTS; do
@@ -121,6 +124,7 @@ if [ -x "$CB/train_gpt_nvcc" ] && [ -x "$CB/test_gpt_nvcc" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
     run_test cuda/test_gpt_gpu_fp32 pass "$CB/test_gpt_nvcc" --precision fp32
     run_test cuda/test_gpt_gpu_bf16 pass "$CB/test_gpt_nvcc" --precision bf16
+    run_test cuda/test_gpt_gpu_bf16_matmul_attention pass "$CB/test_gpt_nvcc" --precision bf16 --attention matmul
     run_test cuda/test_gpt_gpu_pure_bf16 pass "$CB/test_gpt_nvcc" --precision pure_bf16
   else
     run_test cuda/train_nvcc_nogpu 'fail:^error: no CUDA device found \(cudaGetDeviceCount' "$CB/train_gpt_nvcc" -p gpt2-124m -i "$CSCRATCH/train_*.bin"

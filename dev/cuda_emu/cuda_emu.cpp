@@ -78,6 +78,7 @@ struct Warp {
     bool released[32] = {};
     std::condition_variable cv[32];
     WarpGroup groups[32];
+    uint32_t mma_a[32][4] = {}, mma_b[32][2] = {};   // warp_mma_m16n8k16_bf16's staged fragments
 };
 
 // what the watchdog may read about one emulated thread
@@ -471,6 +472,62 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, co
         }
     step(b, tid);
     return w.out[lane];
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for the whole warp, with the PTX ISA's
+// fragment layouts (g = lane / 4, t = lane % 4; a register's lower 16 bits hold the element
+// with the lower column/row index):
+//   A (16 x 16, row-major): a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..2t+1], a[2] = A[g][2t+8..2t+9],
+//                           a[3] = A[g+8][2t+8..2t+9]
+//   B (16 x 8, "col"):      b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
+//   C, D (16 x 8 fp32):     c[0], c[1] = C[g][2t], C[g][2t+1]; c[2], c[3] = C[g+8][2t], C[g+8][2t+1]
+// Every lane stages its fragments, meets the others at a warp barrier, computes its own four
+// outputs (fp32 sums in k order) from all lanes' fragments, and meets them again before the
+// staging area may be reused.
+void warp_mma_m16n8k16_bf16(float* d, const uint32_t* a, const uint32_t* b, const float* c, const char* file, int line) {
+    Block* bp = tl_block;
+    if (!bp) fatal("mma called outside a kernel at %s:%d", file, line);
+    const int tid = tl_tid, lane = tid % 32;
+    Warp& w = *bp->warps[tid / 32];
+    {
+        std::lock_guard<std::mutex> lk(w.m);
+        for (int i = 0; i < 4; i++) w.mma_a[lane][i] = a[i];
+        for (int i = 0; i < 2; i++) w.mma_b[lane][i] = b[i];
+    }
+    warp_op(W_SYNC, 0xffffffffu, 0, 0, 32, file, line);
+    auto bf = [](uint32_t bits16) {
+        uint32_t u = bits16 << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    };
+    float A[16][16], B[16][8];
+    {
+        std::lock_guard<std::mutex> lk(w.m);
+        for (int l = 0; l < 32; l++) {
+            const int g = l / 4, t = l % 4;
+            const uint32_t* ra = w.mma_a[l];
+            const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+            for (int i = 0; i < 4; i++) {
+                A[rows[i]][cols[i]] = bf(ra[i] & 0xffffu);
+                A[rows[i]][cols[i] + 1] = bf(ra[i] >> 16);
+            }
+            for (int i = 0; i < 2; i++) {
+                B[2 * t + 8 * i][g] = bf(w.mma_b[l][i] & 0xffffu);
+                B[2 * t + 8 * i + 1][g] = bf(w.mma_b[l][i] >> 16);
+            }
+        }
+    }
+    const int g = lane / 4, t = lane % 4;
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        const int r = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
+        float acc = c[i];
+        for (int k = 0; k < 16; k++) acc += A[r][k] * B[k][col];
+        out[i] = acc;
+    }
+    warp_op(W_SYNC, 0xffffffffu, 0, 0, 32, file, line);   // every lane has read the staging area
+    for (int i = 0; i < 4; i++) d[i] = out[i];
 }
 
 unsigned activemask() {

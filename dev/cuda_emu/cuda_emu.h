@@ -54,6 +54,8 @@ int syncthreads_impl(int op, int pred, const char* file, int line);  // op: 0 pl
 enum WarpOpKind { W_SHFL = 0, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_SYNC, W_MATCH_ANY };
 uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char* file, int line);
 unsigned activemask();
+// one warp-wide bf16 tensor-core product (PTX mma.sync m16n8k16; layouts in cuda_emu.cpp)
+void warp_mma_m16n8k16_bf16(float* d, const uint32_t* a, const uint32_t* b, const float* c, const char* file, int line);
 void* dynamic_smem();
 [[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

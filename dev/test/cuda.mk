@@ -26,7 +26,7 @@ TEST_DEPS += $(CUDA_NVCC_BINS)
 ALL_TARGETS += $(CUDA_BUILD)/train_gpt_nvcc
 $(CUDA_BUILD)/%_nvcc: $(KBUILD)/nvcc/gate/%.o
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCC_ARCHS) $< -o $@ -lcublasLt
+	$(NVCC) $(NVCC_ARCHS) $< -o $@ -lcublasLt -Xcompiler -fopenmp
 endif
 
 -include $(wildcard $(CUDA_BUILD)/*.d)

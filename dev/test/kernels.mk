@@ -16,7 +16,7 @@ KBUILD      := $(BUILD)/kernels
 
 # tests that must pass (every flavour), and planted-bug tests that must be caught, each
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention
+KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention test_activation
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
 KBUG_FLAVOR_bug_nosync    := tsan
 KBUG_FLAVOR_bug_oob       := asan
@@ -67,8 +67,8 @@ $(eval $(call KEMU_RULES,asan,ASAN))
 # and summarised by `make kernels-ptxas-report`.
 NVCC_ARCHS  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCC_FLAGS  := -std=c++17 -O3 $(NVCC_ARCHS) -Werror all-warnings -Xptxas -v,--warn-on-spills,--warning-as-error \
-               -Xcompiler -Wall,-Wextra,-Werror,-Wno-unknown-pragmas -MMD -MP
-NVCC_LIBS   := -lcublasLt -lnccl
+               -Xcompiler -Wall,-Wextra,-Werror,-Wno-unknown-pragmas,-fopenmp -MMD -MP
+NVCC_LIBS   := -lcublasLt -lnccl -Xcompiler -fopenmp
 
 ifneq ($(NVCC),)
 KNVCC_BINS := $(addprefix $(KBUILD)/nvcc/,$(KALL_NAMES))

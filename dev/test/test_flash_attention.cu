@@ -1,4 +1,4 @@
-// test_flash_attention.cu - kernels/flash_attention.cuh (bf16, wmma tensor-core tiles)
+// test_flash_attention.cu - kernels/flash_attention.cuh (bf16, mma.sync tensor-core tiles)
 // against the double-precision reference of dev/test/attention_ref.h: the output, the
 // stored log-sum-exp, and dq, dk, dv. Cases cover every padded head size (hd 8, 12 -> 16;
 // 24, 32 -> 32; 48, 64 -> 64), T below, at and across the 64-row tiles (1, 5, 64, 65, 130),
