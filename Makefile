@@ -32,7 +32,7 @@ else
   BLAS_LIBS  :=
 endif
 
-HOST_HEADERS := $(wildcard common/*.h)
+HOST_HEADERS := $(wildcard common/*.h) dev/test/tensor_checker.h
 ALL_TARGETS := $(BUILD)/train_gpt $(BUILD)/test_gpt
 TEST_DEPS   := $(BUILD)/test_gpt_noblas $(BUILD)/test_gpt_asan $(BUILD)/test_host $(BUILD)/test_host_asan
 

@@ -20,42 +20,14 @@ tolerance; exits non-zero on any failure.
 #include "train_gpt.cpp"
 
 #include "common/refstate.h"
+#include "dev/test/tensor_checker.h"
 
 // Tolerances (fp32 C++ against float64 PyTorch rounded to fp32): the error is
 // measured as max|a - r| / max(max|r|, floor), i.e. relative to the tensor's scale.
 static const double TOL_LOGITS = 1e-5, TOL_LOSS = 1e-6, TOL_GRAD = 2e-5, TOL_NORM = 1e-5, TOL_STEP_LOSS = 1e-5,
                     TOL_LR = 1e-7;
 
-struct Checker {
-    int failures = 0, checks = 0;
-    // Compare n values; print one line. Returns true when within tolerance.
-    bool check(const std::string& what, const float* a, const float* r, size_t n, double tol) {
-        double max_err = 0.0, max_ref = 0.0;
-        size_t worst = 0;
-        bool finite = true;
-        for (size_t i = 0; i < n; i++) {
-            if (!std::isfinite(a[i])) finite = false;
-            double e = fabs((double)a[i] - (double)r[i]);
-            if (e > max_err) { max_err = e; worst = i; }
-            max_ref = std::max(max_ref, fabs((double)r[i]));
-        }
-        double scale = std::max(max_ref, 1e-12);
-        double rel = max_err / scale;
-        bool ok = finite && rel <= tol;
-        checks++;
-        if (!ok) failures++;
-        printf("  %-4s %-28s n=%-7zu max_abs_err %.3e  max|ref| %.3e  rel %.3e  (tol %.0e)%s\n", ok ? "ok" : "FAIL",
-               what.c_str(), n, max_err, max_ref, rel, tol,
-               ok ? "" : (" worst at " + std::to_string(worst) + (finite ? "" : ", non-finite values")).c_str());
-        return ok;
-    }
-    bool check1(const std::string& what, float a, float r, double tol) { return check(what, &a, &r, 1, tol); }
-    void fail(const std::string& msg) {
-        failures++;
-        checks++;
-        printf("  FAIL %s\n", msg.c_str());
-    }
-};
+using Checker = TensorChecker;   // dev/test/tensor_checker.h
 
 static void run_state(const std::string& path, int override_k, const std::string& perturb, int attn_block, Checker& ck) {
     RefState s = read_refstate(path);
@@ -172,6 +144,7 @@ int main(int argc, char** argv) {
         run_state(f, override_k, perturb, attn_block, ck);
         printf("%s: %s\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH");
     }
+    printf("worst check relative to its tolerance: %.3f (%s)\n", ck.worst_rel, ck.worst_what.c_str());
     printf("test_gpt: %d checks, %d failed, %zu state files\n", ck.checks, ck.failures, files.size());
     return ck.failures ? 1 : 0;
 }

@@ -32,6 +32,7 @@ Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
 #include <unistd.h>
 
 #include "common/refstate.h"
+#include "dev/test/tensor_checker.h"
 
 // ----------------------------------------------------------------------------
 // Tolerances. The error of a tensor is max|a - r| / max(max|r|, 1e-12): relative to the
@@ -82,36 +83,7 @@ double Tolerances::grad(const std::string& name) const {
     fatal("internal: no bf16 gradient tolerance for tensor %s", name.c_str());
 }
 
-struct Checker {
-    int failures = 0, checks = 0;
-    double worst_rel = 0.0;   // over all checks, relative to tolerance
-    std::string worst_what;
-    bool check(const std::string& what, const float* a, const float* r, size_t n, double tol) {
-        double max_err = 0.0, max_ref = 0.0;
-        size_t worst = 0;
-        bool finite = true;
-        for (size_t i = 0; i < n; i++) {
-            if (!std::isfinite(a[i])) finite = false;
-            double e = fabs((double)a[i] - (double)r[i]);
-            if (e > max_err) { max_err = e; worst = i; }
-            max_ref = std::max(max_ref, fabs((double)r[i]));
-        }
-        double rel = max_err / std::max(max_ref, 1e-12);
-        bool ok = finite && rel <= tol;
-        checks++;
-        if (!ok) failures++;
-        if (rel / tol > worst_rel) { worst_rel = rel / tol; worst_what = what; }
-        printf("  %-4s %-28s n=%-7zu max_abs_err %.3e  max|ref| %.3e  rel %.3e  (tol %.0e)%s\n", ok ? "ok" : "FAIL", what.c_str(), n,
-               max_err, max_ref, rel, tol, ok ? "" : (" worst at " + std::to_string(worst) + (finite ? "" : ", non-finite values")).c_str());
-        return ok;
-    }
-    bool check1(const std::string& what, float a, float r, double tol) { return check(what, &a, &r, 1, tol); }
-    void expect(bool ok, const std::string& msg) {
-        checks++;
-        if (!ok) failures++;
-        printf("  %-4s %s\n", ok ? "ok" : "FAIL", msg.c_str());
-    }
-};
+using Checker = TensorChecker;   // dev/test/tensor_checker.h
 
 // The device keeps the MLP hidden width padded with zero units (train_gpt.cu, FFN_PAD); they
 // must stay exactly zero through training. Reads the raw padded device arrays (weights, fp32
