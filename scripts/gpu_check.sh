@@ -31,7 +31,7 @@ fails=0
 T0=$SECONDS
 
 # --- 1. build
-KT=$(sed -n 's/^KTEST_NAMES *:= *//p' dev/test/kernels.mk)
+KT=$(make -s --no-print-directory print-ktests)
 targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
 for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
 echo "== build (make -k -j$JOBS): $targets"
@@ -80,6 +80,12 @@ for t in $KT; do
   log="$OUT_DIR/$t.log"
   if [ ! -x "$B/kernels/nvcc/$t" ]; then say "FAIL kernels $t (not built)"; continue; fi
   if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else say "FAIL kernels $t (see $log)"; fails=$((fails+1)); fi
+done
+# the GPU-sized cases of the tests that have them (--big)
+for t in test_norm test_activation; do
+  [ -x "$B/kernels/nvcc/$t" ] || continue
+  if "$B/kernels/nvcc/$t" --big > "$OUT_DIR/${t}_big.log" 2>&1; then say "PASS kernels $t --big"
+  else say "FAIL kernels $t --big (see $OUT_DIR/${t}_big.log)"; fails=$((fails+1)); fi
 done
 # (into a file first: `| grep -q` would end the pipe early and pipefail would count SIGPIPE)
 "$B/kernels/nvcc/bug_shfl" > "$OUT_DIR/bug_shfl.log" 2>&1

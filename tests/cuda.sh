@@ -92,7 +92,7 @@ fi
 
 # kernel tests of the trainer's kernel families (dev/test/test_<name>.cu), in the three
 # emulated flavours as tests/kernels.sh runs its own (TSan with ASLR off where setarch can)
-CKTESTS="attention flash_attention activation"
+CKTESTS="attention flash_attention activation embedding rope matmul adamw gradnorm"
 CK_TSAN=()
 if setarch "$(uname -m)" -R true >/dev/null 2>&1; then CK_TSAN=(setarch "$(uname -m)" -R); fi
 for t in $CKTESTS; do

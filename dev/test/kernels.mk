@@ -16,7 +16,8 @@ KBUILD      := $(BUILD)/kernels
 
 # tests that must pass (every flavour), and planted-bug tests that must be caught, each
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention test_activation
+KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention test_activation test_embedding test_rope \
+               test_matmul test_adamw test_gradnorm
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent
 KBUG_FLAVOR_bug_nosync    := tsan
 KBUG_FLAVOR_bug_oob       := asan
@@ -95,3 +96,8 @@ endif
 kernels: $(KEMU_BINS) $(KNVCC_BINS) $(KNVCC_GATES)
 kernels-ptxas-report: $(KNVCC_BINS) $(KNVCC_GATES)
 	@bash dev/test/ptxas_report.sh $(KBUILD)/nvcc
+
+# the kernel test names, for scripts (scripts/gpu_check.sh)
+print-ktests:
+	@echo $(KTEST_NAMES)
+.PHONY: print-ktests
