@@ -32,43 +32,10 @@ static double ref_gelu_grad(double x) {
 }
 static double ref_sigmoid(double g) { return 1.0 / (1.0 + std::exp(-g)); }
 
-// one operand of n elements in a buffer of n + 1, at element `off` (0: 16-byte aligned,
-// 1: misaligned by one element); the buffer starts poisoned
+// one operand in a buffer of n + 1 at element `off` (0 aligned, 1 misaligned), the spare
+// element a poisoned guard (dev/test/test_util.h)
 template <typename T>
-struct Slot {
-    DeviceBuffer<T> buf;
-    size_t n;
-    int off;
-    Slot(size_t count, int offset) : buf(count + 1), n(count), off(offset) { buf.poison(); }
-    T* ptr() const { return buf.ptr + off; }
-    void upload(const std::vector<float>& v) {
-        std::vector<T> h(n);
-        for (size_t i = 0; i < n; i++) h[i] = host_from_float<T>(v[i]);
-        cudaCheck(cudaMemcpy(ptr(), h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    std::vector<unsigned char> bytes() const {
-        std::vector<unsigned char> all = buf.bytes();
-        return std::vector<unsigned char>(all.begin() + off * sizeof(T), all.begin() + (off + n) * sizeof(T));
-    }
-    std::vector<float> download() const {
-        std::vector<unsigned char> b = bytes();
-        std::vector<float> v(n);
-        for (size_t i = 0; i < n; i++) {
-            T x;
-            std::memcpy(&x, &b[i * sizeof(T)], sizeof(T));
-            v[i] = host_to_float(x);
-        }
-        return v;
-    }
-    // the element outside the operand still holds the poison (0xFF bytes)
-    bool guard_intact() const {
-        std::vector<unsigned char> all = buf.bytes();
-        const size_t g = (off ? 0 : n) * sizeof(T);
-        for (size_t k = 0; k < sizeof(T); k++)
-            if (all[g + k] != 0xFF) return false;
-        return true;
-    }
-};
+using Slot = GuardedOperand<T>;
 
 // random normal(0, 2) with special values mixed in (also inside vectors, not only at the start)
 static std::vector<float> make_input(Rng& rng, size_t n) {

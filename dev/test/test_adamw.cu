@@ -76,40 +76,8 @@ static void ref_step(RefElem& e, double grad, int t, double lr, double beta1, do
 // NaN inputs could store the same NaN bits again and go unseen; from 1.5e16 it changes.
 constexpr unsigned char GUARD_BYTE = 0x5A;
 template <typename T>
-struct Guarded {
-    DeviceBuffer<T> buf;
-    size_t n;
-    explicit Guarded(size_t count) : buf(count + 1), n(count) {
-        buf.poison();
-        cudaCheck(cudaMemset(buf.ptr + n, GUARD_BYTE, sizeof(T)));
-    }
-    T* ptr() const { return buf.ptr; }
-    void upload(const std::vector<float>& v) {
-        std::vector<T> h(n);
-        for (size_t i = 0; i < n; i++) h[i] = host_from_float<T>(v[i]);
-        cudaCheck(cudaMemcpy(buf.ptr, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    std::vector<unsigned char> bytes() const {  // the n elements
-        std::vector<unsigned char> all = buf.bytes();
-        all.resize(n * sizeof(T));
-        return all;
-    }
-    std::vector<float> download() const {
-        std::vector<unsigned char> b = bytes();
-        std::vector<float> v(n);
-        for (size_t i = 0; i < n; i++) {
-            T x;
-            std::memcpy(&x, &b[i * sizeof(T)], sizeof(T));
-            v[i] = host_to_float(x);
-        }
-        return v;
-    }
-    bool guard_intact() const {
-        std::vector<unsigned char> all = buf.bytes();
-        for (size_t k = n * sizeof(T); k < all.size(); k++)
-            if (all[k] != GUARD_BYTE) return false;
-        return true;
-    }
+struct Guarded : GuardedOperand<T> {   // dev/test/test_util.h, the guard after the operand
+    explicit Guarded(size_t count) : GuardedOperand<T>(count, 0, GUARD_BYTE) {}
 };
 
 // half the spacing of bf16 numbers at magnitude a (8 significant bits: for a in [2^e, 2^(e+1))

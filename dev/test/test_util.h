@@ -107,6 +107,50 @@ struct DeviceBuffer {
     operator T*() const { return ptr; }
 };
 
+// One operand of n elements in a device buffer of n + 1 with a guard element that the kernel
+// must not touch: the operand at element `off` (0: 16-byte aligned, the guard after it;
+// 1: misaligned by one element, the guard before it). The buffer starts poisoned (0xFF
+// bytes: NaN); the guard holds `guard_byte` in every byte (a finite pattern such as 0x5A
+// catches a kernel that rewrites it from NaN inputs with the same NaN bits).
+template <typename T>
+struct GuardedOperand {
+    DeviceBuffer<T> buf;
+    size_t n;
+    int off;
+    unsigned char guard_byte;
+    GuardedOperand(size_t count, int offset = 0, unsigned char guard = 0xFF) : buf(count + 1), n(count), off(offset), guard_byte(guard) {
+        buf.poison();
+        cudaCheck(cudaMemset(buf.ptr + guard_index(), guard_byte, sizeof(T)));
+    }
+    size_t guard_index() const { return off ? 0 : n; }
+    T* ptr() const { return buf.ptr + off; }
+    void upload(const std::vector<float>& v) {
+        std::vector<T> h(n);
+        for (size_t i = 0; i < n; i++) h[i] = host_from_float<T>(v[i]);
+        cudaCheck(cudaMemcpy(ptr(), h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    std::vector<unsigned char> bytes() const {   // the n elements
+        std::vector<unsigned char> all = buf.bytes();
+        return std::vector<unsigned char>(all.begin() + off * sizeof(T), all.begin() + (off + n) * sizeof(T));
+    }
+    std::vector<float> download() const {
+        std::vector<unsigned char> b = bytes();
+        std::vector<float> v(n);
+        for (size_t i = 0; i < n; i++) {
+            T x;
+            std::memcpy(&x, &b[i * sizeof(T)], sizeof(T));
+            v[i] = host_to_float(x);
+        }
+        return v;
+    }
+    bool guard_intact() const {
+        std::vector<unsigned char> all = buf.bytes();
+        for (size_t k = 0; k < sizeof(T); k++)
+            if (all[guard_index() * sizeof(T) + k] != guard_byte) return false;
+        return true;
+    }
+};
+
 // ---------------------------------------------------------------------------------------
 struct Checker {
     int checked = 0, failed = 0;
