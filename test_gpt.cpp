@@ -98,10 +98,7 @@ static void run_state(const std::string& path, int override_k, const std::string
         model.zero_grad();
         losses.push_back(model.forward(s.inputs.data(), s.targets.data(), s.B, s.T));
         model.backward(s.B, s.T);
-        std::vector<double> q = model.grad_sq_per_tensor();
-        double t = 0.0;
-        for (double x : q) t += x;
-        float norm = (float)sqrt(t);
+        float norm = global_norm(model.grad_sq_per_tensor());   // common/run.h, as the trainers
         model.adamw_update(lr, s.beta1, s.beta2, s.eps, s.weight_decay, clip_scale(norm, s.grad_clip));
         lrs.push_back(lr);
         norms.push_back(norm);

@@ -200,10 +200,7 @@ static void run_state(const RefState& s, int precision, bool flash, int override
         model.zero_grad();
         losses.push_back(model.forward(s.inputs.data(), s.targets.data(), s.B, s.T, 1.f));
         model.backward(s.B, s.T, 1.f);
-        std::vector<double> q = model.grad_sq_per_tensor();
-        double t = 0.0;
-        for (double x : q) t += x;
-        float norm = (float)sqrt(t);
+        float norm = global_norm(model.grad_sq_per_tensor());   // common/run.h, as the trainers
         model.adamw_update(lr, s.beta1, s.beta2, s.eps, s.weight_decay, clip_scale(norm, s.grad_clip));
         lrs.push_back(lr);
         norms.push_back(norm);
