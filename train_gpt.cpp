@@ -727,23 +727,8 @@ struct Model {
         }
         return sq;
     }
-    // Per-layer norms sqrt(sum over layer l's tensors of ||g||^2) from per-tensor squares.
-    std::vector<float> layer_norms(const std::vector<double>& sq) const {
-        std::vector<double> acc(cfg.n_layer, 0.0);
-        for (size_t i = 0; i < table.t.size(); i++)
-            if (table.t[i].layer >= 0 && table.t[i].layer < cfg.n_layer) acc[table.t[i].layer] += sq[i];
-        std::vector<float> out(cfg.n_layer);
-        for (int l = 0; l < cfg.n_layer; l++) out[l] = (float)sqrt(acc[l]);
-        return out;
-    }
-    // Norm over the tensors whose name starts with `prefix` (e.g. "w" for the
-    // embeddings wte/wpe, "norm_f" for the final norm, "lm_head" for the head).
-    float group_norm(const std::vector<double>& sq, const char* prefix) const {
-        double s = 0.0;
-        for (size_t i = 0; i < table.t.size(); i++)
-            if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
-        return (float)sqrt(s);
-    }
+    std::vector<float> layer_norms(const std::vector<double>& sq) const { return ::layer_norms(table, cfg.n_layer, sq); }   // common/run.h
+    float group_norm(const std::vector<double>& sq, const char* prefix) const { return ::group_norm(table, sq, prefix); }
 
     // ------------------------------------------------------------------ AdamW
     // Decoupled weight decay (2-D tensors only), as torch.optim.AdamW:

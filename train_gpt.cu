@@ -629,20 +629,8 @@ struct Model {
         for (int k = 0; k < nch; k++) sq[chunks.owner[k]] += part[k];
         return sq;
     }
-    std::vector<float> layer_norms(const std::vector<double>& sq) const {
-        std::vector<double> acc(cfg.n_layer, 0.0);
-        for (size_t i = 0; i < table.t.size(); i++)
-            if (table.t[i].layer >= 0 && table.t[i].layer < cfg.n_layer) acc[table.t[i].layer] += sq[i];
-        std::vector<float> out(cfg.n_layer);
-        for (int l = 0; l < cfg.n_layer; l++) out[l] = (float)sqrt(acc[l]);
-        return out;
-    }
-    float group_norm(const std::vector<double>& sq, const char* prefix) const {
-        double s = 0.0;
-        for (size_t i = 0; i < table.t.size(); i++)
-            if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
-        return (float)sqrt(s);
-    }
+    std::vector<float> layer_norms(const std::vector<double>& sq) const { return ::layer_norms(table, cfg.n_layer, sq); }   // common/run.h
+    float group_norm(const std::vector<double>& sq, const char* prefix) const { return ::group_norm(table, sq, prefix); }
     // test hook (--inject_nan_at): one gradient element becomes NaN, the first element of
     // the middle tensor (element (0, 0) of a tensor is never a padded one)
     void poison_grad() {

@@ -132,6 +132,26 @@ inline int stop_if_signalled(long steps_done, bool have_out_dir, SaveFn save) {
     return have_out_dir ? 1 : 0;
 }
 
+// Per-layer norms sqrt(sum over layer l's tensors of ||g||^2) from per-tensor squares in
+// table order (both trainers; the CUDA trainer's padded table has the same tensors in the
+// same order).
+inline std::vector<float> layer_norms(const ParamTable& table, int n_layer, const std::vector<double>& sq) {
+    std::vector<double> acc(n_layer, 0.0);
+    for (size_t i = 0; i < table.t.size(); i++)
+        if (table.t[i].layer >= 0 && table.t[i].layer < n_layer) acc[table.t[i].layer] += sq[i];
+    std::vector<float> out(n_layer);
+    for (int l = 0; l < n_layer; l++) out[l] = (float)sqrt(acc[l]);
+    return out;
+}
+// Norm over the tensors whose name starts with `prefix` (e.g. "w" for the embeddings
+// wte/wpe, "norm_f" for the final norm, "lm_head" for the head).
+inline float group_norm(const ParamTable& table, const std::vector<double>& sq, const char* prefix) {
+    double s = 0.0;
+    for (size_t i = 0; i < table.t.size(); i++)
+        if (table.t[i].name.rfind(prefix, 0) == 0) s += sq[i];
+    return (float)sqrt(s);
+}
+
 // sqrt of the sum of per-tensor squared gradient norms: the global gradient norm.
 inline float global_norm(const std::vector<double>& sq) {
     double tot = 0.0;
