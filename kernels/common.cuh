@@ -117,6 +117,71 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: four 8 x 8 matrices of bf16 from shared
+// memory into the fragment layout above, one instruction for the warp. Lane l passes the
+// address of row l % 8 of matrix l / 8 (16 contiguous bytes, 16-byte aligned); lane l gets in
+// r[i] row l / 4, columns 2(l % 4), 2(l % 4) + 1 of matrix i (with _trans: rows 2(l % 4),
+// 2(l % 4) + 1 of column l / 4, i.e. of the transposed matrix). A non-transposed x4 of the
+// 16 x 16 block at (r0, c0), lane l pointing at row r0 + l % 8 + 8((l / 8) % 2), column
+// c0 + 8(l / 16), is exactly an mma A fragment; flash_attention.cuh uses the same addressing
+// for the B fragments (ldsm_x4 there).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const __nv_bfloat16* row) {
+#if defined(CUDA_EMU)
+    cuda_emu::warp_ldmatrix_x4(r, row, false, __FILE__, __LINE__);
+#else
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __nv_bfloat16* row) {
+#if defined(CUDA_EMU)
+    cuda_emu::warp_ldmatrix_x4(r, row, true, __FILE__, __LINE__);
+#else
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#endif
+}
+
+// cp.async: copy BYTES (4, 8 or 16; both addresses aligned to it) from global to shared
+// memory without passing through registers, asynchronously; only the first src_bytes are
+// read, the rest of the destination is zero-filled (src_bytes = 0: a zero chunk, e.g. a row
+// past the end). The copies a thread issued since its last commit form a group;
+// cp_async_wait<N>() waits until at most N of the thread's groups are still in flight. Other
+// threads see the data only after a __syncthreads() that follows the wait. (The emulation
+// performs the copies at the wait, so reading too early is caught.)
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* smem_dst, const void* gmem_src, int src_bytes) {
+    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(CUDA_EMU)
+    cuda_emu::cp_async(smem_dst, gmem_src, BYTES, src_bytes, __FILE__, __LINE__);
+#else
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+    if constexpr (BYTES == 16)   // .cg: cache in L2 only (16-byte copies only)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem_src), "r"(src_bytes) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem_src), "n"(BYTES), "r"(src_bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(CUDA_EMU)
+    cuda_emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(CUDA_EMU)
+    cuda_emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 // ----------------------------------------------------------------------------
 // grid-stride launches: enough blocks to fill a GPU (a few waves over 132 SMs), and only a
 // couple in the CPU emulation, where every CUDA thread is an OS thread (the loops inside

@@ -9,22 +9,34 @@
 //             Only L_i = m_i + log l_i (the log-sum-exp) is kept for the backward.
 //   backward  P = exp(S - L) (recomputed);  D_i = sum_d dY_id Y_id;  dP = dY V^T;
 //             dS = s P (dP - D);  dV = P^T dY;  dK = dS^T Q;  dQ = dS K
-// Exponentials are exp2 of scores pre-multiplied by log2(e); L is stored in that base-2 unit.
+// Exponentials are exp2 of scores times s log2(e) (one FFMA with the subtracted maximum); m and
+// L are kept in that base-2 unit.
 //
 // Layouts (no split/merge copies): qkv (B, T, 3C) as the QKV projection writes it (head h of
 // q, k, v at columns h*hd, C + h*hd, 2C + h*hd); the output Y and dY (B, T, C); dqkv
 // (B, T, 3C); L and D (B, NH, T) fp32.
 //
 // Tiling (FlashAttention-2 style): a block of 4 warps owns 64 rows (queries in the forward and
-// the dQ kernel, keys in the dK/dV kernel), a warp 16 of them, and streams 64-row tiles of the
-// other side through shared memory. Head dims are zero-padded in shared memory to HD = 16, 32
-// or 64, so any hd <= 64 works; rows past T are zero and masked. Every product is a sequence
-// of warp-wide mma.sync m16n8k16 (bf16 in, fp32 accumulate; mma_bf16_16816 in common.cuh,
-// which documents the register layouts). The accumulator layout of a 16 x 8 product (lane
-// holds rows g = lane/4 and g+8, columns 2t, 2t+1 with t = lane%4) is exactly what the next
-// product needs as its A operand, so scores turn into probabilities in registers: row
-// maxima and sums are reduced over the 4 lanes of a row (xor shuffles 1, 2), and P or dS
-// never touch shared memory.
+// the dQ kernel, keys in the dK/dV kernel), a warp 16 of them, kept in registers as mma
+// fragments, and streams 64-row tiles of the other side through shared memory. Head dims are
+// zero-padded in shared memory to HD = 16, 32 or 64, so any hd <= 64 works; rows past T are
+// zero and masked (the mask is only evaluated on tiles that cross the diagonal or T).
+//   - Every product is a sequence of warp-wide mma.sync m16n8k16 (bf16 in, fp32 accumulate;
+//     mma_bf16_16816 in common.cuh, which documents the register layouts).
+//   - Operands come out of shared memory with ldmatrix x4 (one instruction: four 8 x 8 blocks,
+//     the fragments of two mma), non-transposed for the row-major side of a product (Q, K, dY
+//     and V as the rows of S = Q K^T, dP = dY V^T) and transposed where the tile is the
+//     k-major B operand (V in P V, dY in P^T dY, Q in dS^T Q, K in dS K). ldsm_x4 below gives
+//     the addressing and which registers form which fragment.
+//   - The accumulator layout of a 16 x 8 product (lane holds rows g = lane/4 and g+8, columns
+//     2t, 2t+1 with t = lane%4) is what the next product needs as its A operand, so scores
+//     turn into probabilities in registers: row maxima and sums are reduced over the 4 lanes
+//     of a row (xor shuffles 1, 2), and P or dS never touch shared memory.
+//   - The streamed tiles are double-buffered: while the warps compute on one buffer, cp.async
+//     copies the next tile into the other (global -> shared, no registers), so the load
+//     latency hides behind the mma work. Four (64 x HD) tiles in all: the block's own rows are
+//     copied once, turned into register fragments, and their two tiles then serve as the
+//     second buffer.
 // Deterministic: no atomics (dQ has its own kernel instead of FA2's atomic adds; it recomputes
 // S and dP, about 40% more backward FLOPs, for run-to-run identical gradients).
 #pragma once
@@ -39,16 +51,18 @@ constexpr int FA_THREADS = 128;
 constexpr int FA_MAX_HD = 64;
 
 // Shared-memory tiles are (64 x HD) bf16 with row stride LDH = HD + 8: the +8 skews rows by
-// 16 bytes, so the 32 lanes' 4-byte fragment loads (8 rows x 4 words) hit 32 different banks.
+// 16 bytes, so the 8 row addresses of one ldmatrix phase (8 rows x 16 bytes) hit all 32 banks.
 template <int HD> struct FaDims {
     static constexpr int LDH = HD + 8;
     static constexpr size_t TILE = (size_t)FA_ROWS * LDH;   // elements of one tile
+    static constexpr size_t SMEM = 4 * TILE * sizeof(__nv_bfloat16);   // four tiles: 36 KB at HD = 64
 };
 
 // ----------------------------------------------------------------------------
 // tile loads: rows [r0, r0 + 64) of one head (columns col0 .. col0 + hd of a row-major matrix
-// with row stride `ld`) into a (64 x HD) bf16 tile; zero past T and past hd. 16-byte loads
-// when the columns allow it (vec8: hd, ld and col0 multiples of 8).
+// with row stride `ld`) into a (64 x HD) bf16 tile, zero past T and past hd. With vec8 (hd, ld
+// and col0 multiples of 8, 16-byte aligned base) as 16-byte cp.async copies, which the caller
+// commits and waits for; otherwise element by element (visible after the next barrier).
 template <int HD>
 __device__ __forceinline__ void fa_load_tile(__nv_bfloat16* dst, const __nv_bfloat16* src, size_t ld, int col0, int r0, int T_, int hd,
                                              bool vec8) {
@@ -56,67 +70,57 @@ __device__ __forceinline__ void fa_load_tile(__nv_bfloat16* dst, const __nv_bflo
     for (int idx = threadIdx.x; idx < FA_ROWS * CH; idx += FA_THREADS) {
         const int r = idx / CH, c = (idx % CH) * 8, t = r0 + r;
         __nv_bfloat16* d = dst + r * LDH + c;
-        if (vec8 && t < T_ && c + 8 <= hd) {
-            store_packed<__nv_bfloat16, 8>(d, load_packed<__nv_bfloat16, 8>(src + (size_t)t * ld + col0 + c));
+        if (vec8) {
+            const bool in = t < T_ && c < hd;   // hd is a multiple of 8: the chunk is all in or all out
+            cp_async<16>(d, src + (in ? (size_t)t * ld + col0 + c : (size_t)col0), in ? 16 : 0);
         } else {
             for (int e = 0; e < 8; e++)
                 d[e] = (t < T_ && c + e < hd) ? src[(size_t)t * ld + col0 + c + e] : __float2bfloat16_rn(0.0f);
         }
     }
 }
-// 64 floats of a (B, NH, T) row vector into shared memory (0 past T)
+// 64 floats of a (B, NH, T) row vector into shared memory (0 past T), 4-byte cp.async copies
 __device__ __forceinline__ void fa_load_vec(float* dst, const float* src, int r0, int T_) {
-    for (int i = threadIdx.x; i < FA_ROWS; i += FA_THREADS) dst[i] = r0 + i < T_ ? src[r0 + i] : 0.0f;
+    for (int i = threadIdx.x; i < FA_ROWS; i += FA_THREADS) {
+        const bool in = r0 + i < T_;
+        cp_async<4>(dst + i, src + (in ? r0 + i : 0), in ? 4 : 0);
+    }
 }
 
 namespace fa {
-// two bf16 of a tile row, adjacent columns (c even), as one register
-template <int HD>
-__device__ __forceinline__ uint32_t pair_in_row(const __nv_bfloat16* tile, int r, int c) {
-    return *reinterpret_cast<const uint32_t*>(tile + r * FaDims<HD>::LDH + c);
+// ldmatrix x4 of the 16 x 16 block of a tile at (row0, col0): lane l points at row
+// row0 + l%8 + 8((l/8)%2), column col0 + 8(l/16), so the four 8 x 8 blocks are
+//   r[0] (row0, col0)   r[1] (row0 + 8, col0)   r[2] (row0, col0 + 8)   r[3] (row0 + 8, col0 + 8)
+// Read non-transposed this is the A fragment of rows row0.., k = col0.. (a = r), or, for a tile
+// X used as X^T (scores against X's rows n = row0.., k = col0..), the B fragments of two
+// adjacent 8-column blocks: n-block row0 = {r[0], r[2]}, n-block row0 + 8 = {r[1], r[3]}.
+// Read transposed, for a tile X used as it is (k = row0.., n = col0..), it is the B fragments
+// n-block col0 = {r[0], r[1]} and n-block col0 + 8 = {r[2], r[3]}.
+template <int HD, bool TRANS>
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16* tile, int row0, int col0) {
+    const int l = threadIdx.x % 32;
+    const __nv_bfloat16* p = tile + (row0 + l % 8 + 8 * ((l / 8) % 2)) * FaDims<HD>::LDH + col0 + 8 * (l / 16);
+    if (TRANS) ldmatrix_x4_trans(r, p);
+    else ldmatrix_x4(r, p);
 }
-__device__ __forceinline__ uint32_t pack(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-    uint16_t l, h;
-    memcpy(&l, &lo, 2);
-    memcpy(&h, &hi, 2);
-    return (uint32_t)l | ((uint32_t)h << 16);
+// two floats as one register of two bf16 (round to nearest even; lo in the lower 16 bits)
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u;
 }
-// two bf16 of a tile column c, adjacent rows (r, r + 1), as one register
-template <int HD>
-__device__ __forceinline__ uint32_t pair_in_col(const __nv_bfloat16* tile, int r, int c) {
-    return pack(tile[r * FaDims<HD>::LDH + c], tile[(r + 1) * FaDims<HD>::LDH + c]);
-}
-// A fragment (16 x 16, row-major) of tile rows r0.. r0+15, columns k0.. k0+15
-template <int HD>
-__device__ __forceinline__ void load_a(uint32_t a[4], const __nv_bfloat16* tile, int r0, int k0) {
-    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    a[0] = pair_in_row<HD>(tile, r0 + g, k0 + 2 * t);
-    a[1] = pair_in_row<HD>(tile, r0 + g + 8, k0 + 2 * t);
-    a[2] = pair_in_row<HD>(tile, r0 + g, k0 + 2 * t + 8);
-    a[3] = pair_in_row<HD>(tile, r0 + g + 8, k0 + 2 * t + 8);
-}
-// B fragment (16 x 8) of X^T for X a tile: B[k][n] = X[n0 + n][k0 + k] (scores against the
-// tile's rows: S = A X^T)
-template <int HD>
-__device__ __forceinline__ void load_b_t(uint32_t b[2], const __nv_bfloat16* tile, int n0, int k0) {
-    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    b[0] = pair_in_row<HD>(tile, n0 + g, k0 + 2 * t);
-    b[1] = pair_in_row<HD>(tile, n0 + g, k0 + 2 * t + 8);
-}
-// B fragment (16 x 8) of a tile itself: B[k][n] = X[k0 + k][n0 + n] (P X products)
-template <int HD>
-__device__ __forceinline__ void load_b(uint32_t b[2], const __nv_bfloat16* tile, int k0, int n0) {
-    const int g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    b[0] = pair_in_col<HD>(tile, k0 + 2 * t, n0 + g);
-    b[1] = pair_in_col<HD>(tile, k0 + 2 * t + 8, n0 + g);
+// the sum of the two bf16 of a register, in fp32
+__device__ __forceinline__ float sum_bf16x2(uint32_t u) {   // a bf16 is the top half of its fp32
+    return __uint_as_float(u << 16) + __uint_as_float(u & 0xffff0000u);
 }
 // the accumulators of two adjacent 16 x 8 blocks (columns 16kk.. 16kk+15) as the A fragment
 // of the next product, rounded to bf16
 __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const float hi[4]) {
-    a[0] = pack(__float2bfloat16_rn(lo[0]), __float2bfloat16_rn(lo[1]));
-    a[1] = pack(__float2bfloat16_rn(lo[2]), __float2bfloat16_rn(lo[3]));
-    a[2] = pack(__float2bfloat16_rn(hi[0]), __float2bfloat16_rn(hi[1]));
-    a[3] = pack(__float2bfloat16_rn(hi[2]), __float2bfloat16_rn(hi[3]));
+    a[0] = pack_bf16(lo[0], lo[1]);
+    a[1] = pack_bf16(lo[2], lo[3]);
+    a[2] = pack_bf16(hi[0], hi[1]);
+    a[3] = pack_bf16(hi[2], hi[3]);
 }
 // write a warp's 16 x HD accumulators (acc[nb] covers columns 8nb.. 8nb+7) to rows r0.. of a
 // row-major bf16 matrix (stride ld, columns col0 .. col0 + hd), rows < T only, times mul[2]
@@ -144,10 +148,37 @@ __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
+// acc (16 x 16 block pair) = A (16 x HD, fragments a[kc]) @ X^T for rows n0.. n0+15 of tile X:
+// scores of the warp's rows against 16 of the tile's rows
+template <int HD>
+__device__ __forceinline__ void scores16(float acc[2][4], const uint32_t (*a)[4], const __nv_bfloat16* tile, int n0) {
+    for (int jj = 0; jj < 2; jj++)
+        for (int e = 0; e < 4; e++) acc[jj][e] = 0.0f;
+    for (int kc = 0; kc < HD / 16; kc++) {
+        uint32_t r[4];
+        ldsm_x4<HD, false>(r, tile, n0, kc * 16);
+        const uint32_t b0[2] = {r[0], r[2]}, b1[2] = {r[1], r[3]};
+        mma_bf16_16816(acc[0], a[kc], b0);
+        mma_bf16_16816(acc[1], a[kc], b1);
+    }
+}
+// acc (16 x HD) += A (16 x 16 fragment) @ rows k0.. k0+15 of tile X (X used as it is)
+template <int HD>
+__device__ __forceinline__ void accumulate16(float (*acc)[4], const uint32_t a[4], const __nv_bfloat16* tile, int k0) {
+    for (int np = 0; np < HD / 16; np++) {
+        uint32_t r[4];
+        ldsm_x4<HD, true>(r, tile, k0, np * 16);
+        const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+        mma_bf16_16816(acc[2 * np], a, b0);
+        mma_bf16_16816(acc[2 * np + 1], a, b1);
+    }
+}
 }  // namespace fa
 
 // ----------------------------------------------------------------------------
 // forward: grid (query tiles, B*NH), 128 threads. out (B, T, C); lse (B, NH, T), base 2.
+// Shared memory: tiles 0-3; Q in tile 0 at first; K, V of key tile kt in tiles (2, 3) for
+// even kt and (0, 1) for odd kt.
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_attention_forward_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ lse, const __nv_bfloat16* __restrict__ qkv,
@@ -157,76 +188,77 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;   // the longest (last) query tiles first
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    __nv_bfloat16* sQ = dynamic_shared_memory<__nv_bfloat16>();
-    __nv_bfloat16* sK = sQ + FaDims<HD>::TILE;
-    __nv_bfloat16* sV = sK + FaDims<HD>::TILE;
+    __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
+    auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
-    fa_load_tile<HD>(sQ, base, ld, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(0), base, ld, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(2), base, ld, C + h * hd, 0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(3), base, ld, 2 * C + h * hd, 0, T_, hd, vec8);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[KC][4];
-    for (int kc = 0; kc < KC; kc++) load_a<HD>(qf[kc], sQ, warp * 16, kc * 16);
+    for (int kc = 0; kc < KC; kc++) ldsm_x4<HD, false>(qf[kc], tile(0), warp * 16, kc * 16);
+    __syncthreads();   // tile 0 is free for key tile 1
 
-    const int qrow[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};   // this lane's two query rows
+    const int qlo = q0 + warp * 16, qrow[2] = {qlo + g, qlo + g + 8};   // the warp's first row; this lane's two
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[NB][4];
     for (int nb = 0; nb < NB; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.0f;
     const int last_tile = min(q0 + FA_ROWS - 1, T_ - 1) / FA_ROWS;
     for (int kt = 0; kt <= last_tile; kt++) {
-        const int k0 = kt * FA_ROWS;
-        __syncthreads();   // the previous tiles are consumed
-        fa_load_tile<HD>(sK, base, ld, C + h * hd, k0, T_, hd, vec8);
-        fa_load_tile<HD>(sV, base, ld, 2 * C + h * hd, k0, T_, hd, vec8);
+        const int k0 = kt * FA_ROWS, cur = kt % 2 == 0 ? 2 : 0, nxt = 2 - cur;
+        if (kt < last_tile) {   // prefetch key tile kt + 1 into the other buffer
+            fa_load_tile<HD>(tile(nxt), base, ld, C + h * hd, k0 + FA_ROWS, T_, hd, vec8);
+            fa_load_tile<HD>(tile(nxt + 1), base, ld, 2 * C + h * hd, k0 + FA_ROWS, T_, hd, vec8);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();   // tile kt has landed (only the prefetch may be in flight)
         __syncthreads();
-        if (k0 > q0 + warp * 16 + 15) continue;   // every key of the tile is after this warp's rows
-        // S (16 x 64) = Q K^T as 8 blocks of 16 x 8, scaled to base 2 and masked
-        float s[NS][4];
-        for (int j = 0; j < NS; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            for (int kc = 0; kc < KC; kc++) {
-                uint32_t bk[2];
-                load_b_t<HD>(bk, sK, j * 8, kc * 16);
-                mma_bf16_16816(s[j], qf[kc], bk);
+        const __nv_bfloat16 *sK = tile(cur), *sV = tile(cur + 1);
+        if (k0 <= qlo + 15) {   // else every key of the tile is after this warp's rows
+            // S (16 x 64) = Q K^T as 8 blocks of 16 x 8 (raw scores)
+            float s[NS][4];
+            for (int jp = 0; jp < NS / 2; jp++) scores16<HD>(&s[2 * jp], qf, sK, jp * 16);
+            if (k0 + FA_ROWS - 1 > qlo || k0 + FA_ROWS > T_)   // the tile crosses the diagonal or T: mask
+                for (int j = 0; j < NS; j++)
+                    for (int e = 0; e < 4; e++) {
+                        const int key = k0 + j * 8 + 2 * t + (e & 1);
+                        if (key > qrow[e >> 1] || key >= T_) s[j][e] = -INFINITY;
+                    }
+            // online softmax, rows g (elements 0, 1) and g + 8 (elements 2, 3); m in base-2 units
+            float use[2], alpha[2];
+            for (int hf = 0; hf < 2; hf++) {
+                float mx = -INFINITY;
+                for (int j = 0; j < NS; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
+                const float m_new = fmaxf(m[hf], quad_max(mx) * scale_log2);
+                use[hf] = m_new == -INFINITY ? 0.0f : m_new;   // a row with nothing unmasked yet
+                alpha[hf] = exp2f(m[hf] - use[hf]);           // 0 while m = -inf
+                m[hf] = m_new;
             }
-            for (int e = 0; e < 4; e++) {
-                const int key = k0 + j * 8 + 2 * t + (e & 1), q = qrow[e >> 1];
-                s[j][e] = (key <= q && key < T_) ? s[j][e] * scale_log2 : -INFINITY;
-            }
-        }
-        // online softmax, rows g (elements 0, 1) and g + 8 (elements 2, 3)
-        float use[2], alpha[2];
-        for (int hf = 0; hf < 2; hf++) {
-            float mx = -INFINITY;
-            for (int j = 0; j < NS; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
-            const float m_new = fmaxf(m[hf], quad_max(mx));
-            use[hf] = m_new == -INFINITY ? 0.0f : m_new;   // a row with nothing unmasked yet
-            alpha[hf] = exp2f(m[hf] - use[hf]);           // 0 while m = -inf
-            m[hf] = m_new;
-        }
-        float sum[2] = {0.0f, 0.0f};
-        for (int j = 0; j < NS; j++)
-            for (int e = 0; e < 4; e++) {
-                // round to bf16 here, so l sums exactly the values P V multiplies
-                s[j][e] = __bfloat162float(__float2bfloat16_rn(exp2f(s[j][e] - use[e >> 1])));
-                sum[e >> 1] += s[j][e];
-            }
-        for (int hf = 0; hf < 2; hf++) l[hf] = l[hf] * alpha[hf] + quad_sum(sum[hf]);
-        for (int nb = 0; nb < NB; nb++) {
-            o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
-            o[nb][2] *= alpha[1]; o[nb][3] *= alpha[1];
-        }
-        // O += P V
-        for (int kk = 0; kk < FA_ROWS / 16; kk++) {
-            uint32_t pa[4];
-            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+            // P = exp2(S s log2e - m), rounded to bf16 once: the A fragments of P V (keys
+            // 16kk.. 16kk+15), and l sums exactly the values P V multiplies
+            uint32_t pa[FA_ROWS / 16][4];
+            float sum[2] = {0.0f, 0.0f};
+            for (int j = 0; j < NS; j++)
+                for (int hf = 0; hf < 2; hf++) {
+                    const uint32_t p = pack_bf16(exp2f(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
+                                                 exp2f(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
+                    pa[j / 2][hf + 2 * (j % 2)] = p;
+                    sum[hf] += sum_bf16x2(p);
+                }
+            for (int hf = 0; hf < 2; hf++) l[hf] = l[hf] * alpha[hf] + quad_sum(sum[hf]);
             for (int nb = 0; nb < NB; nb++) {
-                uint32_t bv[2];
-                load_b<HD>(bv, sV, kk * 16, nb * 8);
-                mma_bf16_16816(o[nb], pa, bv);
+                o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
+                o[nb][2] *= alpha[1]; o[nb][3] *= alpha[1];
             }
+            // O += P V
+            for (int kk = 0; kk < FA_ROWS / 16; kk++) accumulate16<HD>(o, pa[kk], sV, kk * 16);
         }
+        __syncthreads();   // the tile is consumed before iteration kt + 1 prefetches into it
     }
     const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
-    store_acc<HD>(out + (size_t)b * T_ * C, C, h * hd, q0 + warp * 16, T_, hd, o, inv);
+    store_acc<HD>(out + (size_t)b * T_ * C, C, h * hd, qlo, T_, hd, o, inv);
     if (t == 0)
         for (int hf = 0; hf < 2; hf++)
             if (qrow[hf] < T_) lse[(size_t)bh * T_ + qrow[hf]] = m[hf] + log2f(l[hf]);
@@ -249,8 +281,10 @@ __global__ void flash_attention_dsum_kernel(float* __restrict__ dsum, const __nv
 
 // dK, dV: grid (key tiles, B*NH), 128 threads; each warp owns 16 keys and streams the query
 // tiles at and after its key tile, computing the transposed products directly:
-// S^T = K Q^T, dP^T = V dY^T (16 keys x 64 queries), P^T, dS^T, then dV += P^T dY, dK += dS^T Q.
-// Writes the k and v parts of dqkv (B, T, 3C).
+// S^T = K Q^T, dP^T = V dY^T (16 keys x 16 queries at a time), P^T, dS^T, then dV += P^T dY,
+// dK += dS^T Q. Writes the k and v parts of dqkv (B, T, 3C).
+// Shared memory: K, V in tiles 0, 1 at first; Q, dY of query tile i (counted from the first)
+// in tiles (2, 3) for even i and (0, 1) for odd i, with L and D (64 floats each) beside them.
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_attention_dkv_kernel(__nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
@@ -261,67 +295,71 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int k0 = blockIdx.x * FA_ROWS;
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    __nv_bfloat16* sK = dynamic_shared_memory<__nv_bfloat16>();
-    __nv_bfloat16* sV = sK + FaDims<HD>::TILE;
-    __nv_bfloat16* sQ = sV + FaDims<HD>::TILE;
-    __nv_bfloat16* sdY = sQ + FaDims<HD>::TILE;
-    float* sL = reinterpret_cast<float*>(sdY + FaDims<HD>::TILE);
-    float* sD = sL + FA_ROWS;
+    __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
+    auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
+    float* vecs = reinterpret_cast<float*>(tiles + 4 * FaDims<HD>::TILE);   // L, D of buffer 0; L, D of buffer 1
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
     const __nv_bfloat16* dyb = dout + (size_t)b * T_ * C;
-    fa_load_tile<HD>(sK, base, ld, C + h * hd, k0, T_, hd, vec8);
-    fa_load_tile<HD>(sV, base, ld, 2 * C + h * hd, k0, T_, hd, vec8);
+    const float *lse_bh = lse + (size_t)bh * T_, *dsum_bh = dsum + (size_t)bh * T_;
+    auto load_queries = [&](int buf, int q0) {   // Q, dY, L, D of the query tile at q0 into buffer buf
+        const int t0 = buf == 0 ? 2 : 0;
+        fa_load_tile<HD>(tile(t0), base, ld, h * hd, q0, T_, hd, vec8);
+        fa_load_tile<HD>(tile(t0 + 1), dyb, C, h * hd, q0, T_, hd, vec8);
+        fa_load_vec(vecs + buf * 2 * FA_ROWS, lse_bh, q0, T_);
+        fa_load_vec(vecs + buf * 2 * FA_ROWS + FA_ROWS, dsum_bh, q0, T_);
+    };
+    fa_load_tile<HD>(tile(0), base, ld, C + h * hd, k0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(1), base, ld, 2 * C + h * hd, k0, T_, hd, vec8);
+    load_queries(0, k0);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     uint32_t kf[KC][4], vf[KC][4];
     for (int kc = 0; kc < KC; kc++) {
-        load_a<HD>(kf[kc], sK, warp * 16, kc * 16);
-        load_a<HD>(vf[kc], sV, warp * 16, kc * 16);
+        ldsm_x4<HD, false>(kf[kc], tile(0), warp * 16, kc * 16);
+        ldsm_x4<HD, false>(vf[kc], tile(1), warp * 16, kc * 16);
     }
+    __syncthreads();   // tiles 0, 1 are free for the second buffer
     const int krow[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};   // this lane's two key rows
     float dk[NB][4], dv[NB][4];
     for (int nb = 0; nb < NB; nb++)
         for (int e = 0; e < 4; e++) dk[nb][e] = dv[nb][e] = 0.0f;
     const int ntiles = (T_ + FA_ROWS - 1) / FA_ROWS;
     for (int qt = blockIdx.x; qt < ntiles; qt++) {   // query tiles at or after the key tile
-        const int q0 = qt * FA_ROWS;
+        const int q0 = qt * FA_ROWS, buf = (qt - blockIdx.x) % 2;
+        if (qt + 1 < ntiles) load_queries(1 - buf, q0 + FA_ROWS);   // prefetch
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
-        fa_load_tile<HD>(sQ, base, ld, h * hd, q0, T_, hd, vec8);
-        fa_load_tile<HD>(sdY, dyb, C, h * hd, q0, T_, hd, vec8);
-        fa_load_vec(sL, lse + (size_t)bh * T_, q0, T_);
-        fa_load_vec(sD, dsum + (size_t)bh * T_, q0, T_);
-        __syncthreads();
+        const __nv_bfloat16 *sQ = tile(buf == 0 ? 2 : 0), *sdY = tile(buf == 0 ? 3 : 1);
+        const float *sL = vecs + buf * 2 * FA_ROWS, *sD = sL + FA_ROWS;
+        const bool mask = qt == (int)blockIdx.x || q0 + FA_ROWS > T_;   // the diagonal tile, or rows past T
         for (int kk = 0; kk < FA_ROWS / 16; kk++) {   // queries 16kk .. 16kk + 15 of the tile
             float st[2][4], dpt[2][4];
+            scores16<HD>(st, kf, sQ, kk * 16);    // S^T = K Q^T
+            scores16<HD>(dpt, vf, sdY, kk * 16);  // dP^T = V dY^T
             for (int jj = 0; jj < 2; jj++) {
-                const int j = 2 * kk + jj;
-                for (int e = 0; e < 4; e++) st[jj][e] = dpt[jj][e] = 0.0f;
-                for (int kc = 0; kc < KC; kc++) {
-                    uint32_t bq[2], bdy[2];
-                    load_b_t<HD>(bq, sQ, j * 8, kc * 16);
-                    load_b_t<HD>(bdy, sdY, j * 8, kc * 16);
-                    mma_bf16_16816(st[jj], kf[kc], bq);    // S^T
-                    mma_bf16_16816(dpt[jj], vf[kc], bdy);  // dP^T
-                }
+                const int qc = kk * 16 + jj * 8 + 2 * t;   // this lane's two query columns qc, qc + 1
+                const float2 Lq = *reinterpret_cast<const float2*>(sL + qc), Dq = *reinterpret_cast<const float2*>(sD + qc);
                 for (int e = 0; e < 4; e++) {
-                    const int qc = j * 8 + 2 * t + (e & 1), q = q0 + qc, key = krow[e >> 1];
-                    const bool valid = q >= key && q < T_ && key < T_;
-                    const float p = valid ? exp2f(st[jj][e] * scale_log2 - sL[qc]) : 0.0f;
+                    const float Le = (e & 1) ? Lq.y : Lq.x, De = (e & 1) ? Dq.y : Dq.x;
+                    float p = exp2f(fmaf(st[jj][e], scale_log2, -Le));
+                    if (mask) {
+                        const int q = q0 + qc + (e & 1);
+                        if (q < krow[e >> 1] || q >= T_) p = 0.0f;
+                    }
                     st[jj][e] = p;
-                    dpt[jj][e] = p * (dpt[jj][e] - sD[qc]) * scale;   // dS^T
+                    dpt[jj][e] = p * (dpt[jj][e] - De) * scale;   // dS^T
                 }
             }
             uint32_t pa[4], dsa[4];
             acc_to_a(pa, st[0], st[1]);
             acc_to_a(dsa, dpt[0], dpt[1]);
-            for (int nb = 0; nb < NB; nb++) {
-                uint32_t bdy[2], bq[2];
-                load_b<HD>(bdy, sdY, kk * 16, nb * 8);
-                load_b<HD>(bq, sQ, kk * 16, nb * 8);
-                mma_bf16_16816(dv[nb], pa, bdy);    // dV += P^T dY
-                mma_bf16_16816(dk[nb], dsa, bq);    // dK += dS^T Q
-            }
+            accumulate16<HD>(dv, pa, sdY, kk * 16);   // dV += P^T dY
+            accumulate16<HD>(dk, dsa, sQ, kk * 16);   // dK += dS^T Q
         }
+        __syncthreads();   // the buffer is consumed before it is prefetched into again
     }
     const float one[2] = {1.0f, 1.0f};
     __nv_bfloat16* db = dqkv + (size_t)b * T_ * ld;
@@ -331,6 +369,8 @@ __global__ void __launch_bounds__(FA_THREADS)
 
 // dQ: grid (query tiles, B*NH), 128 threads; each warp owns 16 queries and streams the key
 // tiles up to the diagonal: S = Q K^T, dP = dY V^T, dS, dQ += dS K. Writes the q part of dqkv.
+// Shared memory: Q, dY in tiles 0, 1 at first; K, V of key tile kt in tiles (2, 3) for even
+// kt and (0, 1) for odd kt.
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_attention_dq_kernel(__nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
@@ -341,21 +381,24 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
-    __nv_bfloat16* sQ = dynamic_shared_memory<__nv_bfloat16>();
-    __nv_bfloat16* sdY = sQ + FaDims<HD>::TILE;
-    __nv_bfloat16* sK = sdY + FaDims<HD>::TILE;
-    __nv_bfloat16* sV = sK + FaDims<HD>::TILE;
+    __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
+    auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
-    fa_load_tile<HD>(sQ, base, ld, h * hd, q0, T_, hd, vec8);
-    fa_load_tile<HD>(sdY, dout + (size_t)b * T_ * C, C, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(0), base, ld, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(1), dout + (size_t)b * T_ * C, C, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(2), base, ld, C + h * hd, 0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(3), base, ld, 2 * C + h * hd, 0, T_, hd, vec8);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[KC][4], dyf[KC][4];
     for (int kc = 0; kc < KC; kc++) {
-        load_a<HD>(qf[kc], sQ, warp * 16, kc * 16);
-        load_a<HD>(dyf[kc], sdY, warp * 16, kc * 16);
+        ldsm_x4<HD, false>(qf[kc], tile(0), warp * 16, kc * 16);
+        ldsm_x4<HD, false>(dyf[kc], tile(1), warp * 16, kc * 16);
     }
-    const int qrow[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    __syncthreads();   // tiles 0, 1 are free for key tile 1
+    const int qlo = q0 + warp * 16, qrow[2] = {qlo + g, qlo + g + 8};
     float L[2], Dr[2];
     for (int hf = 0; hf < 2; hf++) {
         L[hf] = qrow[hf] < T_ ? lse[(size_t)bh * T_ + qrow[hf]] : 0.0f;
@@ -365,42 +408,40 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int nb = 0; nb < NB; nb++) dq[nb][0] = dq[nb][1] = dq[nb][2] = dq[nb][3] = 0.0f;
     const int last_tile = min(q0 + FA_ROWS - 1, T_ - 1) / FA_ROWS;
     for (int kt = 0; kt <= last_tile; kt++) {
-        const int k0 = kt * FA_ROWS;
+        const int k0 = kt * FA_ROWS, cur = kt % 2 == 0 ? 2 : 0, nxt = 2 - cur;
+        if (kt < last_tile) {
+            fa_load_tile<HD>(tile(nxt), base, ld, C + h * hd, k0 + FA_ROWS, T_, hd, vec8);
+            fa_load_tile<HD>(tile(nxt + 1), base, ld, 2 * C + h * hd, k0 + FA_ROWS, T_, hd, vec8);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
-        fa_load_tile<HD>(sK, base, ld, C + h * hd, k0, T_, hd, vec8);
-        fa_load_tile<HD>(sV, base, ld, 2 * C + h * hd, k0, T_, hd, vec8);
-        __syncthreads();
-        if (k0 > q0 + warp * 16 + 15) continue;
-        for (int kk = 0; kk < FA_ROWS / 16; kk++) {   // keys 16kk .. 16kk + 15 of the tile
-            float s[2][4], dp[2][4];
-            for (int jj = 0; jj < 2; jj++) {
-                const int j = 2 * kk + jj;
-                for (int e = 0; e < 4; e++) s[jj][e] = dp[jj][e] = 0.0f;
-                for (int kc = 0; kc < KC; kc++) {
-                    uint32_t bk[2], bv[2];
-                    load_b_t<HD>(bk, sK, j * 8, kc * 16);
-                    load_b_t<HD>(bv, sV, j * 8, kc * 16);
-                    mma_bf16_16816(s[jj], qf[kc], bk);    // S
-                    mma_bf16_16816(dp[jj], dyf[kc], bv);  // dP = dY V^T
-                }
-                for (int e = 0; e < 4; e++) {
-                    const int key = k0 + j * 8 + 2 * t + (e & 1), hf = e >> 1;
-                    const bool valid = key <= qrow[hf] && key < T_ && qrow[hf] < T_;
-                    const float p = valid ? exp2f(s[jj][e] * scale_log2 - L[hf]) : 0.0f;
-                    dp[jj][e] = p * (dp[jj][e] - Dr[hf]) * scale;   // dS
-                }
-            }
-            uint32_t dsa[4];
-            acc_to_a(dsa, dp[0], dp[1]);
-            for (int nb = 0; nb < NB; nb++) {
-                uint32_t bk[2];
-                load_b<HD>(bk, sK, kk * 16, nb * 8);
-                mma_bf16_16816(dq[nb], dsa, bk);   // dQ += dS K
+        const __nv_bfloat16 *sK = tile(cur), *sV = tile(cur + 1);
+        if (k0 <= qlo + 15) {
+            const bool mask = k0 + FA_ROWS - 1 > qlo || k0 + FA_ROWS > T_;
+            for (int kk = 0; kk < FA_ROWS / 16; kk++) {   // keys 16kk .. 16kk + 15 of the tile
+                float s[2][4], dp[2][4];
+                scores16<HD>(s, qf, sK, kk * 16);    // S
+                scores16<HD>(dp, dyf, sV, kk * 16);  // dP = dY V^T
+                for (int jj = 0; jj < 2; jj++)
+                    for (int e = 0; e < 4; e++) {
+                        const int hf = e >> 1;
+                        float p = exp2f(fmaf(s[jj][e], scale_log2, -L[hf]));
+                        if (mask) {
+                            const int key = k0 + kk * 16 + jj * 8 + 2 * t + (e & 1);
+                            if (key > qrow[hf] || key >= T_) p = 0.0f;
+                        }
+                        dp[jj][e] = p * (dp[jj][e] - Dr[hf]) * scale;   // dS
+                    }
+                uint32_t dsa[4];
+                acc_to_a(dsa, dp[0], dp[1]);
+                accumulate16<HD>(dq, dsa, sK, kk * 16);   // dQ += dS K
             }
         }
+        __syncthreads();
     }
     const float one[2] = {1.0f, 1.0f};
-    store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, q0 + warp * 16, T_, hd, dq, one);
+    store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, one);
 }
 
 // ----------------------------------------------------------------------------
@@ -416,7 +457,7 @@ inline size_t flash_attention_scratch_floats(int B, int T_, int NH) { return (si
 
 template <int HD>
 inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T_, int C, int NH, cudaStream_t st) {
-    const size_t smem = 3 * FaDims<HD>::TILE * sizeof(__nv_bfloat16);   // Q, K, V tiles: 27 KB at HD = 64
+    const size_t smem = FaDims<HD>::SMEM;   // four tiles: 36 KB at HD = 64
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16)) ? 1 : 0;
     const float scale_log2 = 1.4426950408889634f / sqrtf((float)hd);
     launch_kernel(flash_attention_forward_kernel<HD>, dim3(ceil_div(T_, FA_ROWS), B * NH), FA_THREADS, smem, st, out, lse, qkv, T_, C, NH,
@@ -425,8 +466,8 @@ inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat1
 template <int HD>
 inline void fa_backward_launch(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse, const float* dsum,
                                int B, int T_, int C, int NH, cudaStream_t st) {
-    // four tiles + L and D: 37 KB at HD = 64
-    const size_t smem = 4 * FaDims<HD>::TILE * sizeof(__nv_bfloat16) + 2 * FA_ROWS * sizeof(float);
+    // four tiles + two buffers of L and D (dK/dV; dQ uses the tiles only): 37 KB at HD = 64
+    const size_t smem = FaDims<HD>::SMEM + 4 * FA_ROWS * sizeof(float);
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16) && is_aligned(dout, 16)) ? 1 : 0;
     const float scale = 1.0f / sqrtf((float)hd), scale_log2 = 1.4426950408889634f * scale;
     const dim3 grid(ceil_div(T_, FA_ROWS), B * NH);

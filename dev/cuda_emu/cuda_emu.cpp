@@ -17,6 +17,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,6 +80,7 @@ struct Warp {
     std::condition_variable cv[32];
     WarpGroup groups[32];
     uint32_t mma_a[32][4] = {}, mma_b[32][2] = {};   // warp_mma_m16n8k16_bf16's staged fragments
+    const uint16_t* ldm_row[32] = {};                 // warp_ldmatrix_x4's staged row addresses
 };
 
 // what the watchdog may read about one emulated thread
@@ -169,6 +171,28 @@ Pool& pool() {
 
 void thread_exit(Block& b, int tid);
 
+// a thread's cp.async copies: the open (uncommitted) group and the committed groups, oldest
+// first. The copy itself happens at cp.async.wait_group, the latest moment the hardware may
+// complete it, so a kernel that reads the destination before waiting sees stale data (the
+// poisoned 0xFF bytes of dynamic shared memory) and fails its test.
+struct CpAsyncCopy {
+    void* dst;
+    const void* src;
+    int bytes, src_bytes;
+    const char* file;
+    int line;
+};
+struct CpAsyncState {
+    std::vector<CpAsyncCopy> open;
+    std::deque<std::vector<CpAsyncCopy>> groups;
+    const CpAsyncCopy* pending() const {   // the oldest copy not yet performed, if any
+        for (const auto& g : groups)
+            if (!g.empty()) return &g.front();
+        return open.empty() ? nullptr : &open.front();
+    }
+};
+thread_local CpAsyncState tl_cp_async;
+
 void run_thread(Block& b, int tid) {
     tl_block = &b;
     tl_tid = tid;
@@ -177,7 +201,13 @@ void run_thread(Block& b, int tid) {
     tl_blockIdx = b.bidx;
     tl_blockDim = b.block;
     tl_gridDim = b.grid;
+    tl_cp_async = CpAsyncState{};
     (*b.body)();
+    if (const CpAsyncCopy* c = tl_cp_async.pending()) {   // (empty groups in flight are harmless)
+        char who[128];
+        describe_thread(b, tid, who, sizeof who);
+        fatal("%s exited with a cp.async copy issued at %s:%d never waited for (cp.async.wait_group)", who, c->file, c->line);
+    }
     thread_exit(b, tid);
     tl_block = nullptr;
 }
@@ -528,6 +558,68 @@ void warp_mma_m16n8k16_bf16(float* d, const uint32_t* a, const uint32_t* b, cons
     }
     warp_op(W_SYNC, 0xffffffffu, 0, 0, 32, file, line);   // every lane has read the staging area
     for (int i = 0; i < 4; i++) d[i] = out[i];
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 for the whole warp: four 8 x 8 matrices
+// of 16-bit elements; lane l passes the address of row l % 8 of matrix l / 8 (16 bytes,
+// 16-byte aligned). Lane l receives in r[i], from matrix i, row l / 4, columns 2(l % 4) and
+// 2(l % 4) + 1 (the lower column in the lower 16 bits), or with .trans the same elements of
+// the transposed matrix: rows 2(l % 4) and 2(l % 4) + 1 of column l / 4. (So r[i] of a
+// non-transposed load is the mma A/B fragment register of that 8 x 8 block.)
+void warp_ldmatrix_x4(uint32_t* r, const void* row, bool trans, const char* file, int line) {
+    Block* bp = tl_block;
+    if (!bp) fatal("ldmatrix called outside a kernel at %s:%d", file, line);
+    const int tid = tl_tid, lane = tid % 32;
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fatal("ldmatrix at %s:%d: lane %d's row address %p is not 16-byte aligned", file, line, lane, row);
+    Warp& w = *bp->warps[tid / 32];
+    {
+        std::lock_guard<std::mutex> lk(w.m);
+        w.ldm_row[lane] = static_cast<const uint16_t*>(row);
+    }
+    warp_op(W_SYNC, 0xffffffffu, 0, 0, 32, file, line);
+    uint32_t out[4];
+    {
+        std::lock_guard<std::mutex> lk(w.m);
+        const int g = lane / 4, t = lane % 4;
+        for (int i = 0; i < 4; i++) {
+            const uint16_t* const* m = w.ldm_row + 8 * i;   // the 8 row addresses of matrix i
+            uint16_t lo, hi;
+            if (trans) {
+                lo = m[2 * t][g];
+                hi = m[2 * t + 1][g];
+            } else {
+                lo = m[g][2 * t];
+                hi = m[g][2 * t + 1];
+            }
+            out[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+    }
+    warp_op(W_SYNC, 0xffffffffu, 0, 0, 32, file, line);   // every lane has read the staging area
+    for (int i = 0; i < 4; i++) r[i] = out[i];
+}
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line) {
+    if (!tl_block) fatal("cp.async called outside a kernel at %s:%d", file, line);
+    if (bytes != 4 && bytes != 8 && bytes != 16) fatal("cp.async at %s:%d: %d bytes (4, 8 or 16)", file, line, bytes);
+    if (src_bytes < 0 || src_bytes > bytes) fatal("cp.async at %s:%d: src-size %d outside [0, %d]", file, line, src_bytes, bytes);
+    if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+        fatal("cp.async at %s:%d: %d-byte copy %p -> %p not aligned to its size", file, line, bytes, src, dst);
+    tl_cp_async.open.push_back({dst, src, bytes, src_bytes, file, line});
+}
+void cp_async_commit() {
+    CpAsyncState& st = tl_cp_async;
+    st.groups.push_back(std::move(st.open));   // an empty group is legal
+    st.open.clear();
+}
+void cp_async_wait(int n) {
+    CpAsyncState& st = tl_cp_async;
+    while ((int)st.groups.size() > n) {
+        for (const CpAsyncCopy& c : st.groups.front()) {
+            memcpy(c.dst, c.src, (size_t)c.src_bytes);
+            memset(static_cast<char*>(c.dst) + c.src_bytes, 0, (size_t)(c.bytes - c.src_bytes));
+        }
+        st.groups.pop_front();
+    }
 }
 
 unsigned activemask() {

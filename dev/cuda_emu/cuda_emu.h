@@ -56,6 +56,13 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, co
 unsigned activemask();
 // one warp-wide bf16 tensor-core product (PTX mma.sync m16n8k16; layouts in cuda_emu.cpp)
 void warp_mma_m16n8k16_bf16(float* d, const uint32_t* a, const uint32_t* b, const float* c, const char* file, int line);
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 for the whole warp (layouts in cuda_emu.cpp)
+void warp_ldmatrix_x4(uint32_t* r, const void* row, bool trans, const char* file, int line);
+// cp.async (global -> shared, `bytes` = 4, 8 or 16, the last bytes - src_bytes zero-filled),
+// cp.async.commit_group and cp.async.wait_group n: copies are deferred to the wait
+void cp_async(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
+void cp_async_commit();
+void cp_async_wait(int n);
 void* dynamic_smem();
 [[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
