@@ -2,8 +2,10 @@
 // same source on a real GPU (nvcc build), so the two can be compared: thread/block indices
 // in 3D, static and dynamic shared memory (dynamic poisoned per block in emulation),
 // __syncthreads and its count/and/or forms, warp shuffles (all four, with widths), votes,
-// __syncwarp on half-warp masks, match_any, atomics, cooperative groups, and a launch with
-// an invalid configuration reported by cudaGetLastError. Exit status non-zero on failure.
+// __syncwarp on half-warp masks, match_any, atomics, cooperative groups, cp.async (16 and
+// 4 bytes, zero-fill) and ldmatrix x4 (plain and transposed, against the PTX ISA's layout),
+// and a launch with an invalid configuration reported by cudaGetLastError. Exit status
+// non-zero on failure. (mma.sync is checked by test_flash_attention, which needs it.)
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
 
@@ -74,6 +76,32 @@ __global__ void atomic_kernel(int* counter, float* fsum, unsigned* maxv, int* ca
     atomicAdd(fsum, 0.5f);
     atomicMax(maxv, (unsigned)(threadIdx.x * 7 % 101 + blockIdx.x));
     if (atomicCAS(cas, 0, (int)threadIdx.x + 1) == 0) atomicAdd(counter, 1000);
+}
+
+// one warp: a 16 x 16 bf16 matrix (row stride 16) copied into shared memory (row stride 24,
+// as flash_attention.cuh skews its tiles) with 16-byte cp.async, rows 12-15 zero-filled
+// (src-size 0); 32 floats with 4-byte cp.async, the last 12 zero-filled; then ldmatrix x4 of
+// the 16 x 16 block, plain and transposed, each lane pointing at row l%8 + 8((l/8)%2), column
+// 8(l/16). out: 8 registers per lane; fout: the floats.
+__global__ void ldmatrix_kernel(uint32_t* out, float* fout, const __nv_bfloat16* in, const float* fin) {
+    __shared__ __align__(16) __nv_bfloat16 s[16 * 24];
+    __shared__ __align__(16) float sf[32];
+    const int l = threadIdx.x;
+    const int r = l / 2, c = (l % 2) * 8;   // 32 chunks of 8 elements: one per lane
+    cp_async<16>(s + r * 24 + c, in + r * 16 + c, r < 12 ? 16 : 0);
+    cp_async<4>(sf + l, fin + l, l < 20 ? 4 : 0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    const __nv_bfloat16* p = s + (l % 8 + 8 * ((l / 8) % 2)) * 24 + 8 * (l / 16);
+    uint32_t a[4], b[4];
+    ldmatrix_x4(a, p);
+    ldmatrix_x4_trans(b, p);
+    for (int i = 0; i < 4; i++) {
+        out[8 * l + i] = a[i];
+        out[8 * l + 4 + i] = b[i];
+    }
+    fout[l] = sf[l];
 }
 
 static int fails = 0;
@@ -190,6 +218,50 @@ int main() {
         expect(m == mref, "atomicMax", m, mref);
         expect(cas >= 1 && cas <= 96, "atomicCAS winner", cas, 1);
         printf("  atomics: %s\n", fails > f0 ? "MISMATCH" : "ok");
+    }
+    // --- cp.async and ldmatrix
+    {
+        const int f0 = fails;
+        std::vector<float> m(256), fin(32);
+        for (int i = 0; i < 256; i++) m[i] = (float)(i + 1);   // exact in bf16
+        for (int i = 0; i < 32; i++) fin[i] = 0.25f * (i + 1);
+        DeviceBuffer<__nv_bfloat16> d_in(256);
+        DeviceBuffer<float> d_fin(32), d_fout(32);
+        DeviceBuffer<uint32_t> d_out(8 * 32);
+        d_in.upload(m);
+        d_fin.upload(fin);
+        d_out.poison();
+        d_fout.poison();
+        launch_kernel(ldmatrix_kernel, dim3(1), dim3(32), 0, 0, d_out.ptr, d_fout.ptr, d_in.ptr, d_fin.ptr);
+        cudaCheck(cudaDeviceSynchronize());
+        std::vector<uint32_t> h(8 * 32);
+        cudaCheck(cudaMemcpy(h.data(), d_out.ptr, h.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+        std::vector<float> fo = d_fout.download();
+        auto M = [](int r, int c) { return r < 12 ? (uint32_t)(r * 16 + c + 1) : 0u; };   // what shared memory holds
+        for (int l = 0; l < 32; l++) {
+            const int g = l / 4, t = l % 4;
+            for (int i = 0; i < 4; i++) {
+                const int r0 = 8 * (i % 2), c0 = 8 * (i / 2);   // matrix i of the x4 is the block at (r0, c0)
+                for (int tr = 0; tr < 2; tr++) {
+                    const uint32_t bits = h[8 * l + 4 * tr + i];
+                    uint32_t got[2];
+                    for (int e = 0; e < 2; e++) {
+                        const uint32_t u = (bits >> (16 * e) & 0xffffu) << 16;
+                        float f;
+                        memcpy(&f, &u, 4);
+                        got[e] = (uint32_t)f;
+                    }
+                    // plain: row g, columns 2t, 2t+1; transposed: rows 2t, 2t+1 of column g
+                    const uint32_t want0 = tr ? M(r0 + 2 * t, c0 + g) : M(r0 + g, c0 + 2 * t);
+                    const uint32_t want1 = tr ? M(r0 + 2 * t + 1, c0 + g) : M(r0 + g, c0 + 2 * t + 1);
+                    expect(got[0] == want0 && got[1] == want1, tr ? "ldmatrix x4 trans (lane*100+reg)" : "ldmatrix x4 (lane*100+reg)",
+                           100 * l + i, (long long)(want0 * 1000 + want1));
+                }
+            }
+            const float fwant = l < 20 ? fin[l] : 0.0f;
+            expect(fo[l] == fwant, "cp.async 4-byte copy / zero-fill (x4)", (long long)(4 * fo[l]), (long long)(4 * fwant));
+        }
+        printf("  cp.async (16/4 bytes, zero-fill), ldmatrix x4 plain/trans: %s\n", fails > f0 ? "MISMATCH" : "ok");
     }
     // --- an invalid launch configuration is an error, reported by cudaGetLastError
     {
