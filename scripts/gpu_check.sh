@@ -6,7 +6,8 @@
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check);
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
-#      T = 256 and T = 1024 (gpt2 T = 1024 also with --attention matmul, for comparison), and
+#      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences and with
+#      --attention matmul, for comparison), and
 #      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
@@ -122,6 +123,9 @@ bench $S llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
 bench $S llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
 bench $S gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
 bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+# llm.c's GPT-2 124M run uses 64 x 1024 per GPU: the same step with the per-step costs
+# (AdamW, the loss and gradient-norm downloads, batch upload) spread over 4x the tokens
+bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
 bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
