@@ -266,6 +266,7 @@ struct Model {
     int nbuckets = 0;
     long long* d_chunk_off = nullptr;
     int* d_chunk_len = nullptr;
+    unsigned char* d_chunk_decay = nullptr;   // per chunk: its tensor takes weight decay (AdamW)
     float* d_partial = nullptr;
     GradNormChunks chunks;
     MemoryPlan plan;
@@ -346,6 +347,7 @@ struct Model {
         d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
         d_chunk_off = a.take<long long>(chunks.off.size());
         d_chunk_len = a.take<int>(chunks.len.size());
+        d_chunk_decay = a.take<unsigned char>(chunks.len.size());
         d_partial = a.take<float>(chunks.off.size());
         plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
     }
@@ -394,6 +396,9 @@ struct Model {
         }
         cudaCheck(cudaMemcpy(d_chunk_off, chunks.off.data(), chunks.off.size() * sizeof(long long), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(d_chunk_len, chunks.len.data(), chunks.len.size() * sizeof(int), cudaMemcpyHostToDevice));
+        std::vector<unsigned char> decay(chunks.owner.size());
+        for (size_t k = 0; k < decay.size(); k++) decay[k] = dtable.t[chunks.owner[k]].decay ? 1 : 0;
+        cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
         inputs.assign((size_t)B_ * T_, 0);
         targets.assign((size_t)B_ * T_, 0);
     }
@@ -639,21 +644,18 @@ struct Model {
     }
 
     // ------------------------------------------------------------------ AdamW
-    // As train_gpt.cpp (torch.optim.AdamW), one launch per tensor (decay on 2-D tensors),
-    // over the device layout (padded elements: g = m = v = w = 0 stay 0).
+    // As train_gpt.cpp (torch.optim.AdamW; decay on 2-D tensors), one launch over the whole
+    // device layout, chunk by chunk (the gradient norm's chunk table + a decay flag per chunk;
+    // padded elements: g = m = v = w = 0 stay 0).
     void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
         step++;
         double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
-        AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f, grad_scale};
-        for (const ParamTensor& p : dtable.t) {
-            a.decay = p.decay ? 1.f - lr * wd : 1.f;
-            size_t o = p.offset;
-            if (pure())
-                ::adamw_update<T, T>(params + o, nullptr, (T*)m + o, (T*)v + o, grads + o, p.numel(), a, stream);
-            else
-                ::adamw_update<T, float>(params + o, master ? master + o : nullptr, (float*)m + o, (float*)v + o, grads + o, p.numel(),
-                                         a, stream);
-        }
+        const AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f - lr * wd, grad_scale};
+        const int nch = (int)chunks.off.size();
+        if (pure())
+            ::adamw_update<T, T>(params, nullptr, (T*)m, (T*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream);
+        else
+            ::adamw_update<T, float>(params, master, (float*)m, (float*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream);
     }
 
     // Model FLOPs per token of a training step, as train_gpt.cpp: 6 per multiplied weight

@@ -8,7 +8,13 @@
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
 //   w = w * decay - step_size * m / (sqrt(v) * inv_bc2 + eps)
 //   step_size = lr / (1 - b1^t),  inv_bc2 = 1 / sqrt(1 - b2^t)       (computed on the host)
-// All math in fp32. One launch per tensor (the decay differs per tensor); grid-stride.
+// All math in fp32.
+//
+// One launch for the whole parameter arena (a step used to make one launch per tensor: a
+// few hundred launches of a few microseconds each). The arena is cut into the chunks of
+// gradnorm.cuh (never straddling two tensors; device arrays chunk_off / chunk_len, the same
+// table the gradient norm uses) plus a per-chunk flag chunk_decay (1: the chunk's tensor is
+// decayed, a.decay applies; 0: decay 1). One block per chunk, threads striding over it.
 #pragma once
 
 #include "common.cuh"
@@ -19,13 +25,18 @@ struct AdamWArgs {
 
 template <typename TP, typename TS>
 __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m, TS* __restrict__ v,
-                             const TP* __restrict__ grad, size_t n, AdamWArgs a) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+                             const TP* __restrict__ grad, const long long* __restrict__ chunk_off, const int* __restrict__ chunk_len,
+                             const unsigned char* __restrict__ chunk_decay, AdamWArgs a) {
+    const size_t o = (size_t)chunk_off[blockIdx.x];
+    const int n = chunk_len[blockIdx.x];
+    const float decay = chunk_decay[blockIdx.x] ? a.decay : 1.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const size_t i = o + j;
         const float g = to_float(grad[i]) * a.grad_scale;
         const float mi = a.beta1 * to_float(m[i]) + (1.0f - a.beta1) * g;
         const float vi = a.beta2 * to_float(v[i]) + (1.0f - a.beta2) * g * g;
         const float w = master ? master[i] : to_float(param[i]);
-        const float w_new = w * a.decay - a.step_size * mi / (sqrtf(vi) * a.inv_bc2 + a.eps);
+        const float w_new = w * decay - a.step_size * mi / (sqrtf(vi) * a.inv_bc2 + a.eps);
         m[i] = from_float<TS>(mi);
         v[i] = from_float<TS>(vi);
         if (master) master[i] = w_new;
@@ -33,8 +44,10 @@ __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master,
     }
 }
 
+// the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset
 template <typename TP, typename TS>
-void adamw_update(TP* param, float* master, TS* m, TS* v, const TP* grad, size_t n, const AdamWArgs& a, cudaStream_t st) {
-    if (n == 0) return;
-    launch_kernel(adamw_kernel<TP, TS>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, st, param, master, m, v, grad, n, a);
+void adamw_update(TP* param, float* master, TS* m, TS* v, const TP* grad, const long long* chunk_off, const int* chunk_len,
+                  const unsigned char* chunk_decay, int nchunks, const AdamWArgs& a, cudaStream_t st) {
+    if (nchunks == 0) return;
+    launch_kernel(adamw_kernel<TP, TS>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a);
 }

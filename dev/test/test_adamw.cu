@@ -6,25 +6,29 @@
 //              param must be exactly round_to_bf16(master) after every step
 //   pure bf16  adamw_update<bf16, bf16>(param, nullptr, m, v, grad, ...)
 // The kernel arguments are formed on the host exactly as Model::adamw_update does (bias
-// corrections in double, then step_size / inv_bc2 / decay as floats). Each case runs STEPS
+// corrections in double, then step_size / inv_bc2 / decay as floats; the chunk table of
+// gradnorm.cuh with a decay flag per chunk). Each case runs STEPS
 // optimizer steps in a row from m = v = 0 (t = 1..STEPS: m, v and both bias corrections
 // evolve), with a fresh gradient, learning rate and clip scale (grad_scale) every step. The
 // gradients mix typical values, elements that are zero at every step (m = v = 0: only the
 // decay acts), elements zero at one step only, large ones (|g| ~ 3e4, g^2 ~ 1e9) and tiny ones
 // (|g| ~ 1e-9: eps dominates the denominator). Sizes: 1, below one block, one block + 1, one
-// full grid pass + 1 and two passes + 37 (GRID_STRIDE_MAX_BLOCKS * EW_BLOCK threads per pass,
-// so the grid-stride loop wraps with a partial last pass in the emulation and on a GPU
-// alike); 2-D tensors (decay = 1 - lr * wd) and 1-D ones (decay = 1; in pure bf16 a decay of
+// chunk + 1 and two chunks + 37 (GRADNORM_CHUNK elements per chunk and block, so the block's
+// stride loop wraps and the last chunk is short); 2-D tensors (decay = 1 - lr * wd) and 1-D
+// ones (decay = 1; in pure bf16 a decay of
 // lr * wd = 1e-4 mostly vanishes in the rounding to bf16, so the fp32 and bf16 modes are the
 // ones that pin the decay down). Every written array
 // has one guard element past its end that must stay untouched, and every case runs twice
-// from the same state: the final bytes must be identical. n = 0 must launch nothing.
+// from the same state: the final bytes must be identical. n = 0 must launch nothing. Then a
+// trainer-like arena: three tensors back to back (the second at an odd offset, decayed, the
+// others not) updated by one launch must give, bit for bit, what each tensor gives alone.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
 #include "test_util.h"
 
 #include "../../kernels/adamw.cuh"
+#include "../../kernels/gradnorm.cuh"
 
 constexpr int STEPS = 4;
 static const float LR[STEPS] = {1e-3f, 6e-4f, 1e-3f, 3e-4f};      // a schedule's values
@@ -41,12 +45,28 @@ struct Case {
 constexpr float BETA1 = 0.9f, EPS = 1e-8f;
 
 // The host half of Model::adamw_update (train_gpt.cu) for optimizer step t (1-based).
-static AdamWArgs trainer_args(int t, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, bool decay) {
+static AdamWArgs trainer_args(int t, float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
     double bc1 = 1.0 - pow((double)beta1, t), bc2_sqrt = sqrt(1.0 - pow((double)beta2, t));
-    AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f, grad_scale};
-    a.decay = decay ? 1.f - lr * wd : 1.f;
-    return a;
+    return AdamWArgs{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f - lr * wd, grad_scale};
 }
+// the chunk table of tensors (offset, numel, decayed?) on the device, as Model builds it
+struct DeviceChunks {
+    GradNormChunks c;
+    int n;
+    DeviceBuffer<long long> off;
+    DeviceBuffer<int> len;
+    DeviceBuffer<unsigned char> decay;
+    DeviceChunks(const std::vector<std::pair<size_t, size_t>>& tensors, const std::vector<bool>& decayed)
+        : c(gradnorm_chunks(tensors)), n((int)c.off.size()), off(n), len(n), decay(n) {
+        std::vector<unsigned char> flags(n);
+        for (int k = 0; k < n; k++) flags[k] = decayed[c.owner[k]] ? 1 : 0;
+        if (n) {
+            cudaCheck(cudaMemcpy(off.ptr, c.off.data(), n * sizeof(long long), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(len.ptr, c.len.data(), n * sizeof(int), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(decay.ptr, flags.data(), n, cudaMemcpyHostToDevice));
+        }
+    }
+};
 
 // ---------------------------------------------------------------------------------------
 // torch.optim.AdamW, one step in double on one element (hyperparameters are the float values
@@ -146,11 +166,13 @@ static Run run_device(const Case& c, bool use_master, const std::vector<float>& 
     const std::vector<float> zeros(n, 0.0f);
     m.upload(zeros);
     v.upload(zeros);
+    const DeviceChunks ch({{0, n}}, {c.decay});
     Run r;
     for (int s = 0; s < STEPS; s++) {
         grad.upload(grads[s]);
-        const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, c.beta2, EPS, c.wd, GSCALE[s], c.decay);
-        adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, n, a, 0);
+        const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, c.beta2, EPS, c.wd, GSCALE[s]);
+        adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
+                             ch.decay.ptr, ch.n, a, 0);
         cudaCheck(cudaDeviceSynchronize());
         r.w.push_back(param.download());
         r.param_bits.push_back(param.bytes());
@@ -279,27 +301,78 @@ static void run_case(Checker& ck, Rng& rng, Mode mode, const Case& c) {
 static void run_empty(Checker& ck) {
     printf("n=0\n");
     Guarded<float> p(0), m(0), v(0), g(0);
-    const AdamWArgs a = trainer_args(1, 1e-3f, BETA1, 0.95f, EPS, 0.1f, 1.0f, true);
-    adamw_update<float, float>(p.ptr(), nullptr, m.ptr(), v.ptr(), g.ptr(), 0, a, 0);
+    const AdamWArgs a = trainer_args(1, 1e-3f, BETA1, 0.95f, EPS, 0.1f, 1.0f);
+    adamw_update<float, float>(p.ptr(), nullptr, m.ptr(), v.ptr(), g.ptr(), nullptr, nullptr, nullptr, 0, a, 0);
     cudaCheck(cudaDeviceSynchronize());
     check_true(ck, "n=0 writes nothing", p.guard_intact() && m.guard_intact() && v.guard_intact(), "MISMATCH: memory written");
+}
+
+// Three tensors in one arena, one launch per step, against each tensor run alone
+// (run_device): every step's param, master, m and v bit for bit.
+template <typename TP, typename TS>
+static void run_arena(Checker& ck, Rng& rng, Mode mode) {
+    const bool use_master = mode == Mode::BF16;
+    const std::vector<Case> parts = {{37, false, 0.95f, 0.1f}, {(size_t)GRADNORM_CHUNK + 3, true, 0.95f, 0.1f}, {5, false, 0.95f, 0.1f}};
+    printf("%s arena of %zu tensors, one launch\n", mode_name(mode), parts.size());
+    std::vector<std::pair<size_t, size_t>> spans;
+    std::vector<bool> decayed;
+    size_t total = 0;
+    for (const Case& c : parts) spans.push_back({total, c.n}), decayed.push_back(c.decay), total += c.n;
+    std::vector<float> w0 = rng.normal(total, 0.0f, 0.02f);
+    if (!use_master) w0 = round_to<TP>(w0);
+    std::vector<std::vector<float>> grads;
+    for (int s = 0; s < STEPS; s++) grads.push_back(make_grad<TP>(rng, total, s));
+    Guarded<TP> param(total);
+    DeviceBuffer<TP> grad(total);
+    Guarded<float> master(total);
+    Guarded<TS> m(total), v(total);
+    param.upload(w0);
+    if (use_master) master.upload(w0);
+    m.upload(std::vector<float>(total, 0.0f));
+    v.upload(std::vector<float>(total, 0.0f));
+    const DeviceChunks ch(spans, decayed);
+    std::vector<Run> alone;
+    for (size_t k = 0; k < parts.size(); k++) {
+        auto slice = [&](const std::vector<float>& x) { return std::vector<float>(x.begin() + spans[k].first, x.begin() + spans[k].first + spans[k].second); };
+        std::vector<std::vector<float>> g;
+        for (int s = 0; s < STEPS; s++) g.push_back(slice(grads[s]));
+        alone.push_back(run_device<TP, TS>(parts[k], use_master, slice(w0), g));
+    }
+    bool same = true;
+    for (int s = 0; s < STEPS; s++) {
+        grad.upload(grads[s]);
+        // every Case shares beta2 and wd: the decay flag alone differs
+        const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, parts[0].beta2, EPS, parts[0].wd, GSCALE[s]);
+        adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
+                             ch.decay.ptr, ch.n, a, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        const std::vector<float> W = param.download(), MA = master.download(), Mm = m.download(), Vv = v.download();
+        for (size_t k = 0; k < parts.size(); k++)
+            for (size_t i = 0; i < spans[k].second; i++) {
+                const size_t j = spans[k].first + i;
+                const Run& r = alone[k];
+                if (W[j] != r.w[s][i] || Mm[j] != r.m[s][i] || Vv[j] != r.v[s][i] || (use_master && MA[j] != r.master[s][i])) same = false;
+            }
+    }
+    check_true(ck, "one launch over the arena == each tensor alone (bitwise, every step)", same, "MISMATCH: the chunk table mixes tensors up");
+    check_true(ck, "arena: elements past the end untouched", param.guard_intact() && master.guard_intact() && m.guard_intact() && v.guard_intact(),
+               "MISMATCH: an element past the arena was written");
 }
 
 int main() {
     skip_without_device("test_adamw");
     Rng rng(test_seed());
-    // one pass of the grid-stride loop covers `pass` elements (128 in the emulation, 540672
-    // on a GPU); the sizes are relative to it so both builds wrap the loop
-    const size_t pass = (size_t)GRID_STRIDE_MAX_BLOCKS * EW_BLOCK;
-    printf("EW_BLOCK %d, at most %d blocks: %zu elements per grid-stride pass\n", EW_BLOCK, GRID_STRIDE_MAX_BLOCKS, pass);
+    // one block per chunk of GRADNORM_CHUNK elements, EW_BLOCK threads striding over it
+    const size_t chunk = GRADNORM_CHUNK;
+    printf("EW_BLOCK %d threads per block, a block per chunk of %zu elements\n", EW_BLOCK, chunk);
     const std::vector<Case> cases = {
         {1, false, 0.95f, 0.1f},                    // a single element
-        {37, true, 0.95f, 0.1f},                    // less than one block
-        {(size_t)EW_BLOCK + 1, false, 0.95f, 0.1f}, // one block + 1 (second block nearly idle)
-        {pass + 1, true, 0.95f, 0.1f},              // one full pass + 1: thread 0 strides once
-        {2 * pass + 37, true, 0.95f, 0.1f},         // two passes + 37, 2-D
-        {2 * pass + 37, false, 0.95f, 0.1f},        // the same, 1-D
-        {2 * pass + 37, true, 0.999f, 0.0f},        // flags.h defaults: beta2 0.999, no decay
+        {37, true, 0.95f, 0.1f},                    // less than one block's threads
+        {(size_t)EW_BLOCK + 1, false, 0.95f, 0.1f}, // one block's threads + 1: thread 0 strides once
+        {chunk + 1, true, 0.95f, 0.1f},             // one chunk + 1: a second block with one element
+        {2 * chunk + 37, true, 0.95f, 0.1f},        // two chunks + 37, 2-D
+        {2 * chunk + 37, false, 0.95f, 0.1f},       // the same, 1-D
+        {2 * chunk + 37, true, 0.999f, 0.0f},       // flags.h defaults: beta2 0.999, no decay
     };
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
@@ -309,6 +382,9 @@ int main() {
         run_case<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16, c);
     }
     run_empty(ck);
+    run_arena<float, float>(ck, rng, Mode::FP32);
+    run_arena<__nv_bfloat16, float>(ck, rng, Mode::BF16);
+    run_arena<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16);
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_adamw");
 }
