@@ -8,7 +8,9 @@ per family, forward and backward side by side:
 
   kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
-  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt), bias gradient
+  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU, its
+                          gradient and the bias gradients in cuBLASLt epilogues (--gelu_fusion 1, default)
+                          or in separate kernels (0: activation.cuh, matmul.cuh's bias reduction)
   kernels/rope.cuh        rotary position embedding (llama)
   kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default)
   kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
@@ -238,6 +240,7 @@ struct Model {
     ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
     int precision = PREC_FP32;
     bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
+    bool gelu_fusion = true;                  // GELU and bias gradients in GEMM epilogues (set_gelu_fusion)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
 
@@ -335,7 +338,8 @@ struct Model {
         branch = a.take<T>(N * C);
         // backward buffers
         dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
-        dfc = a.take<T>(N * fcw); dact = a.take<T>(N * F);
+        dfc = a.take<T>(N * fcw);
+        dact = fused_gelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
         attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
         fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
         size_t widest = std::max({3 * C, fcw, C});
@@ -488,6 +492,20 @@ struct Model {
         attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, stream);
     }
 
+    // ------------------------------------------------------------------ GELU / bias-gradient fusion
+    // With gelu_fusion (--gelu_fusion 1, the default) GPT-2's MLP runs its GELU in the fc GEMM's
+    // epilogue and its GELU gradient and fc bias gradient in the proj dinp GEMM's, and every
+    // bias gradient comes from a GEMM epilogue (kernels/matmul.cuh); off: gelu_forward /
+    // gelu_backward and bias_backward's kernels. Llama has neither GELU nor biases. Call
+    // before allocate() (the fused path needs no dact buffer).
+    void set_gelu_fusion(bool on) { gelu_fusion = on; }
+    bool fused_gelu() const { return gelu_fusion && cfg.gpt(); }
+    const char* gelu_fusion_name() const {
+        if (!cfg.gpt()) return "n/a (llama: SwiGLU, no biases)";
+        return gelu_fusion ? "on (GELU, its gradient and the bias gradients in cuBLASLt GEMM epilogues)"
+                           : "off (GELU and bias-gradient kernels)";
+    }
+
     // ------------------------------------------------------------------ forward
     // Forward over B_ x T_ tokens. With targets, computes the mean loss into `loss` and
     // returns it (or -1 without targets). grad_scale > 0 fuses the classifier's backward:
@@ -540,9 +558,13 @@ struct Model {
                 preln_residual_norm_forward(a.sum1, a.n2out, a.mean2, a.rstd2, x, branch, w.norm2_w, w.norm2_b, N, C, eps, norm_type, st);
             const T* h = post ? a.n1out : a.sum1;
             const T* m_in = post ? h : a.n2out;
-            linear_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, fcw, st);
-            if (c.gpt()) gelu_forward(a.act, a.fc, (size_t)N * F, st);
-            else swiglu_forward(a.act, a.fc, N, F, st);
+            if (fused_gelu()) {   // act = GELU(fc), fc = m_in @ Wfc^T + bfc kept for the backward, one GEMM
+                linear_gelu_forward(a.act, a.fc, m_in, w.fc_w, w.fc_b, N, C, F, st);
+            } else {
+                linear_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, fcw, st);
+                if (c.gpt()) gelu_forward(a.act, a.fc, (size_t)N * F, st);
+                else swiglu_forward(a.act, a.fc, N, F, st);
+            }
             if (post) {   // sum2 = h + branch; y = n2out = N2(sum2)
                 linear_forward(branch, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, st);
                 postln_residual_norm_forward(a.n2out, a.sum2, a.mean2, a.rstd2, h, branch, w.norm2_w, w.norm2_b, N, C, eps, norm_type, st);
@@ -577,7 +599,8 @@ struct Model {
         float* fs = fscratch;
         if (!logits_are_grad) classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, true, st);
         logits_are_grad = false;   // logits now hold dlogits
-        linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, st);
+        const bool fuse = fused_gelu();
+        linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, fuse, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
@@ -594,24 +617,30 @@ struct Model {
             } else {      // y = sum2: the residual gradient flows through unchanged
                 dsum2 = dx;
             }
-            linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, st);
-            if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
-            else swiglu_backward(dfc, a.fc, dact, N, F, st);
+            T* fc_b_grad = g.fc_b;   // the fc bias gradient, unless the fused proj backward adds it
+            if (fuse) {   // dfc = (dsum2 @ Wproj) * GELU'(fc), fc.b's gradient with it; the proj gradients
+                linear_dgelu_backward(dfc, g.fc_b, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, a.fc, w.mlp_proj_w, N, F, C, st);
+                fc_b_grad = nullptr;
+            } else {
+                linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, fuse, st);
+                if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
+                else swiglu_backward(dfc, a.fc, dact, N, F, st);
+            }
             if (post) {   // MLP input = h: d1 (= dh) += dfc @ Wfc; then dsum1 = N1'(dh) into dx
-                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, st);
+                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, fuse, st);
                 postln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             } else {      // MLP input = N2(h): dx (= dh = dsum1) += N2'(dfc @ Wfc)
-                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, st);
+                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, fuse, st);
                 preln_residual_norm_backward(dx, g.norm2_w, g.norm2_b, fs, d1, dx, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, nt, st);
             }
             // --- attention sublayer: dx = dsum1, the gradient w.r.t. sum1 = x + Attn(a_in)
-            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, st);
+            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, fuse, st);
             attn_backward(a, B_, T_);
             if (!c.gpt()) rope_backward(dqkv, rope_cos, rope_sin, B_, T_, C, NH, st);
             if (post) {   // a_in = x: dx (the skip) += dqkv @ Wqkv
-                linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, st);
+                linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, fuse, st);
             } else {      // a_in = N1(x): dx += N1'(dqkv @ Wqkv)
-                linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, st);
+                linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, fuse, st);
                 preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             }
         }
@@ -717,7 +746,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash, bool gelu_fusion) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -756,6 +785,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash) {
     printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
            prop.totalGlobalMem / (double)(1 << 30));
     model.set_attention(want_flash);
+    model.set_gelu_fusion(gelu_fusion);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
 
     DataLoader train, val;
@@ -786,6 +816,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash) {
            precision == PREC_BF16 ? "bf16 weights/activations/gradients, fp32 master weights and AdamW state, fp32 accumulation" :
                                     "bf16 everywhere, AdamW state too (the paper's code)");
     printf("attention: %s\n", model.attention_name());
+    printf("gelu fusion: %s\n", model.gelu_fusion_name());
     printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
            placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
     printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
@@ -916,19 +947,23 @@ int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
     TrainConfig tc;
     std::string precision_s = "bf16", attention_s = "flash";
+    int gelu_fusion = 1;
     std::vector<FlagSpec> extra = {
         {"precision", 0, 's', &precision_s,
          "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
         {"attention", 0, 's', &attention_s,
          "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
+        {"gelu_fusion", 0, 'i', &gelu_fusion,
+         "1 (default): gpt's GELU, its gradient and all bias gradients in cuBLASLt GEMM epilogues | 0: separate kernels"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) return 0;
     int precision = parse_precision(precision_s);
     if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
     const bool want_flash = attention_s == "flash";
+    if (gelu_fusion != 0 && gelu_fusion != 1) fatal("--gelu_fusion must be 0 or 1, got %d", gelu_fusion);
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     require_cuda_device();
-    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash);
-    return train_main<__nv_bfloat16>(tc, precision, want_flash);
+    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion == 1);
+    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion == 1);
 }
 #endif

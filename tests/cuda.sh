@@ -1,7 +1,8 @@
 # tests/cuda.sh - the CUDA trainer (train_gpt.cu) and its test (test_gpt.cu), sourced by
 # scripts/run_tests.sh; built by dev/test/cuda.mk. Without a GPU everything runs through the
 # CPU emulation of CUDA (dev/cuda_emu): test_gpt.cu against the stored PyTorch states in fp32,
-# bf16 and pure bf16 with the bitwise resume check, negative tests, the emulated trainer
+# bf16 and pure bf16 with the bitwise resume check (gpt's GELU and bias gradients in the GEMM
+# epilogues, and once, fp32, in separate kernels), negative tests, the emulated trainer
 # against the CPU trainer, its own checkpoint/resume, and bad input. The nvcc builds run on a
 # GPU when there is one, and otherwise must say so (exit 77 / a one-line error), never crash.
 CB=${BUILD:-build}/cuda
@@ -17,6 +18,10 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
+  # the runs above fuse gpt's GELU and bias gradients into the GEMM epilogues (the default);
+  # the unfused path (GELU and bias-gradient kernels) on the gpt states, fp32, 3 steps
+  run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 --steps 3 \
+    --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
   # negative tests: the comparisons must be able to fail
   run_test cuda/neg_wrong_post_ln 'fail:llama_mix.bin: MISMATCH' "$CB/test_gpt_cuda_emu" --post_ln_layers 2 --steps 0 \
     --resume_steps 0 dev/reference/llama_mix.bin
@@ -25,6 +30,7 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
   run_test cuda/neg_perturbed_grad_bf16 'fail:FAIL +grad l1\.qkv\.w ' "$CB/test_gpt_cuda_emu" --precision bf16 \
     --perturb l1.qkv.w --steps 0 --resume_steps 0 dev/reference/llama_post.bin
   run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
+  run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0 or 1, got 2' "$CB/test_gpt_cuda_emu" --gelu_fusion 2
 else
   skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
 fi
@@ -35,10 +41,14 @@ if [ -x "$CB/train_gpt_cuda_emu" ]; then
   $CPY dev/random_shard.py "$CSCRATCH/val_000.bin" --tokens 1000 --vocab 300 --seed 2 >/dev/null
   CTINY=(--arch llama --n_layer 2 --n_head 2 --d_model 32 --ffn 88 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16
          -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
-  # the emulated CUDA trainer (fp32) follows the CPU trainer step for step
+  # gpt with 2 micro-steps per step: the bias gradients (GEMM epilogues) must accumulate;
+  # ffn 88 is padded to 128 on the device (zero units through the fused GELU)
+  CTINY_GPT=(--arch gpt --n_layer 2 --n_head 2 --d_model 32 --ffn 88 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16 -d 64
+             -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
+  # the emulated CUDA trainer (fp32) follows the CPU trainer step for step (args: the flags)
   cuda_vs_cpu() {
-    "$T" "${CTINY[@]}" --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
-    ${BUILD:-build}/train_gpt "${CTINY[@]}" -x 4 -o "$CSCRATCH/cpu.jsonl" || return 1
+    "$T" "$@" --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
+    ${BUILD:-build}/train_gpt "$@" -x 4 -o "$CSCRATCH/cpu.jsonl" || return 1
     $CPY - "$CSCRATCH/cu.jsonl" "$CSCRATCH/cpu.jsonl" <<'PYEOF'
 import json, sys
 a, b = ([json.loads(l) for l in open(p) if '"step"' in l] for p in sys.argv[1:3])
@@ -51,7 +61,8 @@ for x, y in zip(a, b):
     print("step", x["step"], "loss cuda", x["loss"], "cpu", y["loss"])
 PYEOF
   }
-  run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu
+  run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu "${CTINY[@]}"
+  run_test cuda/train_emu_vs_cpu_gpt_accum pass cuda_vs_cpu "${CTINY_GPT[@]}"
   # checkpoint every 2 steps, then resume from step 2: the log continues bitwise (bf16 mode)
   cuda_resume() {
     rm -rf "$CSCRATCH/run"
@@ -67,6 +78,7 @@ PYEOF
   # bad input: one-line errors
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
+  run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0 or 1, got 2'   "$T" "${CTINY[@]}" --gelu_fusion 2
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
