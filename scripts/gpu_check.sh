@@ -3,11 +3,12 @@
 # is available (under 8 minutes on an H100/H200):
 #   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
 #      and print the ptxas register / shared-memory / spill table for sm_90;
-#   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check);
+#   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
+#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
-#      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences and with
-#      --attention matmul, for comparison), and
+#      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
+#      --gelu_fusion 0 and with --attention matmul, for comparison), and
 #      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
@@ -69,7 +70,7 @@ fi
 nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-for p in fp32 bf16 pure_bf16 "bf16 --attention matmul"; do
+for p in fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
   if "$B/cuda/test_gpt_nvcc" --precision $p > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
   else say "FAIL test_gpt_nvcc --precision $p (see $log): $(tail -1 "$log")"; fails=$((fails+1)); fi
@@ -126,6 +127,8 @@ bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
 # llm.c's GPT-2 124M run uses 64 x 1024 per GPU: the same step with the per-step costs
 # (AdamW, the loss and gradient-norm downloads, batch upload) spread over 4x the tokens
 bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
+# the same step with GELU and the bias gradients in their own kernels instead of cuBLASLt epilogues
+bench $S gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
 bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
