@@ -20,8 +20,8 @@ Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
     --precision P        fp32 (default) | bf16 | pure_bf16
     --attention A        flash (default; kernels/flash_attention.cuh in the bf16 modes) | matmul
                          (kernels/attention.cuh, the T x T scores; fp32 always uses it)
-    --gelu_fusion F      1 (default): gpt's GELU, its gradient and the bias gradients in cuBLASLt GEMM
-                         epilogues | 0: separate kernels (as train_gpt.cu's flag)
+    --gelu_fusion F      1 (default): gpt's GELU and the bias gradients in cuBLASLt GEMM epilogues |
+                         2: the GELU gradient too | 0: separate kernels (as train_gpt.cu's flag)
     --steps N            run at most N of the stored optimizer steps (emulation is slow)
     --resume_steps K     steps before and after the checkpoint in the resume check (default 2; 0: no check)
     --no_reference       skip the comparisons with the reference (resume check only)
@@ -137,7 +137,7 @@ static void check_padding(const Model<T>& model, int steps, Checker& ck) {
 }
 
 template <typename T>
-static void run_state(const RefState& s, int precision, bool flash, bool gelu_fusion, int override_k, const std::string& perturb, int max_steps,
+static void run_state(const RefState& s, int precision, bool flash, int gelu_fusion, int override_k, const std::string& perturb, int max_steps,
                       Checker& ck) {
     ModelConfig cfg = s.ckpt.cfg;
     const Tolerances& tol = precision == PREC_FP32 ? TOL_FP32 : TOL_BF16;
@@ -222,7 +222,7 @@ static void run_state(const RefState& s, int precision, bool flash, bool gelu_fu
 // fresh model reloads the checkpoint and trains the same K: losses, gradient norms and the
 // final weights must be bitwise equal.
 template <typename T>
-static void resume_check(const RefState& s, int precision, bool flash, bool gelu_fusion, int K, Checker& ck) {
+static void resume_check(const RefState& s, int precision, bool flash, int gelu_fusion, int K, Checker& ck) {
     const ModelConfig& cfg = s.ckpt.cfg;
     auto one_step = [&](Model<T>& m, int step, float* loss, float* norm) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
@@ -284,7 +284,8 @@ static void resume_check(const RefState& s, int precision, bool flash, bool gelu
 
 int main(int argc, char** argv) {
     int override_k = -1, max_steps = 1 << 30, resume_steps = 2, precision = PREC_FP32;
-    bool reference = true, flash = true, gelu_fusion = true;
+    bool reference = true, flash = true;
+    int gelu_fusion = 1;
     std::string perturb;
     std::vector<std::string> files;
     auto int_arg = [&](int& i, const char* flag) {
@@ -308,10 +309,10 @@ int main(int argc, char** argv) {
             flash = v == "flash";
         } else if (a == "--gelu_fusion") {
             int v = int_arg(i, "--gelu_fusion");
-            if (v > 1) fatal("--gelu_fusion must be 0 or 1, got %d", v);
-            gelu_fusion = v == 1;
+            if (v > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", v);
+            gelu_fusion = v;
         } else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--gelu_fusion 1|0] [--steps N] [--resume_steps K] "
+            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--gelu_fusion 1|2|0] [--steps N] [--resume_steps K] "
                    "[--no_reference] [--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) fatal("unknown flag %s (see --help)", a.c_str());
@@ -335,8 +336,8 @@ int main(int argc, char** argv) {
 #endif
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
-    printf("precision %s, attention %s, gelu fusion %s (gpt states)\n", precision_name(precision),
-           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul", gelu_fusion ? "on" : "off");
+    printf("precision %s, attention %s, gelu fusion %d (gpt states)\n", precision_name(precision),
+           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul", gelu_fusion);
     size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
     for (size_t fi = files.size(); fi-- > 0;) {
         int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;

@@ -8,9 +8,9 @@ per family, forward and backward side by side:
 
   kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
-  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU, its
-                          gradient and the bias gradients in cuBLASLt epilogues (--gelu_fusion 1, default)
-                          or in separate kernels (0: activation.cuh, matmul.cuh's bias reduction)
+  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU and the
+                          bias gradients in cuBLASLt epilogues (--gelu_fusion 1, default; 2: the GELU
+                          gradient too) or in separate kernels (0: activation.cuh, matmul.cuh's reduction)
   kernels/rope.cuh        rotary position embedding (llama)
   kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default)
   kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
@@ -240,7 +240,7 @@ struct Model {
     ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
     int precision = PREC_FP32;
     bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
-    bool gelu_fusion = true;                  // GELU and bias gradients in GEMM epilogues (set_gelu_fusion)
+    int gelu_fusion = 1;                      // GELU / bias gradients in GEMM epilogues: 0, 1, 2 (set_gelu_fusion)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
 
@@ -267,6 +267,7 @@ struct Model {
     float *rope_cos = nullptr, *rope_sin = nullptr;
     int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
     int nbuckets = 0;
+    EmbeddingBuckets buckets;                  // the last batch's, on the host (forward)
     long long* d_chunk_off = nullptr;
     int* d_chunk_len = nullptr;
     unsigned char* d_chunk_decay = nullptr;   // per chunk: its tensor takes weight decay (AdamW)
@@ -339,7 +340,7 @@ struct Model {
         // backward buffers
         dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
         dfc = a.take<T>(N * fcw);
-        dact = fused_gelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
+        dact = fused_dgelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
         attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
         fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
         size_t widest = std::max({3 * C, fcw, C});
@@ -493,17 +494,22 @@ struct Model {
     }
 
     // ------------------------------------------------------------------ GELU / bias-gradient fusion
-    // With gelu_fusion (--gelu_fusion 1, the default) GPT-2's MLP runs its GELU in the fc GEMM's
-    // epilogue and its GELU gradient and fc bias gradient in the proj dinp GEMM's, and every
-    // bias gradient comes from a GEMM epilogue (kernels/matmul.cuh); off: gelu_forward /
-    // gelu_backward and bias_backward's kernels. Llama has neither GELU nor biases. Call
-    // before allocate() (the fused path needs no dact buffer).
-    void set_gelu_fusion(bool on) { gelu_fusion = on; }
-    bool fused_gelu() const { return gelu_fusion && cfg.gpt(); }
+    // --gelu_fusion (kernels/matmul.cuh), for GPT-2 (llama has neither GELU nor biases):
+    //   0  gelu_forward / gelu_backward and bias_backward's kernels
+    //   1  (default) GELU in the fc GEMM's epilogue (GELU_AUX_BIAS), every bias gradient from
+    //      its dW GEMM (BGRADB); the GELU gradient stays a kernel
+    //   2  as 1, and the GELU gradient with the fc bias gradient in the proj dinp GEMM
+    //      (DGELU_BGRAD). Not the default: on the H200 cuBLASLt runs that epilogue as a
+    //      separate kernel, 3.9 ms per gpt2-124m T=1024 step against gelu_backward's 0.9.
+    // Call before allocate() (level 2 needs no dact buffer).
+    void set_gelu_fusion(int level) { gelu_fusion = level; }
+    bool fused_gelu() const { return gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward and bias gradients
+    bool fused_dgelu() const { return gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
     const char* gelu_fusion_name() const {
         if (!cfg.gpt()) return "n/a (llama: SwiGLU, no biases)";
-        return gelu_fusion ? "on (GELU, its gradient and the bias gradients in cuBLASLt GEMM epilogues)"
-                           : "off (GELU and bias-gradient kernels)";
+        return gelu_fusion >= 2 ? "2 (GELU, its gradient and the bias gradients in cuBLASLt GEMM epilogues)"
+               : gelu_fusion    ? "1 (GELU and the bias gradients in cuBLASLt GEMM epilogues, GELU gradient kernel)"
+                                : "0 (GELU and bias-gradient kernels)";
     }
 
     // ------------------------------------------------------------------ forward
@@ -525,16 +531,10 @@ struct Model {
                 targets[i] = tgt[i];
             }
         }
+        // (inputs, targets and buckets are members: alive until the next forward, which comes
+        // after a synchronisation, so the asynchronous copies never read a reused buffer)
         cudaCheck(cudaMemcpyAsync(d_inputs, inputs.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
-        if (tgt) {
-            cudaCheck(cudaMemcpyAsync(d_targets, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
-            EmbeddingBuckets e = embedding_buckets(inputs.data(), N);   // for the backward
-            nbuckets = (int)e.tok.size();
-            cudaCheck(cudaMemcpyAsync(d_btok, e.tok.data(), e.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-            cudaCheck(cudaMemcpyAsync(d_bstart, e.start.data(), e.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-            cudaCheck(cudaMemcpyAsync(d_bpos, e.pos.data(), e.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-            cudaCheck(cudaStreamSynchronize(st));   // the host vectors above are temporaries
-        }
+        if (tgt) cudaCheck(cudaMemcpyAsync(d_targets, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
         embedding_forward(encoded, d_inputs, W.wte, W.wpe, B_, T_, C, st);
         for (int l = 0; l < c.n_layer; l++) {
             const LayerTensors<T>& w = W.layer[l];
@@ -579,6 +579,14 @@ struct Model {
         if (!tgt) return -1.f;
         classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, grad_scale > 0.f, st);
         logits_are_grad = grad_scale > 0.f;
+        // The embedding backward's token buckets (a host sort of the N tokens, ~1 ms at
+        // N = 16k) are made here, while the GPU runs the forward just queued, and uploaded
+        // behind it (the backward reads them last).
+        buckets = embedding_buckets(inputs.data(), N);
+        nbuckets = (int)buckets.tok.size();
+        cudaCheck(cudaMemcpyAsync(d_btok, buckets.tok.data(), buckets.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaMemcpyAsync(d_bstart, buckets.start.data(), buckets.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaMemcpyAsync(d_bpos, buckets.pos.data(), buckets.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
         h_losses.resize(N);
         cudaCheck(cudaMemcpy(h_losses.data(), losses, N * sizeof(float), cudaMemcpyDeviceToHost));
         double total = 0.0;
@@ -618,7 +626,7 @@ struct Model {
                 dsum2 = dx;
             }
             T* fc_b_grad = g.fc_b;   // the fc bias gradient, unless the fused proj backward adds it
-            if (fuse) {   // dfc = (dsum2 @ Wproj) * GELU'(fc), fc.b's gradient with it; the proj gradients
+            if (fused_dgelu()) {   // dfc = (dsum2 @ Wproj) * GELU'(fc), fc.b's gradient with it; the proj gradients
                 linear_dgelu_backward(dfc, g.fc_b, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, a.fc, w.mlp_proj_w, N, F, C, st);
                 fc_b_grad = nullptr;
             } else {
@@ -746,7 +754,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash, bool gelu_fusion) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -954,16 +962,16 @@ int main(int argc, char** argv) {
         {"attention", 0, 's', &attention_s,
          "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
         {"gelu_fusion", 0, 'i', &gelu_fusion,
-         "1 (default): gpt's GELU, its gradient and all bias gradients in cuBLASLt GEMM epilogues | 0: separate kernels"},
+         "1 (default): gpt's GELU and the bias gradients in cuBLASLt GEMM epilogues | 2: the GELU gradient too (slower on H200) | 0: separate kernels"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) return 0;
     int precision = parse_precision(precision_s);
     if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
     const bool want_flash = attention_s == "flash";
-    if (gelu_fusion != 0 && gelu_fusion != 1) fatal("--gelu_fusion must be 0 or 1, got %d", gelu_fusion);
+    if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     require_cuda_device();
-    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion == 1);
-    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion == 1);
+    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion);
+    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion);
 }
 #endif

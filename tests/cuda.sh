@@ -18,9 +18,12 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
-  # the runs above fuse gpt's GELU and bias gradients into the GEMM epilogues (the default);
-  # the unfused path (GELU and bias-gradient kernels) on the gpt states, fp32, 3 steps
+  # the runs above fuse gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1,
+  # the default); the unfused path (GELU and bias-gradient kernels) and level 2 (the GELU
+  # gradient in the epilogue too) on the gpt states, fp32, 3 steps
   run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 --steps 3 \
+    --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
+  run_test cuda/test_gpt_emu_fp32_gelu_fusion2 pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 2 --steps 3 \
     --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
   # negative tests: the comparisons must be able to fail
   run_test cuda/neg_wrong_post_ln 'fail:llama_mix.bin: MISMATCH' "$CB/test_gpt_cuda_emu" --post_ln_layers 2 --steps 0 \
@@ -30,7 +33,7 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
   run_test cuda/neg_perturbed_grad_bf16 'fail:FAIL +grad l1\.qkv\.w ' "$CB/test_gpt_cuda_emu" --precision bf16 \
     --perturb l1.qkv.w --steps 0 --resume_steps 0 dev/reference/llama_post.bin
   run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
-  run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0 or 1, got 2' "$CB/test_gpt_cuda_emu" --gelu_fusion 2
+  run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3' "$CB/test_gpt_cuda_emu" --gelu_fusion 3
 else
   skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
 fi
@@ -78,7 +81,7 @@ PYEOF
   # bad input: one-line errors
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
-  run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0 or 1, got 2'   "$T" "${CTINY[@]}" --gelu_fusion 2
+  run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3'   "$T" "${CTINY[@]}" --gelu_fusion 3
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
