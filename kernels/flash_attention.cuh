@@ -264,18 +264,44 @@ __global__ void __launch_bounds__(FA_THREADS)
             if (qrow[hf] < T_) lse[(size_t)bh * T_ + qrow[hf]] = m[hf] + log2f(l[hf]);
 }
 
-// D_i = sum_d dY_id Y_id per (b, h, i): one warp per row, rows grid-strided.
+// D_i = sum_d dY_id Y_id per (b, h, i), the row term of dS = P o (dP - D).
+// dout, y: (B, T, C) bf16, head h at columns h*hd .. h*hd+hd-1; dsum: (B, NH, T) fp32, so
+// rows r = (b*NH + h)*T + t. A row is split into hd/VEC chunks of VEC consecutive elements
+// (VEC = 8: one 16-byte load of dY and one of Y per chunk; VEC = 1: the scalar fallback for
+// hd % 8 != 0 or unaligned pointers). A group of G lanes, G = the chunk count rounded up to
+// a power of two (at most 32), owns one row: lane g of the group takes chunks g, g + G, ...
+// (lanes past the last chunk add nothing), then xor shuffles within the group add the
+// partials. A warp thus covers 32/G consecutive rows (hd = 64, VEC = 8: 8 lanes x 16 bytes
+// = one 128-byte row segment per group, 4 rows per warp); warps grid-stride over the rows.
+// The order of every sum is fixed, so D is bitwise reproducible.
+__host__ __device__ inline int fa_dsum_group(int hd, int vec) {
+    const int chunks = hd / vec;
+    int g = 1;
+    while (g < chunks && g < 32) g *= 2;
+    return g;
+}
+template <int VEC>
 __global__ void flash_attention_dsum_kernel(float* __restrict__ dsum, const __nv_bfloat16* __restrict__ dout,
                                             const __nv_bfloat16* __restrict__ y, int B, int T_, int C, int NH) {
-    const int hd = C / NH, lane = threadIdx.x % 32;
+    const int hd = C / NH, chunks = hd / VEC, G = fa_dsum_group(hd, VEC), per_warp = 32 / G;
+    const int lane = threadIdx.x % 32, g = lane % G;
     const size_t rows = (size_t)B * NH * T_, warps = (size_t)gridDim.x * (blockDim.x / 32);
-    for (size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32; row < rows; row += warps) {
-        const int t = (int)(row % T_), bh = (int)(row / T_), b = bh / NH, h = bh % NH;
-        const size_t off = ((size_t)b * T_ + t) * C + h * hd;
+    // the loop bound is per warp (every lane runs the shuffles); a group past the end idles
+    for (size_t r0 = (blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32) * per_warp; r0 < rows; r0 += warps * per_warp) {
+        const size_t row = r0 + lane / G;
         float acc = 0.0f;
-        for (int d = lane; d < hd; d += 32) acc += __bfloat162float(dout[off + d]) * __bfloat162float(y[off + d]);
-        acc = warp_reduce_sum(acc);
-        if (lane == 0) dsum[row] = acc;
+        if (row < rows) {
+            const int t = (int)(row % T_), bh = (int)(row / T_), b = bh / NH, h = bh % NH;
+            const size_t off = ((size_t)b * T_ + t) * C + h * hd;
+            for (int c = g; c < chunks; c += G) {
+                const Packed<__nv_bfloat16, VEC> a = load_packed<__nv_bfloat16, VEC>(dout + off + c * VEC);
+                const Packed<__nv_bfloat16, VEC> v = load_packed<__nv_bfloat16, VEC>(y + off + c * VEC);
+#pragma unroll
+                for (int k = 0; k < VEC; k++) acc += __bfloat162float(a.v[k]) * __bfloat162float(v.v[k]);
+            }
+        }
+        for (int offset = G / 2; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+        if (g == 0 && row < rows) dsum[row] = acc;
     }
 }
 
@@ -485,12 +511,20 @@ inline void flash_attention_forward(__nv_bfloat16* out, float* lse, const __nv_b
         default: fa_forward_launch<64>(out, lse, qkv, B, T_, C, NH, st); break;
     }
 }
+// dsum (B, NH, T) = D, the row sums of dout o out per head; 16-byte loads when they fit
+inline void flash_attention_dsum(float* dsum, const __nv_bfloat16* dout, const __nv_bfloat16* out, int B, int T_, int C, int NH, cudaStream_t st) {
+    const int hd = C / NH, vec = (hd % 8 == 0 && C % 8 == 0 && is_aligned(dout, 16) && is_aligned(out, 16)) ? 8 : 1;
+    const size_t threads = (size_t)B * NH * T_ * fa_dsum_group(hd, vec);   // G lanes per row
+    if (vec == 8)
+        launch_kernel(flash_attention_dsum_kernel<8>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dsum, dout, out, B, T_, C, NH);
+    else
+        launch_kernel(flash_attention_dsum_kernel<1>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dsum, dout, out, B, T_, C, NH);
+}
 // dqkv (B, T, 3C, overwritten) from dout (B, T, C), the forward's qkv, out and lse;
 // dsum: flash_attention_scratch_floats
 inline void flash_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const __nv_bfloat16* out,
                                      const float* lse, float* dsum, int B, int T_, int C, int NH, cudaStream_t st) {
-    const size_t rows = (size_t)B * NH * T_;
-    launch_kernel(flash_attention_dsum_kernel, grid_stride_blocks(rows * 32, EW_BLOCK), EW_BLOCK, 0, st, dsum, dout, out, B, T_, C, NH);
+    flash_attention_dsum(dsum, dout, out, B, T_, C, NH, st);
     switch (flash_attention_hd(C, NH)) {
         case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
         case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;

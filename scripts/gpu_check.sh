@@ -17,7 +17,9 @@
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
-# Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS)
+# QUICK=1 (for iterating on speed): builds the trainer only, skips steps 2-3, and benchmarks
+# gpt2-124m at T = 1024 only (B = 16 and 64), then the profile if PROFILE is set.
+# Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}
@@ -33,9 +35,10 @@ fails=0
 T0=$SECONDS
 
 # --- 1. build
+QUICK=${QUICK:-0}
 KT=$(make -s --no-print-directory print-ktests)
 targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
-for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
+if [ "$QUICK" = 0 ]; then for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done; else KT=""; fi
 echo "== build (make -k -j$JOBS): $targets"
 # -k: a kernel test that fails to build (say, no NCCL on the machine) must not stop the rest
 make -k -j"$JOBS" BUILD="$B" $targets > "$OUT_DIR/build.log" 2>&1
@@ -70,7 +73,9 @@ fi
 nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-for p in fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0"; do
+TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0")
+[ "$QUICK" = 0 ] || TG_MODES=()
+for p in "${TG_MODES[@]}"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
   if "$B/cuda/test_gpt_nvcc" --precision $p > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
   else say "FAIL test_gpt_nvcc --precision $p (see $log): $(tail -1 "$log")"; fails=$((fails+1)); fi
@@ -84,14 +89,16 @@ for t in $KT; do
   if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else say "FAIL kernels $t (see $log)"; fails=$((fails+1)); fi
 done
 # the GPU-sized cases of the tests that have them (--big)
-for t in test_norm test_activation; do
+for t in $([ "$QUICK" = 0 ] && echo test_norm test_activation); do
   [ -x "$B/kernels/nvcc/$t" ] || continue
   if "$B/kernels/nvcc/$t" --big > "$OUT_DIR/${t}_big.log" 2>&1; then say "PASS kernels $t --big"
   else say "FAIL kernels $t --big (see $OUT_DIR/${t}_big.log)"; fails=$((fails+1)); fi
 done
 # (into a file first: `| grep -q` would end the pipe early and pipefail would count SIGPIPE)
-"$B/kernels/nvcc/bug_shfl" > "$OUT_DIR/bug_shfl.log" 2>&1
-if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
+if [ "$QUICK" = 0 ]; then
+  "$B/kernels/nvcc/bug_shfl" > "$OUT_DIR/bug_shfl.log" 2>&1
+  if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
+fi
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"
@@ -120,6 +127,10 @@ bench() {   # seconds name data B T extra-flags...
   say "bench $name: $stats; peak device memory ${peak:-?} MiB (plan: ${plan:-?})"
 }
 S=$BENCH_SECONDS
+if [ "$QUICK" != 0 ]; then
+  bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+  bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
+else
 bench $S llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
 bench $S llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
 bench $S gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
@@ -133,6 +144,7 @@ bench $S gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124
 bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
 bench $((S + 25)) llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
+fi
 
 # --- 5. (PROFILE=1) where a step's GPU time goes, kernel by kernel (Nsight Compute, one metric)
 profile() {   # name data B T extra-flags...

@@ -1,7 +1,8 @@
 // test_flash_attention.cu - kernels/flash_attention.cuh (bf16, mma.sync tensor-core tiles)
 // against the double-precision reference of dev/test/attention_ref.h: the output, the
-// stored log-sum-exp, and dq, dk, dv. Cases cover every padded head size (hd 8, 12 -> 16;
-// 24, 32 -> 32; 48, 64 -> 64), T below, at and across the 64-row tiles (1, 5, 64, 65, 130),
+// stored log-sum-exp, dq, dk, dv, and the backward's D = rowsum(dY o Y) (16-byte and
+// scalar paths, against the kernel's own output). Cases cover every padded head size (hd 8, 12 -> 16;
+// 24, 32 -> 32; 40, 48, 56, 64 -> 64), T below, at and across the 64-row tiles (1, 5, 64, 65, 130),
 // one and several heads and batches; outputs are poisoned with NaN first (a row or column
 // the kernels forget to write fails), and a rerun must be bitwise identical (no atomics).
 // Exit non-zero on any mismatch.
@@ -14,7 +15,7 @@ struct Case { int B, T, C, NH; };
 
 static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     using T = __nv_bfloat16;
-    const int B = cs.B, T_ = cs.T, C = cs.C, NH = cs.NH;
+    const int B = cs.B, T_ = cs.T, C = cs.C, NH = cs.NH, hd = C / NH;
     const size_t N = (size_t)B * T_;
     printf("flash attention B=%d T=%d C=%d NH=%d (hd %d, padded to %d)\n", B, T_, C, NH, C / NH, flash_attention_hd(C, NH));
     std::vector<float> qkv = round_to<T>(rng.normal(N * 3 * C)), dout = round_to<T>(rng.normal(N * C));
@@ -25,7 +26,7 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     DeviceBuffer<float> d_lse((size_t)B * NH * T_), d_dsum(flash_attention_scratch_floats(B, T_, NH));
     d_qkv.upload(qkv);
     d_dout.upload(dout);
-    std::vector<unsigned char> first_out, first_dqkv;
+    std::vector<unsigned char> first_out, first_dqkv, first_dsum;
     for (int rep = 0; rep < 2; rep++) {
         d_out.poison();
         d_lse.poison();
@@ -40,9 +41,34 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
             ck.check("flash backward dqkv", d_dqkv.download(), dqkv_ref, 6e-2, 3e-2);
             first_out = d_out.bytes();
             first_dqkv = d_dqkv.bytes();
+            first_dsum = d_dsum.bytes();
+            // D directly (a wrong D moves dq, dk by little when P is diffuse): against the
+            // row sums of the kernel's own out, and through the scalar fallback (pointers
+            // one element off 16-byte alignment)
+            const std::vector<float> y = d_out.download();
+            std::vector<double> dsum_ref((size_t)B * NH * T_);
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < NH; h++)
+                    for (int t = 0; t < T_; t++) {
+                        double acc = 0;
+                        for (int d = 0; d < hd; d++) {
+                            const size_t i = ((size_t)b * T_ + t) * C + h * hd + d;
+                            acc += (double)dout[i] * y[i];
+                        }
+                        dsum_ref[((size_t)b * NH + h) * T_ + t] = acc;
+                    }
+            ck.check("flash D (vector path where hd % 8 == 0)", d_dsum.download(), dsum_ref, 1e-5, 1e-5);
+            GuardedOperand<T> g_dout(N * C, 1), g_y(N * C, 1);
+            g_dout.upload(dout);
+            g_y.upload(y);
+            d_dsum.poison();
+            flash_attention_dsum(d_dsum, g_dout.ptr(), g_y.ptr(), B, T_, C, NH, 0);
+            cudaCheck(cudaDeviceSynchronize());
+            ck.check("flash D (scalar path, misaligned)", d_dsum.download(), dsum_ref, 1e-5, 1e-5);
         } else {
             ck.check_equal_bytes("flash rerun out", first_out, d_out.bytes());
             ck.check_equal_bytes("flash rerun dqkv", first_dqkv, d_dqkv.bytes());
+            ck.check_equal_bytes("flash rerun D", first_dsum, d_dsum.bytes());
         }
     }
 }
@@ -58,7 +84,9 @@ int main() {
         {2, 64, 32, 2},    // hd 16, exactly one tile
         {1, 1, 48, 2},     // hd 24 -> 32, a single token
         {1, 130, 64, 2},   // hd 32, three tiles (the last ragged)
+        {1, 9, 80, 2},     // hd 40 -> 64 (5 chunks of 8 for D: groups of 8 lanes, 3 idle)
         {1, 70, 96, 2},    // hd 48 -> 64
+        {2, 3, 112, 2},    // hd 56 -> 64
         {1, 130, 128, 2},  // hd 64, the production head size
     };
     for (const Case& c : cases) run_flash(ck, rng, c);
