@@ -5,7 +5,8 @@
 #      and print the ptxas register / shared-memory / spill table for sm_90;
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
 #      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion;
-#   3. run every kernel test on the device (plus the planted numeric bug, which must be caught);
+#   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
+#      and time the flash-attention kernels alone (test_flash_attention --bench: MT = 1 vs 2);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --gelu_fusion 0 and with --attention matmul, for comparison), and
@@ -17,7 +18,8 @@
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
-# QUICK=1 (for iterating on speed): builds the trainer only, skips steps 2-3, and benchmarks
+# QUICK=1 (for iterating on speed): builds the trainer (and the flash-attention bench) only,
+# skips steps 2-3 but the flash bench, and benchmarks
 # gpt2-124m at T = 1024 only (B = 16 and 64), then the profile if PROFILE is set.
 # Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
@@ -38,7 +40,8 @@ T0=$SECONDS
 QUICK=${QUICK:-0}
 KT=$(make -s --no-print-directory print-ktests)
 targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
-if [ "$QUICK" = 0 ]; then for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done; else KT=""; fi
+if [ "$QUICK" = 0 ]; then for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
+else KT=""; targets="$targets $B/kernels/nvcc/test_flash_attention"; fi
 echo "== build (make -k -j$JOBS): $targets"
 # -k: a kernel test that fails to build (say, no NCCL on the machine) must not stop the rest
 make -k -j"$JOBS" BUILD="$B" $targets > "$OUT_DIR/build.log" 2>&1
@@ -99,6 +102,10 @@ if [ "$QUICK" = 0 ]; then
   "$B/kernels/nvcc/bug_shfl" > "$OUT_DIR/bug_shfl.log" 2>&1
   if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
 fi
+
+# the flash-attention kernels alone at gpt2-124m's T = 1024 shape: MT = 1 against MT = 2
+if "$B/kernels/nvcc/test_flash_attention" --bench > "$OUT_DIR/flash_bench.log" 2>&1; then grep '^flash bench' "$OUT_DIR/flash_bench.log" | tee -a "$SUMMARY"
+else say "FAIL flash bench (see $OUT_DIR/flash_bench.log)"; fails=$((fails+1)); fi
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"

@@ -5,7 +5,10 @@
 // 24, 32 -> 32; 40, 48, 56, 64 -> 64), T below, at and across the 64-row tiles (1, 5, 64, 65, 130),
 // one and several heads and batches; outputs are poisoned with NaN first (a row or column
 // the kernels forget to write fails), and a rerun must be bitwise identical (no atomics).
-// Exit non-zero on any mismatch.
+// The forward and dQ kernels run with FA_MT row blocks per warp (the trainer's); the other
+// value (1 or 2) is checked on the cases marked below. Exit non-zero on any mismatch.
+// --bench (GPU only): times the forward and backward at gpt2-124m's T = 1024 shape
+// (B 16, 12 heads of 64) for MT = 1 and 2 and prints ms, TFLOP/s and the ratio.
 #include "test_util.h"
 
 #include "../../kernels/flash_attention.cuh"
@@ -13,11 +16,12 @@
 
 struct Case { int B, T, C, NH; };
 
+template <int MT>
 static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     using T = __nv_bfloat16;
     const int B = cs.B, T_ = cs.T, C = cs.C, NH = cs.NH, hd = C / NH;
     const size_t N = (size_t)B * T_;
-    printf("flash attention B=%d T=%d C=%d NH=%d (hd %d, padded to %d)\n", B, T_, C, NH, C / NH, flash_attention_hd(C, NH));
+    printf("flash attention B=%d T=%d C=%d NH=%d (hd %d, padded to %d), MT=%d\n", B, T_, C, NH, C / NH, flash_attention_hd(C, NH), MT);
     std::vector<float> qkv = round_to<T>(rng.normal(N * 3 * C)), dout = round_to<T>(rng.normal(N * C));
     std::vector<double> out_ref, dqkv_ref, lse_ref;
     ref_attention(qkv, dout, B, T_, C, NH, out_ref, dqkv_ref, &lse_ref);
@@ -32,8 +36,8 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
         d_lse.poison();
         d_dsum.poison();
         d_dqkv.poison();
-        flash_attention_forward(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
-        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
+        flash_attention_forward<MT>(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
+        flash_attention_backward<MT>(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
         cudaCheck(cudaDeviceSynchronize());
         if (rep == 0) {
             ck.check("flash forward out", d_out.download(), out_ref, 3e-2, 3e-2);
@@ -73,12 +77,64 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     }
 }
 
-int main() {
+// --bench: forward, backward at B 16, T 1024, C 768, 12 heads; causal FLOPs 4 B NH T^2 hd / 2
+// per product pair (forward: QK^T and PV; backward as the kernels compute it: dK/dV kernel
+// S, dP, dV, dK and dQ kernel S, dP, dQ = 7 products)
+template <int MT>
+static void bench_flash(double* fwd_ms, double* bwd_ms) {
+    using T = __nv_bfloat16;
+    const int B = 16, T_ = 1024, C = 768, NH = 12;
+    const size_t N = (size_t)B * T_;
+    Rng rng(1);
+    DeviceBuffer<T> d_qkv(N * 3 * C), d_out(N * C), d_dout(N * C), d_dqkv(N * 3 * C);
+    DeviceBuffer<float> d_lse((size_t)B * NH * T_), d_dsum(flash_attention_scratch_floats(B, T_, NH));
+    d_qkv.upload(rng.normal(N * 3 * C));
+    d_dout.upload(rng.normal(N * C));
+    cudaEvent_t e0, e1, e2;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    cudaCheck(cudaEventCreate(&e2));
+    const int reps = 20;
+    float f = 0, bw = 0;
+    for (int r = -2; r < reps; r++) {   // two warm-up rounds
+        cudaCheck(cudaEventRecord(e0));
+        flash_attention_forward<MT>(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
+        cudaCheck(cudaEventRecord(e1));
+        flash_attention_backward<MT>(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
+        cudaCheck(cudaEventRecord(e2));
+        cudaCheck(cudaEventSynchronize(e2));
+        float a = 0, c = 0;
+        cudaCheck(cudaEventElapsedTime(&a, e0, e1));
+        cudaCheck(cudaEventElapsedTime(&c, e1, e2));
+        if (r >= 0) f += a, bw += c;
+    }
+    *fwd_ms = f / reps;
+    *bwd_ms = bw / reps;
+}
+
+int main(int argc, char** argv) {
     skip_without_device("test_flash_attention");
+    if (argc > 1 && std::string(argv[1]) == "--bench") {
+#if defined(CUDA_EMU)
+        printf("test_flash_attention --bench: needs a GPU (emulated build)\n");
+        return 0;
+#else
+        const double pair = 4.0 * 16 * 12 * 1024.0 * 1024.0 * 64 / 2;   // two causal products
+        double f1, b1, f2, b2;
+        bench_flash<1>(&f1, &b1);
+        bench_flash<2>(&f2, &b2);
+        printf("flash bench B=16 T=1024 C=768 NH=12: MT=1 forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n", f1,
+               pair / f1 / 1e9, b1, 3.5 * pair / b1 / 1e9);
+        printf("flash bench B=16 T=1024 C=768 NH=12: MT=2 forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n", f2,
+               pair / f2 / 1e9, b2, 3.5 * pair / b2 / 1e9);
+        printf("flash bench: MT=2 / MT=1 time: forward %.3f, backward %.3f (FA_MT = %d in the trainer)\n", f2 / f1, b2 / b1, FA_MT);
+        return 0;
+#endif
+    }
     Rng rng(test_seed());
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
-    const Case cases[] = {
+    const Case cases[] = {   // (the MT != FA_MT pass: cases 2, 5, 7, 9)
         {2, 5, 16, 2},     // hd 8 -> 16, one partial tile
         {1, 65, 24, 2},    // hd 12 -> 16, a tile and one row
         {2, 64, 32, 2},    // hd 16, exactly one tile
@@ -89,7 +145,11 @@ int main() {
         {2, 3, 112, 2},    // hd 56 -> 64
         {1, 130, 128, 2},  // hd 64, the production head size
     };
-    for (const Case& c : cases) run_flash(ck, rng, c);
+    constexpr int OTHER_MT = FA_MT == 1 ? 2 : 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_flash<FA_MT>(ck, rng, cases[i]);
+        if (i == 1 || i == 4 || i == 6 || i == 8) run_flash<OTHER_MT>(ck, rng, cases[i]);
+    }
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_flash_attention");
 }
