@@ -148,85 +148,64 @@ __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
-// For MT row blocks of 16 (a warp's rows; the B fragments loaded once serve all of them):
-// acc[mt] (16 x 16, two 16 x 8 blocks) = A[mt] (16 x HD, fragments a[mt][kc]) @ X^T for rows
-// n0.. n0+15 of tile X: scores of the warp's rows against 16 of the tile's rows
-template <int HD, int MT>
-__device__ __forceinline__ void scores16(float (*acc)[2][4], const uint32_t (*a)[HD / 16][4], const __nv_bfloat16* tile, int n0) {
-    for (int mt = 0; mt < MT; mt++)
-        for (int jj = 0; jj < 2; jj++)
-            for (int e = 0; e < 4; e++) acc[mt][jj][e] = 0.0f;
+// acc (16 x 16 block pair) = A (16 x HD, fragments a[kc]) @ X^T for rows n0.. n0+15 of tile X:
+// scores of the warp's rows against 16 of the tile's rows
+template <int HD>
+__device__ __forceinline__ void scores16(float acc[2][4], const uint32_t (*a)[4], const __nv_bfloat16* tile, int n0) {
+    for (int jj = 0; jj < 2; jj++)
+        for (int e = 0; e < 4; e++) acc[jj][e] = 0.0f;
     for (int kc = 0; kc < HD / 16; kc++) {
         uint32_t r[4];
         ldsm_x4<HD, false>(r, tile, n0, kc * 16);
         const uint32_t b0[2] = {r[0], r[2]}, b1[2] = {r[1], r[3]};
-        for (int mt = 0; mt < MT; mt++) {
-            mma_bf16_16816(acc[mt][0], a[mt][kc], b0);
-            mma_bf16_16816(acc[mt][1], a[mt][kc], b1);
-        }
+        mma_bf16_16816(acc[0], a[kc], b0);
+        mma_bf16_16816(acc[1], a[kc], b1);
     }
 }
-// acc[mt] (16 x HD) += A[mt] (16 x 16 fragment) @ rows k0.. k0+15 of tile X (X used as it is)
-template <int HD, int MT>
-__device__ __forceinline__ void accumulate16(float (*acc)[HD / 8][4], const uint32_t (*a)[4], const __nv_bfloat16* tile, int k0) {
+// acc (16 x HD) += A (16 x 16 fragment) @ rows k0.. k0+15 of tile X (X used as it is)
+template <int HD>
+__device__ __forceinline__ void accumulate16(float (*acc)[4], const uint32_t a[4], const __nv_bfloat16* tile, int k0) {
     for (int np = 0; np < HD / 16; np++) {
         uint32_t r[4];
         ldsm_x4<HD, true>(r, tile, k0, np * 16);
         const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
-        for (int mt = 0; mt < MT; mt++) {
-            mma_bf16_16816(acc[mt][2 * np], a[mt], b0);
-            mma_bf16_16816(acc[mt][2 * np + 1], a[mt], b1);
-        }
+        mma_bf16_16816(acc[2 * np], a, b0);
+        mma_bf16_16816(acc[2 * np + 1], a, b1);
     }
 }
 }  // namespace fa
 
 // ----------------------------------------------------------------------------
-// forward: grid (query blocks of 64 MT rows, B*NH), 128 threads. out (B, T, C); lse (B, NH, T),
-// base 2. Warp w owns the MT row blocks q0 + 64 mt + 16 w .. + 15 (mt < MT): every K/V
-// fragment it loads from shared memory feeds MT products (MT = 2: half the ldmatrix traffic
-// per mma of MT = 1, and two independent accumulation chains).
-// Shared memory: tiles 0-3; Q (64 MT rows) in tiles 0.. MT-1 at first; K, V of key tile kt in
-// tiles (2, 3) for even kt and (0, 1) for odd kt.
-template <int HD, int MT>
+// forward: grid (query tiles, B*NH), 128 threads. out (B, T, C); lse (B, NH, T), base 2.
+// Shared memory: tiles 0-3; Q in tile 0 at first; K, V of key tile kt in tiles (2, 3) for
+// even kt and (0, 1) for odd kt.
+template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_attention_forward_kernel(__nv_bfloat16* __restrict__ out, float* __restrict__ lse, const __nv_bfloat16* __restrict__ qkv,
                                    int T_, int C, int NH, float scale_log2, int vec8) {
     using namespace fa;
-    static_assert(MT == 1 || MT == 2, "Q takes tiles 0 .. MT-1, the second K/V buffer tiles 0, 1");
     constexpr int KC = HD / 16, NB = HD / 8, NS = FA_ROWS / 8;
     const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS * MT;   // the longest (last) query blocks first
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;   // the longest (last) query tiles first
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
     __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
     auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
-    #pragma unroll
-    for (int mt = 0; mt < MT; mt++) fa_load_tile<HD>(tile(mt), base, ld, h * hd, q0 + mt * FA_ROWS, T_, hd, vec8);
+    fa_load_tile<HD>(tile(0), base, ld, h * hd, q0, T_, hd, vec8);
     fa_load_tile<HD>(tile(2), base, ld, C + h * hd, 0, T_, hd, vec8);
     fa_load_tile<HD>(tile(3), base, ld, 2 * C + h * hd, 0, T_, hd, vec8);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    uint32_t qf[MT][KC][4];
-    #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-        #pragma unroll
-        for (int kc = 0; kc < KC; kc++) ldsm_x4<HD, false>(qf[mt][kc], tile(mt), warp * 16, kc * 16);
-    __syncthreads();   // tiles 0, 1 are free for key tile 1
+    uint32_t qf[KC][4];
+    for (int kc = 0; kc < KC; kc++) ldsm_x4<HD, false>(qf[kc], tile(0), warp * 16, kc * 16);
+    __syncthreads();   // tile 0 is free for key tile 1
 
-    int qlo[MT];   // the first row of each of the warp's row blocks; this lane has rows qlo + g, qlo + g + 8
-    float m[MT][2], l[MT][2], o[MT][NB][4];
-    #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        qlo[mt] = q0 + mt * FA_ROWS + warp * 16;
-        #pragma unroll
-        for (int hf = 0; hf < 2; hf++) m[mt][hf] = -INFINITY, l[mt][hf] = 0.0f;
-        #pragma unroll
-        for (int nb = 0; nb < NB; nb++) o[mt][nb][0] = o[mt][nb][1] = o[mt][nb][2] = o[mt][nb][3] = 0.0f;
-    }
-    const int last_tile = min(q0 + FA_ROWS * MT - 1, T_ - 1) / FA_ROWS;
+    const int qlo = q0 + warp * 16, qrow[2] = {qlo + g, qlo + g + 8};   // the warp's first row; this lane's two
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[NB][4];
+    for (int nb = 0; nb < NB; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.0f;
+    const int last_tile = min(q0 + FA_ROWS - 1, T_ - 1) / FA_ROWS;
     for (int kt = 0; kt <= last_tile; kt++) {
         const int k0 = kt * FA_ROWS, cur = kt % 2 == 0 ? 2 : 0, nxt = 2 - cur;
         if (kt < last_tile) {   // prefetch key tile kt + 1 into the other buffer
@@ -237,78 +216,52 @@ __global__ void __launch_bounds__(FA_THREADS)
         cp_async_wait<1>();   // tile kt has landed (only the prefetch may be in flight)
         __syncthreads();
         const __nv_bfloat16 *sK = tile(cur), *sV = tile(cur + 1);
-        if (k0 <= qlo[MT - 1] + 15) {   // else every key of the tile is after all of this warp's rows
-            // S (16 x 64 per row block) = Q K^T as 8 blocks of 16 x 8 (raw scores); a row
-            // block wholly before the tile (MT = 2, the diagonal tile) comes out all masked
-            float s[MT][NS][4];
-            #pragma unroll
-            for (int jp = 0; jp < NS / 2; jp++) {
-                float acc[MT][2][4];
-                scores16<HD, MT>(acc, qf, sK, jp * 16);
-                #pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-                    #pragma unroll
-                    for (int e = 0; e < 4; e++) s[mt][2 * jp][e] = acc[mt][0][e], s[mt][2 * jp + 1][e] = acc[mt][1][e];
-            }
-            uint32_t pa[FA_ROWS / 16][MT][4];   // P as the A fragments of P V: [keys 16kk.. 16kk+15][row block]
-            #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (k0 + FA_ROWS - 1 > qlo[mt] || k0 + FA_ROWS > T_)   // the tile crosses the diagonal or T: mask
-                    #pragma unroll
-                    for (int j = 0; j < NS; j++)
-                        #pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int key = k0 + j * 8 + 2 * t + (e & 1);
-                            if (key > qlo[mt] + g + 8 * (e >> 1) || key >= T_) s[mt][j][e] = -INFINITY;
-                        }
-                // online softmax, rows g (elements 0, 1) and g + 8 (elements 2, 3); m in base-2 units
-                float use[2], alpha[2];
-                #pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    float mx = -INFINITY;
-                    #pragma unroll
-                    for (int j = 0; j < NS; j++) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hf], s[mt][j][2 * hf + 1]));
-                    const float m_new = fmaxf(m[mt][hf], quad_max(mx) * scale_log2);
-                    use[hf] = m_new == -INFINITY ? 0.0f : m_new;   // a row with nothing unmasked yet
-                    alpha[hf] = exp2f(m[mt][hf] - use[hf]);       // 0 while m = -inf
-                    m[mt][hf] = m_new;
-                }
-                // P = exp2(S s log2e - m), rounded to bf16 once: l sums exactly the values P V multiplies
-                float sum[2] = {0.0f, 0.0f};
-                #pragma unroll
+        if (k0 <= qlo + 15) {   // else every key of the tile is after this warp's rows
+            // S (16 x 64) = Q K^T as 8 blocks of 16 x 8 (raw scores)
+            float s[NS][4];
+            for (int jp = 0; jp < NS / 2; jp++) scores16<HD>(&s[2 * jp], qf, sK, jp * 16);
+            if (k0 + FA_ROWS - 1 > qlo || k0 + FA_ROWS > T_)   // the tile crosses the diagonal or T: mask
                 for (int j = 0; j < NS; j++)
-                    #pragma unroll
-                    for (int hf = 0; hf < 2; hf++) {
-                        const uint32_t p = pack_bf16(exp2f(fmaf(s[mt][j][2 * hf], scale_log2, -use[hf])),
-                                                     exp2f(fmaf(s[mt][j][2 * hf + 1], scale_log2, -use[hf])));
-                        pa[j / 2][mt][hf + 2 * (j % 2)] = p;
-                        sum[hf] += sum_bf16x2(p);
+                    for (int e = 0; e < 4; e++) {
+                        const int key = k0 + j * 8 + 2 * t + (e & 1);
+                        if (key > qrow[e >> 1] || key >= T_) s[j][e] = -INFINITY;
                     }
-                #pragma unroll
-                for (int hf = 0; hf < 2; hf++) l[mt][hf] = l[mt][hf] * alpha[hf] + quad_sum(sum[hf]);
-                #pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    o[mt][nb][0] *= alpha[0]; o[mt][nb][1] *= alpha[0];
-                    o[mt][nb][2] *= alpha[1]; o[mt][nb][3] *= alpha[1];
+            // online softmax, rows g (elements 0, 1) and g + 8 (elements 2, 3); m in base-2 units
+            float use[2], alpha[2];
+            for (int hf = 0; hf < 2; hf++) {
+                float mx = -INFINITY;
+                for (int j = 0; j < NS; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
+                const float m_new = fmaxf(m[hf], quad_max(mx) * scale_log2);
+                use[hf] = m_new == -INFINITY ? 0.0f : m_new;   // a row with nothing unmasked yet
+                alpha[hf] = exp2f(m[hf] - use[hf]);           // 0 while m = -inf
+                m[hf] = m_new;
+            }
+            // P = exp2(S s log2e - m), rounded to bf16 once: the A fragments of P V (keys
+            // 16kk.. 16kk+15), and l sums exactly the values P V multiplies
+            uint32_t pa[FA_ROWS / 16][4];
+            float sum[2] = {0.0f, 0.0f};
+            for (int j = 0; j < NS; j++)
+                for (int hf = 0; hf < 2; hf++) {
+                    const uint32_t p = pack_bf16(exp2f(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
+                                                 exp2f(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
+                    pa[j / 2][hf + 2 * (j % 2)] = p;
+                    sum[hf] += sum_bf16x2(p);
                 }
+            for (int hf = 0; hf < 2; hf++) l[hf] = l[hf] * alpha[hf] + quad_sum(sum[hf]);
+            for (int nb = 0; nb < NB; nb++) {
+                o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
+                o[nb][2] *= alpha[1]; o[nb][3] *= alpha[1];
             }
             // O += P V
-            #pragma unroll
-            for (int kk = 0; kk < FA_ROWS / 16; kk++) accumulate16<HD, MT>(o, pa[kk], sV, kk * 16);
+            for (int kk = 0; kk < FA_ROWS / 16; kk++) accumulate16<HD>(o, pa[kk], sV, kk * 16);
         }
         __syncthreads();   // the tile is consumed before iteration kt + 1 prefetches into it
     }
-    #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        const float inv[2] = {1.0f / l[mt][0], 1.0f / l[mt][1]};
-        store_acc<HD>(out + (size_t)b * T_ * C, C, h * hd, qlo[mt], T_, hd, o[mt], inv);
-        if (t == 0)
-            #pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const int q = qlo[mt] + g + 8 * hf;
-                if (q < T_) lse[(size_t)bh * T_ + q] = m[mt][hf] + log2f(l[mt][hf]);
-            }
-    }
+    const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
+    store_acc<HD>(out + (size_t)b * T_ * C, C, h * hd, qlo, T_, hd, o, inv);
+    if (t == 0)
+        for (int hf = 0; hf < 2; hf++)
+            if (qrow[hf] < T_) lse[(size_t)bh * T_ + qrow[hf]] = m[hf] + log2f(l[hf]);
 }
 
 // D_i = sum_d dY_id Y_id per (b, h, i), the row term of dS = P o (dP - D).
@@ -410,8 +363,8 @@ __global__ void __launch_bounds__(FA_THREADS)
         const bool mask = qt == (int)blockIdx.x || q0 + FA_ROWS > T_;   // the diagonal tile, or rows past T
         for (int kk = 0; kk < FA_ROWS / 16; kk++) {   // queries 16kk .. 16kk + 15 of the tile
             float st[2][4], dpt[2][4];
-            scores16<HD, 1>(&st, &kf, sQ, kk * 16);    // S^T = K Q^T
-            scores16<HD, 1>(&dpt, &vf, sdY, kk * 16);  // dP^T = V dY^T
+            scores16<HD>(st, kf, sQ, kk * 16);    // S^T = K Q^T
+            scores16<HD>(dpt, vf, sdY, kk * 16);  // dP^T = V dY^T
             for (int jj = 0; jj < 2; jj++) {
                 const int qc = kk * 16 + jj * 8 + 2 * t;   // this lane's two query columns qc, qc + 1
                 const float2 Lq = *reinterpret_cast<const float2*>(sL + qc), Dq = *reinterpret_cast<const float2*>(sD + qc);
@@ -429,8 +382,8 @@ __global__ void __launch_bounds__(FA_THREADS)
             uint32_t pa[4], dsa[4];
             acc_to_a(pa, st[0], st[1]);
             acc_to_a(dsa, dpt[0], dpt[1]);
-            accumulate16<HD, 1>(&dv, &pa, sdY, kk * 16);   // dV += P^T dY
-            accumulate16<HD, 1>(&dk, &dsa, sQ, kk * 16);   // dK += dS^T Q
+            accumulate16<HD>(dv, pa, sdY, kk * 16);   // dV += P^T dY
+            accumulate16<HD>(dk, dsa, sQ, kk * 16);   // dK += dS^T Q
         }
         __syncthreads();   // the buffer is consumed before it is prefetched into again
     }
@@ -440,55 +393,46 @@ __global__ void __launch_bounds__(FA_THREADS)
     store_acc<HD>(db, ld, 2 * C + h * hd, k0 + warp * 16, T_, hd, dv, one);
 }
 
-// dQ: grid (query blocks of 64 MT rows, B*NH), 128 threads; warp w owns the MT row blocks
-// q0 + 64 mt + 16 w .. + 15 (as the forward) and streams the key tiles up to the diagonal:
-// S = Q K^T, dP = dY V^T, dS, dQ += dS K. Writes the q part of dqkv.
-// Shared memory: Q in tiles 0.. MT-1 and dY in tiles MT.. 2MT-1 at first (turned into
-// register fragments); K, V of key tile kt in tiles (2, 3) for even kt and (0, 1) for odd kt.
-template <int HD, int MT>
+// dQ: grid (query tiles, B*NH), 128 threads; each warp owns 16 queries and streams the key
+// tiles up to the diagonal: S = Q K^T, dP = dY V^T, dS, dQ += dS K. Writes the q part of dqkv.
+// Shared memory: Q, dY in tiles 0, 1 at first; K, V of key tile kt in tiles (2, 3) for even
+// kt and (0, 1) for odd kt.
+template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     flash_attention_dq_kernel(__nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
                               const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse, const float* __restrict__ dsum,
                               int T_, int C, int NH, float scale, float scale_log2, int vec8) {
     using namespace fa;
-    static_assert(MT == 1 || MT == 2, "Q and dY take tiles 0 .. 2MT-1");
     constexpr int KC = HD / 16, NB = HD / 8;
     const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS * MT;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
     __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
     auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
-    for (int mt = 0; mt < MT; mt++) {
-        fa_load_tile<HD>(tile(mt), base, ld, h * hd, q0 + mt * FA_ROWS, T_, hd, vec8);
-        fa_load_tile<HD>(tile(MT + mt), dout + (size_t)b * T_ * C, C, h * hd, q0 + mt * FA_ROWS, T_, hd, vec8);
-    }
+    fa_load_tile<HD>(tile(0), base, ld, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(1), dout + (size_t)b * T_ * C, C, h * hd, q0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(2), base, ld, C + h * hd, 0, T_, hd, vec8);
+    fa_load_tile<HD>(tile(3), base, ld, 2 * C + h * hd, 0, T_, hd, vec8);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    uint32_t qf[MT][KC][4], dyf[MT][KC][4];
-    for (int mt = 0; mt < MT; mt++)
-        for (int kc = 0; kc < KC; kc++) {
-            ldsm_x4<HD, false>(qf[mt][kc], tile(mt), warp * 16, kc * 16);
-            ldsm_x4<HD, false>(dyf[mt][kc], tile(MT + mt), warp * 16, kc * 16);
-        }
-    __syncthreads();   // the tiles are free for the key tiles
-    int qlo[MT];
-    float L[MT][2], Dr[MT][2], dq[MT][NB][4];
-    for (int mt = 0; mt < MT; mt++) {
-        qlo[mt] = q0 + mt * FA_ROWS + warp * 16;
-        for (int hf = 0; hf < 2; hf++) {
-            const int q = qlo[mt] + g + 8 * hf;
-            L[mt][hf] = q < T_ ? lse[(size_t)bh * T_ + q] : 0.0f;
-            Dr[mt][hf] = q < T_ ? dsum[(size_t)bh * T_ + q] : 0.0f;
-        }
-        for (int nb = 0; nb < NB; nb++) dq[mt][nb][0] = dq[mt][nb][1] = dq[mt][nb][2] = dq[mt][nb][3] = 0.0f;
+    uint32_t qf[KC][4], dyf[KC][4];
+    for (int kc = 0; kc < KC; kc++) {
+        ldsm_x4<HD, false>(qf[kc], tile(0), warp * 16, kc * 16);
+        ldsm_x4<HD, false>(dyf[kc], tile(1), warp * 16, kc * 16);
     }
-    const int last_tile = min(q0 + FA_ROWS * MT - 1, T_ - 1) / FA_ROWS;
-    fa_load_tile<HD>(tile(2), base, ld, C + h * hd, 0, T_, hd, vec8);   // key tile 0 (not overlapped)
-    fa_load_tile<HD>(tile(3), base, ld, 2 * C + h * hd, 0, T_, hd, vec8);
-    cp_async_commit();
+    __syncthreads();   // tiles 0, 1 are free for key tile 1
+    const int qlo = q0 + warp * 16, qrow[2] = {qlo + g, qlo + g + 8};
+    float L[2], Dr[2];
+    for (int hf = 0; hf < 2; hf++) {
+        L[hf] = qrow[hf] < T_ ? lse[(size_t)bh * T_ + qrow[hf]] : 0.0f;
+        Dr[hf] = qrow[hf] < T_ ? dsum[(size_t)bh * T_ + qrow[hf]] : 0.0f;
+    }
+    float dq[NB][4];
+    for (int nb = 0; nb < NB; nb++) dq[nb][0] = dq[nb][1] = dq[nb][2] = dq[nb][3] = 0.0f;
+    const int last_tile = min(q0 + FA_ROWS - 1, T_ - 1) / FA_ROWS;
     for (int kt = 0; kt <= last_tile; kt++) {
         const int k0 = kt * FA_ROWS, cur = kt % 2 == 0 ? 2 : 0, nxt = 2 - cur;
         if (kt < last_tile) {
@@ -499,33 +443,31 @@ __global__ void __launch_bounds__(FA_THREADS)
         cp_async_wait<1>();
         __syncthreads();
         const __nv_bfloat16 *sK = tile(cur), *sV = tile(cur + 1);
-        if (k0 <= qlo[MT - 1] + 15) {
+        if (k0 <= qlo + 15) {
+            const bool mask = k0 + FA_ROWS - 1 > qlo || k0 + FA_ROWS > T_;
             for (int kk = 0; kk < FA_ROWS / 16; kk++) {   // keys 16kk .. 16kk + 15 of the tile
-                float s[MT][2][4], dp[MT][2][4];
-                scores16<HD, MT>(s, qf, sK, kk * 16);    // S
-                scores16<HD, MT>(dp, dyf, sV, kk * 16);  // dP = dY V^T
-                uint32_t dsa[MT][4];
-                for (int mt = 0; mt < MT; mt++) {
-                    const bool mask = k0 + FA_ROWS - 1 > qlo[mt] || k0 + FA_ROWS > T_;
-                    for (int jj = 0; jj < 2; jj++)
-                        for (int e = 0; e < 4; e++) {
-                            const int hf = e >> 1;
-                            float p = exp2f(fmaf(s[mt][jj][e], scale_log2, -L[mt][hf]));
-                            if (mask) {
-                                const int key = k0 + kk * 16 + jj * 8 + 2 * t + (e & 1);
-                                if (key > qlo[mt] + g + 8 * hf || key >= T_) p = 0.0f;
-                            }
-                            dp[mt][jj][e] = p * (dp[mt][jj][e] - Dr[mt][hf]) * scale;   // dS
+                float s[2][4], dp[2][4];
+                scores16<HD>(s, qf, sK, kk * 16);    // S
+                scores16<HD>(dp, dyf, sV, kk * 16);  // dP = dY V^T
+                for (int jj = 0; jj < 2; jj++)
+                    for (int e = 0; e < 4; e++) {
+                        const int hf = e >> 1;
+                        float p = exp2f(fmaf(s[jj][e], scale_log2, -L[hf]));
+                        if (mask) {
+                            const int key = k0 + kk * 16 + jj * 8 + 2 * t + (e & 1);
+                            if (key > qrow[hf] || key >= T_) p = 0.0f;
                         }
-                    acc_to_a(dsa[mt], dp[mt][0], dp[mt][1]);
-                }
-                accumulate16<HD, MT>(dq, dsa, sK, kk * 16);   // dQ += dS K
+                        dp[jj][e] = p * (dp[jj][e] - Dr[hf]) * scale;   // dS
+                    }
+                uint32_t dsa[4];
+                acc_to_a(dsa, dp[0], dp[1]);
+                accumulate16<HD>(dq, dsa, sK, kk * 16);   // dQ += dS K
             }
         }
         __syncthreads();
     }
     const float one[2] = {1.0f, 1.0f};
-    for (int mt = 0; mt < MT; mt++) store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo[mt], T_, hd, dq[mt], one);
+    store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, one);
 }
 
 // ----------------------------------------------------------------------------
@@ -539,38 +481,34 @@ inline int flash_attention_hd(int C, int NH) {   // the padded head dim
 // fp32 scratch the backward needs: D, (B, NH, T)
 inline size_t flash_attention_scratch_floats(int B, int T_, int NH) { return (size_t)B * NH * T_; }
 
-// Row blocks of 16 per warp in the forward and dQ kernels (64 FA_MT query rows per block).
-// dev/test/test_flash_attention.cu checks both values and (--bench, on a GPU) times them.
-constexpr int FA_MT = 2;
-
-template <int HD, int MT>
+template <int HD>
 inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T_, int C, int NH, cudaStream_t st) {
     const size_t smem = FaDims<HD>::SMEM;   // four tiles: 36 KB at HD = 64
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16)) ? 1 : 0;
     const float scale_log2 = 1.4426950408889634f / sqrtf((float)hd);
-    launch_kernel(flash_attention_forward_kernel<HD, MT>, dim3(ceil_div(T_, FA_ROWS * MT), B * NH), FA_THREADS, smem, st, out, lse, qkv, T_,
-                  C, NH, scale_log2, vec8);
+    launch_kernel(flash_attention_forward_kernel<HD>, dim3(ceil_div(T_, FA_ROWS), B * NH), FA_THREADS, smem, st, out, lse, qkv, T_, C, NH,
+                  scale_log2, vec8);
 }
-template <int HD, int MT>
+template <int HD>
 inline void fa_backward_launch(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse, const float* dsum,
                                int B, int T_, int C, int NH, cudaStream_t st) {
     // four tiles + two buffers of L and D (dK/dV; dQ uses the tiles only): 37 KB at HD = 64
     const size_t smem = FaDims<HD>::SMEM + 4 * FA_ROWS * sizeof(float);
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16) && is_aligned(dout, 16)) ? 1 : 0;
     const float scale = 1.0f / sqrtf((float)hd), scale_log2 = 1.4426950408889634f * scale;
-    launch_kernel(flash_attention_dkv_kernel<HD>, dim3(ceil_div(T_, FA_ROWS), B * NH), FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_,
-                  C, NH, scale, scale_log2, vec8);
-    launch_kernel(flash_attention_dq_kernel<HD, MT>, dim3(ceil_div(T_, FA_ROWS * MT), B * NH), FA_THREADS, smem, st, dqkv, dout, qkv, lse,
-                  dsum, T_, C, NH, scale, scale_log2, vec8);
+    const dim3 grid(ceil_div(T_, FA_ROWS), B * NH);
+    launch_kernel(flash_attention_dkv_kernel<HD>, grid, FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_, C, NH, scale, scale_log2,
+                  vec8);
+    launch_kernel(flash_attention_dq_kernel<HD>, grid, FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_, C, NH, scale, scale_log2,
+                  vec8);
 }
 
 // out (B, T, C) = causal attention of qkv (B, T, 3C); lse (B, NH, T) for the backward
-template <int MT = FA_MT>
 inline void flash_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T_, int C, int NH, cudaStream_t st) {
     switch (flash_attention_hd(C, NH)) {
-        case 16: fa_forward_launch<16, MT>(out, lse, qkv, B, T_, C, NH, st); break;
-        case 32: fa_forward_launch<32, MT>(out, lse, qkv, B, T_, C, NH, st); break;
-        default: fa_forward_launch<64, MT>(out, lse, qkv, B, T_, C, NH, st); break;
+        case 16: fa_forward_launch<16>(out, lse, qkv, B, T_, C, NH, st); break;
+        case 32: fa_forward_launch<32>(out, lse, qkv, B, T_, C, NH, st); break;
+        default: fa_forward_launch<64>(out, lse, qkv, B, T_, C, NH, st); break;
     }
 }
 // dsum (B, NH, T) = D, the row sums of dout o out per head; 16-byte loads when they fit
@@ -584,13 +522,12 @@ inline void flash_attention_dsum(float* dsum, const __nv_bfloat16* dout, const _
 }
 // dqkv (B, T, 3C, overwritten) from dout (B, T, C), the forward's qkv, out and lse;
 // dsum: flash_attention_scratch_floats
-template <int MT = FA_MT>
 inline void flash_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const __nv_bfloat16* out,
                                      const float* lse, float* dsum, int B, int T_, int C, int NH, cudaStream_t st) {
     flash_attention_dsum(dsum, dout, out, B, T_, C, NH, st);
     switch (flash_attention_hd(C, NH)) {
-        case 16: fa_backward_launch<16, MT>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
-        case 32: fa_backward_launch<32, MT>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
-        default: fa_backward_launch<64, MT>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
+        case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
+        case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
+        default: fa_backward_launch<64>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
     }
 }

@@ -6,7 +6,7 @@
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
 #      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
-#      and time the flash-attention kernels alone (test_flash_attention --bench: MT = 1 vs 2);
+#      and time the flash-attention kernels alone (test_flash_attention --bench);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --gelu_fusion 0 and with --attention matmul, for comparison), and
@@ -34,6 +34,14 @@ SUMMARY="$OUT_DIR/summary.txt"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 fails=0
+# a failure with the lines that say why: the failed checks of a test log (MISMATCH / FAIL /
+# error lines) and its last lines go into the summary itself, so it is enough on its own
+# (the device tool may not return every log file)
+fail_log() {   # message log
+  say "FAIL $1 (see $2)"
+  { grep -E 'MISMATCH|FAIL|[Ee]rror' "$2" | head -20; echo "    ..."; tail -n 5 "$2"; } | sed 's/^/    | /' | tee -a "$SUMMARY"
+  fails=$((fails+1))
+}
 T0=$SECONDS
 
 # --- 1. build
@@ -81,7 +89,7 @@ TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0")
 for p in "${TG_MODES[@]}"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
   if "$B/cuda/test_gpt_nvcc" --precision $p > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p: $(tail -1 "$log")"
-  else say "FAIL test_gpt_nvcc --precision $p (see $log): $(tail -1 "$log")"; fails=$((fails+1)); fi
+  else fail_log "test_gpt_nvcc --precision $p" "$log"; fi
   grep '^worst check' "$log" | sed "s/^/    $p: /" | tee -a "$SUMMARY"
 done
 
@@ -89,13 +97,13 @@ done
 for t in $KT; do
   log="$OUT_DIR/$t.log"
   if [ ! -x "$B/kernels/nvcc/$t" ]; then say "FAIL kernels $t (not built)"; continue; fi
-  if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else say "FAIL kernels $t (see $log)"; fails=$((fails+1)); fi
+  if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else fail_log "kernels $t" "$log"; fi
 done
 # the GPU-sized cases of the tests that have them (--big)
 for t in $([ "$QUICK" = 0 ] && echo test_norm test_activation); do
   [ -x "$B/kernels/nvcc/$t" ] || continue
   if "$B/kernels/nvcc/$t" --big > "$OUT_DIR/${t}_big.log" 2>&1; then say "PASS kernels $t --big"
-  else say "FAIL kernels $t --big (see $OUT_DIR/${t}_big.log)"; fails=$((fails+1)); fi
+  else fail_log "kernels $t --big" "$OUT_DIR/${t}_big.log"; fi
 done
 # (into a file first: `| grep -q` would end the pipe early and pipefail would count SIGPIPE)
 if [ "$QUICK" = 0 ]; then
@@ -103,9 +111,9 @@ if [ "$QUICK" = 0 ]; then
   if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
 fi
 
-# the flash-attention kernels alone at gpt2-124m's T = 1024 shape: MT = 1 against MT = 2
+# the flash-attention kernels alone at gpt2-124m's T = 1024 shape
 if "$B/kernels/nvcc/test_flash_attention" --bench > "$OUT_DIR/flash_bench.log" 2>&1; then grep '^flash bench' "$OUT_DIR/flash_bench.log" | tee -a "$SUMMARY"
-else say "FAIL flash bench (see $OUT_DIR/flash_bench.log)"; fails=$((fails+1)); fi
+else fail_log "flash bench" "$OUT_DIR/flash_bench.log"; fi
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"

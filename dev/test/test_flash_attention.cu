@@ -5,10 +5,9 @@
 // 24, 32 -> 32; 40, 48, 56, 64 -> 64), T below, at and across the 64-row tiles (1, 5, 64, 65, 130),
 // one and several heads and batches; outputs are poisoned with NaN first (a row or column
 // the kernels forget to write fails), and a rerun must be bitwise identical (no atomics).
-// The forward and dQ kernels run with FA_MT row blocks per warp (the trainer's); the other
-// value (1 or 2) is checked on the cases marked below. Exit non-zero on any mismatch.
-// --bench (GPU only): times the forward and backward at gpt2-124m's T = 1024 shape
-// (B 16, 12 heads of 64) for MT = 1 and 2 and prints ms, TFLOP/s and the ratio.
+// Exit non-zero on any mismatch.
+// --bench (GPU only): times the forward and the backward alone at gpt2-124m's T = 1024 shape
+// (B 16, 12 heads of 64) and prints ms and TFLOP/s.
 #include "test_util.h"
 
 #include "../../kernels/flash_attention.cuh"
@@ -16,12 +15,11 @@
 
 struct Case { int B, T, C, NH; };
 
-template <int MT>
 static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     using T = __nv_bfloat16;
     const int B = cs.B, T_ = cs.T, C = cs.C, NH = cs.NH, hd = C / NH;
     const size_t N = (size_t)B * T_;
-    printf("flash attention B=%d T=%d C=%d NH=%d (hd %d, padded to %d), MT=%d\n", B, T_, C, NH, C / NH, flash_attention_hd(C, NH), MT);
+    printf("flash attention B=%d T=%d C=%d NH=%d (hd %d, padded to %d)\n", B, T_, C, NH, C / NH, flash_attention_hd(C, NH));
     std::vector<float> qkv = round_to<T>(rng.normal(N * 3 * C)), dout = round_to<T>(rng.normal(N * C));
     std::vector<double> out_ref, dqkv_ref, lse_ref;
     ref_attention(qkv, dout, B, T_, C, NH, out_ref, dqkv_ref, &lse_ref);
@@ -36,8 +34,8 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
         d_lse.poison();
         d_dsum.poison();
         d_dqkv.poison();
-        flash_attention_forward<MT>(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
-        flash_attention_backward<MT>(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
+        flash_attention_forward(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
         cudaCheck(cudaDeviceSynchronize());
         if (rep == 0) {
             ck.check("flash forward out", d_out.download(), out_ref, 3e-2, 3e-2);
@@ -77,11 +75,10 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     }
 }
 
-// --bench: forward, backward at B 16, T 1024, C 768, 12 heads; causal FLOPs 4 B NH T^2 hd / 2
-// per product pair (forward: QK^T and PV; backward as the kernels compute it: dK/dV kernel
-// S, dP, dV, dK and dQ kernel S, dP, dQ = 7 products)
-template <int MT>
-static void bench_flash(double* fwd_ms, double* bwd_ms) {
+// --bench: forward, backward at B 16, T 1024, C 768, 12 heads. FLOPs: a causal product of the
+// head's (T, T) scores with (T, 64) is 2 B NH T^2 hd / 2; the forward makes 2 (S, P V), the
+// backward as these kernels compute it 7 (dK/dV kernel: S, dP, dV, dK; dQ kernel: S, dP, dQ).
+[[maybe_unused]] static void bench_flash() {
     using T = __nv_bfloat16;
     const int B = 16, T_ = 1024, C = 768, NH = 12;
     const size_t N = (size_t)B * T_;
@@ -95,12 +92,12 @@ static void bench_flash(double* fwd_ms, double* bwd_ms) {
     cudaCheck(cudaEventCreate(&e1));
     cudaCheck(cudaEventCreate(&e2));
     const int reps = 20;
-    float f = 0, bw = 0;
+    double f = 0, bw = 0;
     for (int r = -2; r < reps; r++) {   // two warm-up rounds
         cudaCheck(cudaEventRecord(e0));
-        flash_attention_forward<MT>(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
+        flash_attention_forward(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
         cudaCheck(cudaEventRecord(e1));
-        flash_attention_backward<MT>(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, B, T_, C, NH, 0);
         cudaCheck(cudaEventRecord(e2));
         cudaCheck(cudaEventSynchronize(e2));
         float a = 0, c = 0;
@@ -108,8 +105,10 @@ static void bench_flash(double* fwd_ms, double* bwd_ms) {
         cudaCheck(cudaEventElapsedTime(&c, e1, e2));
         if (r >= 0) f += a, bw += c;
     }
-    *fwd_ms = f / reps;
-    *bwd_ms = bw / reps;
+    f /= reps, bw /= reps;
+    const double product = 2.0 * B * NH * (double)T_ * T_ * 64 / 2;
+    printf("flash bench B=16 T=1024 C=768 NH=12 (one layer): forward %.3f ms (%.0f TFLOP/s), backward with D %.3f ms (%.0f TFLOP/s)\n", f,
+           2 * product / f / 1e9, bw, 7 * product / bw / 1e9);
 }
 
 int main(int argc, char** argv) {
@@ -117,24 +116,15 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string(argv[1]) == "--bench") {
 #if defined(CUDA_EMU)
         printf("test_flash_attention --bench: needs a GPU (emulated build)\n");
-        return 0;
 #else
-        const double pair = 4.0 * 16 * 12 * 1024.0 * 1024.0 * 64 / 2;   // two causal products
-        double f1, b1, f2, b2;
-        bench_flash<1>(&f1, &b1);
-        bench_flash<2>(&f2, &b2);
-        printf("flash bench B=16 T=1024 C=768 NH=12: MT=1 forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n", f1,
-               pair / f1 / 1e9, b1, 3.5 * pair / b1 / 1e9);
-        printf("flash bench B=16 T=1024 C=768 NH=12: MT=2 forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s)\n", f2,
-               pair / f2 / 1e9, b2, 3.5 * pair / b2 / 1e9);
-        printf("flash bench: MT=2 / MT=1 time: forward %.3f, backward %.3f (FA_MT = %d in the trainer)\n", f2 / f1, b2 / b1, FA_MT);
-        return 0;
+        bench_flash();
 #endif
+        return 0;
     }
     Rng rng(test_seed());
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
-    const Case cases[] = {   // (the MT != FA_MT pass: cases 2, 5, 7, 9)
+    const Case cases[] = {
         {2, 5, 16, 2},     // hd 8 -> 16, one partial tile
         {1, 65, 24, 2},    // hd 12 -> 16, a tile and one row
         {2, 64, 32, 2},    // hd 16, exactly one tile
@@ -145,11 +135,7 @@ int main(int argc, char** argv) {
         {2, 3, 112, 2},    // hd 56 -> 64
         {1, 130, 128, 2},  // hd 64, the production head size
     };
-    constexpr int OTHER_MT = FA_MT == 1 ? 2 : 1;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        run_flash<FA_MT>(ck, rng, cases[i]);
-        if (i == 1 || i == 4 || i == 6 || i == 8) run_flash<OTHER_MT>(ck, rng, cases[i]);
-    }
+    for (const Case& c : cases) run_flash(ck, rng, c);
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_flash_attention");
 }
