@@ -194,22 +194,30 @@ static void run_state(const RefState& s, int precision, bool flash, int gelu_fus
     ck.check1("global grad norm", (float)sqrt(tot), s.total_norm, tol.norm);
 
     // N optimizer steps on the same batch, from the initial weights, on the training path
-    // (the classifier backward fused into the forward)
+    // (train_gpt.cu's: begin_step, the forward with the classifier backward fused and the
+    // loss left on the device, backward, end_step with the norm, clipping and skip decision
+    // on the device)
     model.upload_state(s.params, nullptr, nullptr);
     model.step = 0;
     int n = std::min(s.n_steps, max_steps);
     std::vector<float> lrs, losses, norms;
+    int finite_steps = 0;
     for (int step = 0; step < n; step++) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
-        model.zero_grad();
-        losses.push_back(model.forward(s.inputs.data(), s.targets.data(), s.B, s.T, 1.f));
+        model.begin_step();
+        model.forward(s.inputs.data(), s.targets.data(), s.B, s.T, 1.f, -1, false);
         model.backward(s.B, s.T, 1.f);
-        float norm = global_norm(model.grad_sq_per_tensor());   // common/run.h, as the trainers
-        model.adamw_update(lr, s.beta1, s.beta2, s.eps, s.weight_decay, clip_scale(norm, s.grad_clip));
+        const auto r = model.end_step(1, lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip, step == 0);
+        finite_steps += r.finite ? 1 : 0;
+        if (step == 0)   // the per-layer norms the trainer logs come from end_step's chunk partials
+            ck.check("step 0 layer grad norms (end_step)", model.layer_norms(r.sq).data(), s.layer_norms.data(), s.layer_norms.size(), tol.norm);
         lrs.push_back(lr);
-        norms.push_back(norm);
+        losses.push_back((float)r.loss);
+        norms.push_back(r.norm);
     }
     if (n > 0) {
+        ck.expect(finite_steps == n, "every step finite: the device applied " + std::to_string(finite_steps) + " of " + std::to_string(n) +
+                                         " updates");
         ck.check("schedule lr (" + std::to_string(n) + " steps)", lrs.data(), s.lrs.data(), n, tol.lr);
         ck.check("step losses", losses.data(), s.losses.data(), n, tol.step_loss);
         ck.check("step grad norms", norms.data(), s.grad_norms.data(), n, tol.step_norm);
@@ -226,14 +234,12 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
     const ModelConfig& cfg = s.ckpt.cfg;
     auto one_step = [&](Model<T>& m, int step, float* loss, float* norm) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
-        m.zero_grad();
-        *loss = m.forward(s.inputs.data(), s.targets.data(), s.B, s.T, 1.f);
+        m.begin_step();
+        m.forward(s.inputs.data(), s.targets.data(), s.B, s.T, 1.f, -1, false);
         m.backward(s.B, s.T, 1.f);
-        std::vector<double> q = m.grad_sq_per_tensor();
-        double t = 0.0;
-        for (double x : q) t += x;
-        *norm = (float)sqrt(t);
-        m.adamw_update(lr, s.beta1, s.beta2, s.eps, s.weight_decay, clip_scale(*norm, s.grad_clip));
+        const auto r = m.end_step(1, lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip, false);
+        *loss = (float)r.loss;
+        *norm = r.norm;
     };
     char path[256];
     snprintf(path, sizeof path, "%s/test_gpt_cuda_resume_%d.bin", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());

@@ -272,12 +272,13 @@ struct Model {
     int* d_chunk_len = nullptr;
     unsigned char* d_chunk_decay = nullptr;   // per chunk: its tensor takes weight decay (AdamW)
     float* d_partial = nullptr;
+    StepStats* d_stats = nullptr;              // the step's loss, norm, clip, finite flag (gradnorm.cuh)
+    StepStats* h_stats = nullptr;              // pinned host copies of d_stats and d_partial, filled at the
+    float* h_partial = nullptr;                //   end of a step by asynchronous copies (end_step)
     GradNormChunks chunks;
     MemoryPlan plan;
 
     std::vector<int> inputs, targets;          // the last batch, on the host
-    std::vector<float> h_losses;
-    float loss = 0.f;
     bool logits_are_grad = false;             // the last forward fused the classifier backward
     int step = 0;                             // optimizer steps taken (AdamW bias correction)
 
@@ -354,6 +355,7 @@ struct Model {
         d_chunk_len = a.take<int>(chunks.len.size());
         d_chunk_decay = a.take<unsigned char>(chunks.len.size());
         d_partial = a.take<float>(chunks.off.size());
+        d_stats = a.take<StepStats>(1);
         plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
     }
 
@@ -406,11 +408,15 @@ struct Model {
         cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
         inputs.assign((size_t)B_ * T_, 0);
         targets.assign((size_t)B_ * T_, 0);
+        cudaCheck(cudaMallocHost((void**)&h_stats, sizeof(StepStats)));
+        cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
     }
 
     void free_all() {
         cudaFree(param_arena.base); cudaFree(grad_arena.base); cudaFree(act_arena.base);
         param_arena.base = grad_arena.base = act_arena.base = nullptr;
+        cudaFreeHost(h_stats); cudaFreeHost(h_partial);
+        h_stats = nullptr; h_partial = nullptr;
     }
 
     // ------------------------------------------------------------------ state transfer
@@ -513,10 +519,12 @@ struct Model {
     }
 
     // ------------------------------------------------------------------ forward
-    // Forward over B_ x T_ tokens. With targets, computes the mean loss into `loss` and
-    // returns it (or -1 without targets). grad_scale > 0 fuses the classifier's backward:
-    // the logits are then overwritten by d(loss * grad_scale)/dlogits for backward().
-    float forward(const int* in, const int* tgt, int B_, int T_, float grad_scale = 0.f, int skip_layer = -1) {
+    // Forward over B_ x T_ tokens. With targets, the mean loss goes to the device's StepStats
+    // (batch_loss, and added onto the step's loss_sum); with sync it is downloaded and
+    // returned (a training step leaves it on the device: end_step reads it). Returns -1
+    // without targets or without sync. grad_scale > 0 fuses the classifier's backward: the
+    // logits are then overwritten by d(loss * grad_scale)/dlogits for backward().
+    float forward(const int* in, const int* tgt, int B_, int T_, float grad_scale = 0.f, int skip_layer = -1, bool sync = true) {
         if (!fits(B_, T_)) fatal("internal: batch %d x %d does not fit the activations planned for %d x %d", B_, T_, B, T_cap);
         const ModelConfig& c = cfg;
         int N = B_ * T_, C = c.d_model, F = ffn_dev, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;   // F: padded hidden width
@@ -578,6 +586,7 @@ struct Model {
         logits_are_grad = false;
         if (!tgt) return -1.f;
         classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, grad_scale > 0.f, st);
+        loss_mean(d_stats, losses, N, st);
         logits_are_grad = grad_scale > 0.f;
         // The embedding backward's token buckets (a host sort of the N tokens, ~1 ms at
         // N = 16k) are made here, while the GPU runs the forward just queued, and uploaded
@@ -587,12 +596,10 @@ struct Model {
         cudaCheck(cudaMemcpyAsync(d_btok, buckets.tok.data(), buckets.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
         cudaCheck(cudaMemcpyAsync(d_bstart, buckets.start.data(), buckets.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
         cudaCheck(cudaMemcpyAsync(d_bpos, buckets.pos.data(), buckets.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-        h_losses.resize(N);
-        cudaCheck(cudaMemcpy(h_losses.data(), losses, N * sizeof(float), cudaMemcpyDeviceToHost));
-        double total = 0.0;
-        for (int i = 0; i < N; i++) total += h_losses[i];
-        loss = (float)(total / N);
-        return loss;
+        if (!sync) return -1.f;
+        cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, st));
+        cudaCheck(cudaStreamSynchronize(st));
+        return h_stats->batch_loss;
     }
 
     // ------------------------------------------------------------------ backward
@@ -665,10 +672,13 @@ struct Model {
     std::vector<double> grad_sq_per_tensor() {
         int nch = (int)chunks.off.size();
         sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
-        std::vector<float> part(nch);
-        cudaCheck(cudaMemcpy(part.data(), d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpyAsync(h_partial, d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        cudaCheck(cudaStreamSynchronize(stream));
+        return tensor_sq(h_partial);
+    }
+    std::vector<double> tensor_sq(const float* part) const {   // the chunk partials added per tensor
         std::vector<double> sq(table.t.size(), 0.0);
-        for (int k = 0; k < nch; k++) sq[chunks.owner[k]] += part[k];
+        for (size_t k = 0; k < chunks.off.size(); k++) sq[chunks.owner[k]] += part[k];
         return sq;
     }
     std::vector<float> layer_norms(const std::vector<double>& sq) const { return ::layer_norms(table, cfg.n_layer, sq); }   // common/run.h
@@ -684,15 +694,50 @@ struct Model {
     // As train_gpt.cpp (torch.optim.AdamW; decay on 2-D tensors), one launch over the whole
     // device layout, chunk by chunk (the gradient norm's chunk table + a decay flag per chunk;
     // padded elements: g = m = v = w = 0 stay 0).
-    void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale) {
+    // stats non-null: the gradient scale and whether to update come from the device (end_step).
+    void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale, const StepStats* stats = nullptr) {
         step++;
         double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
         const AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f - lr * wd, grad_scale};
         const int nch = (int)chunks.off.size();
         if (pure())
-            ::adamw_update<T, T>(params, nullptr, (T*)m, (T*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream);
+            ::adamw_update<T, T>(params, nullptr, (T*)m, (T*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream, stats);
         else
-            ::adamw_update<T, float>(params, master, (float*)m, (float*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream);
+            ::adamw_update<T, float>(params, master, (float*)m, (float*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream,
+                                     stats);
+    }
+
+    // ------------------------------------------------------------------ a training step
+    // begin_step(); then for each micro-batch forward(in, tgt, B, T, 1 / accum, -1, false) and
+    // backward(B, T, 1 / accum); then end_step(). From begin_step to the end of end_step the
+    // host never waits for the GPU: the loss, the gradient norm, the clipping factor and the
+    // decision to skip a non-finite step are formed on the device (StepStats, gradnorm.cuh),
+    // AdamW reads them there, and one synchronisation at the end brings back the numbers
+    // (and, for the per-layer norms, the chunk partials) in pinned memory. (Before, the
+    // loss download after every forward and the norm download before the update each left
+    // the GPU idle while the host caught up.)
+    struct StepResult {
+        double loss;             // the mean loss over the step's micro-batches
+        float norm;              // the global gradient norm before clipping
+        bool finite;             // false: AdamW skipped the update (the step counter is not advanced)
+        std::vector<double> sq;  // per tensor (table order) sum of g^2, when asked for
+    };
+    void begin_step() {
+        zero_grad();
+        cudaCheck(cudaMemsetAsync(d_stats, 0, sizeof(StepStats), stream));
+    }
+    StepResult end_step(int accum, float lr, float beta1, float beta2, float eps, float wd, float max_norm, bool want_tensor_sq) {
+        const int nch = (int)chunks.off.size();
+        sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
+        grad_norm_finalize(d_stats, d_partial, nch, max_norm, stream);
+        adamw_update(lr, beta1, beta2, eps, wd, 1.f, d_stats);
+        cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, stream));
+        if (want_tensor_sq) cudaCheck(cudaMemcpyAsync(h_partial, d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        cudaCheck(cudaStreamSynchronize(stream));
+        StepResult r{h_stats->loss_sum / accum, h_stats->norm, h_stats->finite != 0, {}};
+        if (!r.finite) step--;   // AdamW wrote nothing: its bias correction did not advance either
+        if (want_tensor_sq) r.sq = tensor_sq(h_partial);
+        return r;
     }
 
     // Model FLOPs per token of a training step, as train_gpt.cpp: 6 per multiplied weight
@@ -892,30 +937,29 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     for (long step = start_step; step < tc.steps; step++) {
         if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
         if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
+        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
         cudaCheck(cudaDeviceSynchronize());
         auto t0 = std::chrono::steady_clock::now();
-        model.zero_grad();
-        double loss = 0.0;
+        // one step, queued without waiting for the GPU (Model::begin_step / end_step)
+        model.begin_step();
         for (int micro = 0; micro < accum; micro++) {
             train.next_batch();
-            loss += model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum);   // fused classifier backward
+            model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
             model.backward(tc.B, tc.T, 1.f / accum);
         }
-        loss /= accum;
         if (step == tc.inject_nan_at) model.poison_grad();
-        std::vector<double> sq = model.grad_sq_per_tensor();
-        float norm = global_norm(sq);
         float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
-        bool finite = std::isfinite(loss) && std::isfinite(norm);
-        if (finite) model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
-        else handle_nonfinite(step, loss, norm, tc, &skipped, save);
-        cudaCheck(cudaDeviceSynchronize());
+        const typename Model<T>::StepResult r =
+            model.end_step(accum, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.grad_clip, layer_norms);
+        const double loss = r.loss;
+        const float norm = r.norm;
+        const bool finite = r.finite;   // false: the device skipped the update
+        if (!finite) handle_nonfinite(step, loss, norm, tc, &skipped, save);
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
         double tok_s = tc.total_batch / (ms / 1000.0);
         double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
         double mfu = peak > 0 ? 100.0 * flops_tok * tok_s / peak : -1.0;
-        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
         if (step % tc.print_every == 0 || step == tc.steps - 1) {
             char mfu_s[32];
             if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, "MFU %.1f%%", mfu);
@@ -926,8 +970,8 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         JsonLine j = step_json(step, loss, norm, lr, ms, tok_s, finite, skipped);
         if (mfu >= 0) j.f("mfu", mfu / 100.0);
         if (layer_norms)
-            add_layer_norms(j, model.layer_norms(sq), model.group_norm(sq, "w"), model.group_norm(sq, "norm_f"), !c.gpt(),
-                            model.group_norm(sq, "lm_head"));
+            add_layer_norms(j, model.layer_norms(r.sq), model.group_norm(r.sq, "w"), model.group_norm(r.sq, "norm_f"), !c.gpt(),
+                            model.group_norm(r.sq, "lm_head"));
         log.write(j);
         int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save);
         if (rc >= 0) return rc;

@@ -10,6 +10,11 @@
 //   step_size = lr / (1 - b1^t),  inv_bc2 = 1 / sqrt(1 - b2^t)       (computed on the host)
 // All math in fp32.
 //
+// The gradient scale and whether to update at all come either from the host (a.grad_scale,
+// always applied) or, when `stats` is non-null, from the device (gradnorm.cuh's StepStats:
+// grad_scale = stats->clip, and nothing is written unless stats->finite), so the trainer
+// queues the update right behind the gradient norm without waiting for it.
+//
 // One launch for the whole parameter arena (a step used to make one launch per tensor: a
 // few hundred launches of a few microseconds each). The arena is cut into the chunks of
 // gradnorm.cuh (never straddling two tensors; device arrays chunk_off / chunk_len, the same
@@ -18,6 +23,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "gradnorm.cuh"
 
 struct AdamWArgs {
     float step_size, inv_bc2, beta1, beta2, eps, decay, grad_scale;
@@ -26,7 +32,11 @@ struct AdamWArgs {
 template <typename TP, typename TS>
 __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m, TS* __restrict__ v,
                              const TP* __restrict__ grad, const long long* __restrict__ chunk_off, const int* __restrict__ chunk_len,
-                             const unsigned char* __restrict__ chunk_decay, AdamWArgs a) {
+                             const unsigned char* __restrict__ chunk_decay, AdamWArgs a, const StepStats* __restrict__ stats) {
+    if (stats) {
+        if (!stats->finite) return;   // a skipped step: every array keeps its bits
+        a.grad_scale = stats->clip;
+    }
     const size_t o = (size_t)chunk_off[blockIdx.x];
     const int n = chunk_len[blockIdx.x];
     const float decay = chunk_decay[blockIdx.x] ? a.decay : 1.0f;
@@ -44,10 +54,13 @@ __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master,
     }
 }
 
-// the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset
+// the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset;
+// stats non-null: the device's clip and finite flag instead of a.grad_scale (see above)
 template <typename TP, typename TS>
 void adamw_update(TP* param, float* master, TS* m, TS* v, const TP* grad, const long long* chunk_off, const int* chunk_len,
-                  const unsigned char* chunk_decay, int nchunks, const AdamWArgs& a, cudaStream_t st) {
+                  const unsigned char* chunk_decay, int nchunks, const AdamWArgs& a, cudaStream_t st,
+                  const StepStats* stats = nullptr) {
     if (nchunks == 0) return;
-    launch_kernel(adamw_kernel<TP, TS>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a);
+    launch_kernel(adamw_kernel<TP, TS>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
+                  stats);
 }

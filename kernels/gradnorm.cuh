@@ -1,5 +1,7 @@
 // gradnorm.cuh - deterministic sums of squares of the gradient, per chunk, from which the
-// host forms the per-tensor, per-layer and global gradient norms.
+// host forms the per-tensor and per-layer gradient norms; and the step's scalars (mean
+// loss, global gradient norm, clipping factor, finite flag) formed on the device, so that
+// a training step needs no host round trip before its update (StepStats, below).
 //
 // The parameter table is cut into chunks that never straddle two tensors (gradnorm_chunks:
 // each tensor in pieces of at most GRADNORM_CHUNK elements). One block per chunk:
@@ -9,6 +11,7 @@
 //   layer norm l = sqrt(sum over layer l's tensors), global = sqrt(sum over all)
 #pragma once
 
+#include <cfloat>
 #include <vector>
 
 #include "common.cuh"
@@ -53,4 +56,77 @@ inline GradNormChunks gradnorm_chunks(const std::vector<std::pair<size_t, size_t
 template <typename T>
 void sumsq_chunks(float* partial, const T* g, const long long* chunk_off, const int* chunk_len, int nchunks, cudaStream_t st) {
     if (nchunks > 0) launch_kernel(sumsq_chunks_kernel<T>, nchunks, GRADNORM_BLOCK, 0, st, partial, g, chunk_off, chunk_len);
+}
+
+// ----------------------------------------------------------------------------
+// The step's scalars, in device memory. A training step (train_gpt.cu, Model::begin_step /
+// end_step) zeroes them, every micro-batch's forward adds its mean loss (loss_mean), the
+// finalize kernel forms the global norm, the clipping factor and the finite flag from the
+// chunk partials, and AdamW reads clip and finite from here (adamw.cuh): the host sees the
+// numbers once, after the update was queued, in one copy.
+struct StepStats {
+    double loss_sum;  // sum over the step's micro-batches of each one's mean loss
+    double grad_sq;   // sum of g^2 over every gradient element (the chunk partials, in double)
+    float norm;       // sqrt(grad_sq)
+    float clip;       // the factor applied to the gradients: min(1, max_norm / (norm + 1e-6)); 1 without clipping
+    int finite;       // loss_sum and norm are finite: AdamW applies the update (else it leaves every array as it is)
+    float batch_loss; // the last micro-batch's mean loss (what a plain forward returns)
+};
+
+// Sum over the block in double, deterministic: each warp by shuffles (a fixed tree), then
+// the warps' sums in warp order by thread 0; the result is valid in thread 0 only.
+// scratch: 32 doubles of shared memory.
+__device__ __forceinline__ double block_sum_double_to_thread0(double v, double* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    double r = 0.0;
+    if (threadIdx.x == 0)
+        for (int w = 0; w < nwarps; w++) r += scratch[w];
+    return r;
+}
+
+constexpr int STEP_STATS_BLOCK = EW_BLOCK;   // one block of this many threads for both kernels below
+
+// mean = sum(losses[0..N)) / N in double (thread t adds t, t + blockDim, ...; then the block sum):
+// stats->batch_loss = mean, stats->loss_sum += mean. One block.
+__global__ void __launch_bounds__(STEP_STATS_BLOCK) loss_mean_kernel(StepStats* stats, const float* __restrict__ losses, int N) {
+    __shared__ double scratch[32];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) s += losses[i];
+    s = block_sum_double_to_thread0(s, scratch);
+    if (threadIdx.x == 0) {
+        const double mean = s / N;
+        stats->batch_loss = (float)mean;
+        stats->loss_sum += mean;
+    }
+}
+
+// grad_sq = the nchunks partials added in double (fixed order), norm = sqrt(grad_sq) (as the
+// host's global_norm), clip = clip_scale(norm, max_norm) (common/run.h: max_norm <= 0 means
+// no clipping), finite = loss_sum and norm finite. One block.
+__global__ void __launch_bounds__(STEP_STATS_BLOCK)
+    grad_norm_finalize_kernel(StepStats* stats, const float* __restrict__ partial, int nchunks, float max_norm) {
+    __shared__ double scratch[32];
+    double s = 0.0;
+    for (int k = threadIdx.x; k < nchunks; k += blockDim.x) s += partial[k];
+    s = block_sum_double_to_thread0(s, scratch);
+    if (threadIdx.x == 0) {
+        const float norm = (float)sqrt(s);
+        stats->grad_sq = s;
+        stats->norm = norm;
+        stats->clip = max_norm <= 0.0f ? 1.0f : fminf(1.0f, max_norm / (norm + 1e-6f));
+        // finite: |x| <= the largest double (false for inf and for NaN, whose comparisons fail)
+        stats->finite = fabs(stats->loss_sum) <= DBL_MAX && fabs((double)norm) <= DBL_MAX;
+    }
+}
+
+// the mean of N per-token losses into stats (batch_loss =, loss_sum +=)
+inline void loss_mean(StepStats* stats, const float* losses, int N, cudaStream_t st) {
+    launch_kernel(loss_mean_kernel, 1, STEP_STATS_BLOCK, 0, st, stats, losses, N);
+}
+// norm, clip and finite from the chunk partials of sumsq_chunks
+inline void grad_norm_finalize(StepStats* stats, const float* partial, int nchunks, float max_norm, cudaStream_t st) {
+    launch_kernel(grad_norm_finalize_kernel, 1, STEP_STATS_BLOCK, 0, st, stats, partial, nchunks, max_norm);
 }

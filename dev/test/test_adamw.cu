@@ -21,7 +21,10 @@
 // has one guard element past its end that must stay untouched, and every case runs twice
 // from the same state: the final bytes must be identical. n = 0 must launch nothing. Then a
 // trainer-like arena: three tensors back to back (the second at an odd offset, decayed, the
-// others not) updated by one launch must give, bit for bit, what each tensor gives alone.
+// others not) updated by one launch must give, bit for bit, what each tensor gives alone;
+// the same with the clipping factor read from a StepStats in device memory (the trainer's
+// path; the host's grad_scale then holds a wrong value that must be ignored), and a step
+// whose StepStats says non-finite must leave every array bit for bit as it was.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
@@ -309,11 +312,22 @@ static void run_empty(Checker& ck) {
 
 // Three tensors in one arena, one launch per step, against each tensor run alone
 // (run_device): every step's param, master, m and v bit for bit.
+// device_stats: the clipping factor comes from a StepStats in device memory (as the trainer's
+// end_step passes it) while the host's a.grad_scale holds a wrong value that must be ignored;
+// then one more step with stats->finite = 0 must leave every array bit for bit as it was.
 template <typename TP, typename TS>
-static void run_arena(Checker& ck, Rng& rng, Mode mode) {
+static void run_arena(Checker& ck, Rng& rng, Mode mode, bool device_stats) {
     const bool use_master = mode == Mode::BF16;
     const std::vector<Case> parts = {{37, false, 0.95f, 0.1f}, {(size_t)GRADNORM_CHUNK + 3, true, 0.95f, 0.1f}, {5, false, 0.95f, 0.1f}};
-    printf("%s arena of %zu tensors, one launch\n", mode_name(mode), parts.size());
+    printf("%s arena of %zu tensors, one launch%s\n", mode_name(mode), parts.size(),
+           device_stats ? ", clip and finite flag from device StepStats" : "");
+    DeviceBuffer<StepStats> d_stats(1);
+    auto set_stats = [&](float clip, int finite) {
+        StepStats st{};
+        st.clip = clip;
+        st.finite = finite;
+        cudaCheck(cudaMemcpy(d_stats.ptr, &st, sizeof st, cudaMemcpyHostToDevice));
+    };
     std::vector<std::pair<size_t, size_t>> spans;
     std::vector<bool> decayed;
     size_t total = 0;
@@ -342,9 +356,10 @@ static void run_arena(Checker& ck, Rng& rng, Mode mode) {
     for (int s = 0; s < STEPS; s++) {
         grad.upload(grads[s]);
         // every Case shares beta2 and wd: the decay flag alone differs
-        const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, parts[0].beta2, EPS, parts[0].wd, GSCALE[s]);
+        const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, parts[0].beta2, EPS, parts[0].wd, device_stats ? 123.0f : GSCALE[s]);
+        if (device_stats) set_stats(GSCALE[s], 1);
         adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
-                             ch.decay.ptr, ch.n, a, 0);
+                             ch.decay.ptr, ch.n, a, 0, device_stats ? d_stats.ptr : nullptr);
         cudaCheck(cudaDeviceSynchronize());
         const std::vector<float> W = param.download(), MA = master.download(), Mm = m.download(), Vv = v.download();
         for (size_t k = 0; k < parts.size(); k++)
@@ -354,7 +369,20 @@ static void run_arena(Checker& ck, Rng& rng, Mode mode) {
                 if (W[j] != r.w[s][i] || Mm[j] != r.m[s][i] || Vv[j] != r.v[s][i] || (use_master && MA[j] != r.master[s][i])) same = false;
             }
     }
-    check_true(ck, "one launch over the arena == each tensor alone (bitwise, every step)", same, "MISMATCH: the chunk table mixes tensors up");
+    check_true(ck, "one launch over the arena == each tensor alone (bitwise, every step)", same,
+               device_stats ? "MISMATCH: the chunk table mixes tensors up, or the device clip was not used"
+                            : "MISMATCH: the chunk table mixes tensors up");
+    if (device_stats) {   // a skipped step: non-finite flag, fresh gradients, lr and decay that would move everything
+        const std::vector<unsigned char> before = param.bytes(), mb = master.bytes(), m_b = m.bytes(), vb = v.bytes();
+        grad.upload(make_grad<TP>(rng, total, 0));
+        set_stats(1.0f, 0);
+        const AdamWArgs a = trainer_args(STEPS + 1, 1e-2f, BETA1, parts[0].beta2, EPS, 0.5f, 1.0f);
+        adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
+                             ch.decay.ptr, ch.n, a, 0, d_stats.ptr);
+        cudaCheck(cudaDeviceSynchronize());
+        check_true(ck, "stats->finite = 0: param, master, m, v unchanged", before == param.bytes() && mb == master.bytes() &&
+                   m_b == m.bytes() && vb == v.bytes(), "MISMATCH: a skipped step wrote");
+    }
     check_true(ck, "arena: elements past the end untouched", param.guard_intact() && master.guard_intact() && m.guard_intact() && v.guard_intact(),
                "MISMATCH: an element past the arena was written");
 }
@@ -382,9 +410,11 @@ int main() {
         run_case<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16, c);
     }
     run_empty(ck);
-    run_arena<float, float>(ck, rng, Mode::FP32);
-    run_arena<__nv_bfloat16, float>(ck, rng, Mode::BF16);
-    run_arena<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16);
+    for (bool device_stats : {false, true}) {
+        run_arena<float, float>(ck, rng, Mode::FP32, device_stats);
+        run_arena<__nv_bfloat16, float>(ck, rng, Mode::BF16, device_stats);
+        run_arena<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16, device_stats);
+    }
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_adamw");
 }

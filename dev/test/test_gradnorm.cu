@@ -14,6 +14,13 @@
 //     second chunk) to +Inf, one with both to NaN; the tensors around them are unaffected.
 //   - the partial sums are poisoned (NaN) before every launch, with one more (finite) element
 //     past the last chunk that must stay as it is; a second run must give the same bits.
+// The step's scalars (StepStats, computed on the device so that a training step needs no host
+// round trip): loss_mean (the mean of N per-token losses into batch_loss, added onto loss_sum;
+// N = 1, fewer than a block, several strides; two calls accumulate) and grad_norm_finalize
+// (grad_sq = the sum of the chunk partials, norm = sqrt, clip = min(1, max_norm / (norm +
+// 1e-6)) as torch.nn.utils.clip_grad_norm_, finite = loss_sum and norm finite) against double
+// references: a norm above and below max_norm, max_norm 0 (no clipping), a NaN and an Inf
+// partial, a NaN and an Inf loss; bitwise reruns.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
@@ -191,6 +198,108 @@ static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// StepStats: loss_mean and grad_norm_finalize
+static StepStats get_stats(const DeviceBuffer<StepStats>& d) {
+    StepStats s;
+    cudaCheck(cudaMemcpy(&s, d.ptr, sizeof s, cudaMemcpyDeviceToHost));
+    return s;
+}
+static void put_stats(DeviceBuffer<StepStats>& d, double loss_sum) {
+    StepStats s;
+    std::memset(&s, 0xFF, sizeof s);   // every field poisoned (NaN / -1) but the one given
+    s.loss_sum = loss_sum;
+    cudaCheck(cudaMemcpy(d.ptr, &s, sizeof s, cudaMemcpyHostToDevice));
+}
+static bool close_rel(double a, double b, double rtol) { return std::fabs(a - b) <= rtol * std::fabs(b); }
+
+static void run_step_stats(Checker& ck, Rng& rng) {
+    printf("step stats: loss_mean\n");
+    DeviceBuffer<StepStats> d(1);
+    for (int N : {1, 37, 1000}) {
+        std::vector<float> a = rng.normal(N, 5.0f, 1.0f), b = rng.normal(N, 3.0f, 2.0f);
+        DeviceBuffer<float> da(N), db(N);
+        da.upload(a);
+        db.upload(b);
+        double ra = 0, rb = 0;
+        for (int i = 0; i < N; i++) ra += a[i], rb += b[i];
+        ra /= N, rb /= N;
+        put_stats(d, 0.25);
+        loss_mean(d.ptr, da.ptr, N, 0);
+        loss_mean(d.ptr, db.ptr, N, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        const StepStats s = get_stats(d);
+        char name[96];
+        snprintf(name, sizeof name, "N=%d: loss_sum = 0.25 + mean(a) + mean(b)", N);
+        // double sums of N floats: relative error ~N 2^-53, far below 1e-12
+        check_true(ck, name, close_rel(s.loss_sum, 0.25 + ra + rb, 1e-12), "got " + std::to_string(s.loss_sum));
+        snprintf(name, sizeof name, "N=%d: batch_loss = mean(b), the last call's", N);
+        check_true(ck, name, close_rel(s.batch_loss, rb, 1e-7), "got " + std::to_string(s.batch_loss));
+        // rerun: the same bits
+        put_stats(d, 0.25);
+        loss_mean(d.ptr, da.ptr, N, 0);
+        loss_mean(d.ptr, db.ptr, N, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        const StepStats s2 = get_stats(d);
+        snprintf(name, sizeof name, "N=%d: rerun, same bits", N);
+        check_true(ck, name, std::memcmp(&s.loss_sum, &s2.loss_sum, 8) == 0 && std::memcmp(&s.batch_loss, &s2.batch_loss, 4) == 0, "bits differ");
+    }
+
+    printf("step stats: grad_norm_finalize\n");
+    struct Case {
+        int nch;
+        float max_norm;   // relative to the norm: < 0 means 0 (no clipping)
+        int special;      // 0 none, 1 NaN partial, 2 Inf partial, 3 NaN loss, 4 Inf loss
+    };
+    const Case cases[] = {{1, 2.0f, 0}, {300, 0.5f, 0}, {300, 1.5f, 0}, {5000, 0.1f, 0}, {300, -1.0f, 0},
+                          {300, 0.5f, 1}, {5000, 0.5f, 2}, {37, 0.5f, 3}, {37, 0.5f, 4}};
+    for (const Case& c : cases) {
+        std::vector<float> part(c.nch);
+        for (float& x : part) x = std::fabs(rng.normal(1, 0.0f, 3.0f)[0]) + 1e-3f;
+        if (c.special == 1) part[c.nch / 2] = NAN;
+        if (c.special == 2) part[c.nch - 1] = INFINITY;
+        double sq = 0;
+        for (float x : part) sq += x;
+        const float ref_norm = (float)std::sqrt(sq);
+        const float max_norm = c.max_norm < 0 ? 0.0f : c.max_norm * ref_norm;
+        const double loss = c.special == 3 ? NAN : c.special == 4 ? INFINITY : 2.5;
+        DeviceBuffer<float> dp(c.nch);
+        dp.upload(part);
+        std::vector<unsigned char> first;
+        for (int rep = 0; rep < 2; rep++) {
+            put_stats(d, loss);
+            grad_norm_finalize(d.ptr, dp.ptr, c.nch, max_norm, 0);
+            cudaCheck(cudaDeviceSynchronize());
+            const StepStats s = get_stats(d);
+            std::vector<unsigned char> bytes(sizeof s);
+            std::memcpy(bytes.data(), &s, sizeof s);
+            char name[128];
+            snprintf(name, sizeof name, "nch=%d max_norm=%s special=%d", c.nch, c.max_norm < 0 ? "0" : (std::to_string(c.max_norm) + " x norm").c_str(),
+                     c.special);
+            if (rep == 1) {
+                check_true(ck, std::string(name) + ": rerun, same bits", bytes == first, "bits differ");
+                break;
+            }
+            first = bytes;
+            const bool want_finite = c.special == 0;
+            check_true(ck, std::string(name) + ": finite flag", s.finite == (want_finite ? 1 : 0), "got " + std::to_string(s.finite));
+            check_true(ck, std::string(name) + ": loss_sum kept", std::memcmp(&s.loss_sum, &loss, 8) == 0, "loss_sum changed");
+            if (!want_finite && c.special <= 2) {
+                check_true(ck, std::string(name) + ": norm not finite", !std::isfinite(s.norm), "got " + std::to_string(s.norm));
+                continue;
+            }
+            if (c.special > 2) continue;
+            // grad_sq: double sums of nch floats; norm: its float square root (1 ulp)
+            check_true(ck, std::string(name) + ": grad_sq", close_rel(s.grad_sq, sq, 1e-12), "got " + std::to_string(s.grad_sq));
+            check_true(ck, std::string(name) + ": norm", close_rel(s.norm, ref_norm, 1.2e-7), "got " + std::to_string(s.norm));
+            // clip: torch's clip_grad_norm_ factor, in float from the device's norm
+            const float ref_clip = max_norm <= 0.0f ? 1.0f : std::min(1.0f, max_norm / (s.norm + 1e-6f));
+            check_true(ck, std::string(name) + ": clip = min(1, max_norm / (norm + 1e-6))", s.clip == ref_clip,
+                       "got " + std::to_string(s.clip) + ", want " + std::to_string(ref_clip));
+        }
+    }
+}
+
 int main() {
     skip_without_device("test_gradnorm");
     Rng rng(test_seed());
@@ -243,6 +352,7 @@ int main() {
         const std::vector<unsigned char> b = p.bytes();
         check_true(ck, "0 chunks: nothing written", b[0] == 0xFF && b[1] == 0xFF && b[2] == 0xFF && b[3] == 0xFF, "partial written");
     }
+    run_step_stats(ck, rng);
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_gradnorm");
 }
