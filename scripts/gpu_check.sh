@@ -13,8 +13,9 @@
 #      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
-#   5. with PROFILE=1, a per-kernel time table of a gpt2-124m T=1024 step (PROFILE=2: also a
-#      llama-1b T=256 step) (Nsight Compute, dev/ncu_summary.py);
+#   5. with PROFILE=1, the GPU timeline of gpt2-124m T=1024 steps (busy vs idle, the longest
+#      gaps; Nsight Systems, dev/nsys_gaps.py, when nsys is installed) and a per-kernel time
+#      table of a step (PROFILE=2: also a llama-1b T=256 step) (Nsight Compute, dev/ncu_summary.py);
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
@@ -170,7 +171,22 @@ profile() {   # name data B T extra-flags...
   echo "== profile $name (2 steps, B=$b T=$t)" | tee -a "$SUMMARY"
   "$PY" dev/ncu_summary.py "$csv" --steps 2 --top 25 2>&1 | tee -a "$SUMMARY"
 }
+# the GPU timeline of the same step (Nsight Systems): busy vs idle time per step and the
+# longest idle gaps (what the GPU waited for), dev/nsys_gaps.py
+timeline() {   # name data B T extra-flags...
+  local name=$1 data=$2 b=$3 t=$4; shift 4
+  local rep="$OUT_DIR/timeline_$name"
+  timeout 120 "$NSYS" profile --trace cuda --force-overwrite true -o "$rep" \
+    "$B/cuda/train_gpt_nvcc" "$@" -b "$b" -t "$t" -d $((b * t)) -x 8 -i "$data" -v 0 -n 0 > "$OUT_DIR/timeline_$name.log" 2>&1
+  "$NSYS" stats --report cuda_gpu_trace --format csv --output - "$rep.nsys-rep" > "$rep.csv" 2>>"$OUT_DIR/timeline_$name.log"
+  echo "== timeline $name (8 steps, B=$b T=$t; steps 3-8)" | tee -a "$SUMMARY"
+  if ! "$PY" dev/nsys_gaps.py "$rep.csv" --skip 2 2>&1 | tee -a "$SUMMARY"; then fail_log "timeline $name" "$OUT_DIR/timeline_$name.log"; fi
+  rm -f "$rep.nsys-rep" "$rep.sqlite"   # large; the CSV and the summary lines stay
+}
 if [ "${PROFILE:-0}" != 0 ]; then
+  NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
+  if [ -n "$NSYS" ]; then timeline gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+  else say "SKIP timeline: no nsys"; fi
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -n "$NCU" ]; then
     profile gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m

@@ -144,6 +144,28 @@ for t in $CKTESTS; do
   fi
 done
 
+# dev/nsys_gaps.py (gpu_check's timeline of a step) on a synthetic trace worked out by hand:
+# AdamW ends at 1, 11, 21, 31 us; --skip 1 keeps the steps (11, 21] and (21, 31] us; in each,
+# two overlapping kernels 0.5-3.0 us into the step (busy 2.5 us, counted once), one at 9.0-9.5,
+# AdamW at 9.6-10.0: busy 3.4 of 10 us, gaps 0.5 and 0.1 us (< 5 us) and 6.0 us
+nsys_gaps_check() {
+  { echo "Generating SQLite file notice"
+    echo '"Start (ns)","Duration (ns)","CorrId","Name"'
+    echo '600,400,1,"void adamw_kernel<float, float>(...)"'
+    for base in 10000 20000 30000; do
+      echo "$((base + 1500)),1500,2,\"k1\""
+      echo "$((base + 2500)),1500,3,\"k2, overlapping\""
+      echo "$((base + 10000)),500,4,\"k3\""
+      echo "$((base + 10600)),400,5,\"void adamw_kernel<float, float>(...)\""
+    done; } > "$CSCRATCH/trace.csv"
+  out=$($CPY dev/nsys_gaps.py "$CSCRATCH/trace.csv" --skip 1) || return 1
+  echo "$out"
+  grep -q "over 2 step(s): span 0.010 ms/step, busy 0.003 ms (34.0%), idle 0.007 ms: 2 gaps < 5 us (0.001 ms), 1 longer (0.006 ms)" <<<"$out" &&
+    grep -q "^ *6.0 us  after k2, overlapping  before k3" <<<"$out"
+}
+run_test cuda/nsys_gaps_synthetic pass nsys_gaps_check
+run_test cuda/nsys_gaps_no_header 'fail:^nsys_gaps: no cuda_gpu_trace CSV header' $CPY dev/nsys_gaps.py dev/model.py
+
 # nvcc builds: on a GPU they run the same checks for real; without one they must say so
 if [ -x "$CB/train_gpt_nvcc" ] && [ -x "$CB/test_gpt_nvcc" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
