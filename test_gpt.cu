@@ -20,8 +20,10 @@ Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
     --precision P        fp32 (default) | bf16 | pure_bf16
     --attention A        flash (default; kernels/flash_attention.cuh in the bf16 modes) | matmul
                          (kernels/attention.cuh, the T x T scores; fp32 always uses it)
-    --gelu_fusion F      1 (default): gpt's GELU and the bias gradients in cuBLASLt GEMM epilogues |
-                         2: the GELU gradient too | 0: separate kernels (as train_gpt.cu's flag)
+    --gelu_fusion F      1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient
+                         too | 0: GELU kernels (as train_gpt.cu's flag)
+    --bias_grad B        epilogue (default): gpt's bias gradients in the dW GEMMs (BGRADB) | kernel:
+                         column-sum kernels, fc's inside the GELU gradient (as train_gpt.cu's flag)
     --steps N            run at most N of the stored optimizer steps (emulation is slow)
     --resume_steps K     steps before and after the checkpoint in the resume check (default 2; 0: no check)
     --no_reference       skip the comparisons with the reference (resume check only)
@@ -137,7 +139,7 @@ static void check_padding(const Model<T>& model, int steps, Checker& ck) {
 }
 
 template <typename T>
-static void run_state(const RefState& s, int precision, bool flash, int gelu_fusion, int override_k, const std::string& perturb, int max_steps,
+static void run_state(const RefState& s, int precision, bool flash, int gelu_fusion, BiasGrad bias_grad, int override_k, const std::string& perturb, int max_steps,
                       Checker& ck) {
     ModelConfig cfg = s.ckpt.cfg;
     const Tolerances& tol = precision == PREC_FP32 ? TOL_FP32 : TOL_BF16;
@@ -150,6 +152,7 @@ static void run_state(const RefState& s, int precision, bool flash, int gelu_fus
     model.init(cfg, precision);
     model.set_attention(flash);
     model.set_gelu_fusion(gelu_fusion);
+    model.set_bias_grad(bias_grad);
     const ParamTable& pt = model.table;
     if (pt.t.size() != s.table.size()) {
         ck.expect(false, "parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(s.table.size()));
@@ -230,7 +233,7 @@ static void run_state(const RefState& s, int precision, bool flash, int gelu_fus
 // fresh model reloads the checkpoint and trains the same K: losses, gradient norms and the
 // final weights must be bitwise equal.
 template <typename T>
-static void resume_check(const RefState& s, int precision, bool flash, int gelu_fusion, int K, Checker& ck) {
+static void resume_check(const RefState& s, int precision, bool flash, int gelu_fusion, BiasGrad bias_grad, int K, Checker& ck) {
     const ModelConfig& cfg = s.ckpt.cfg;
     auto one_step = [&](Model<T>& m, int step, float* loss, float* norm) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
@@ -249,6 +252,7 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
         a.init(cfg, precision);
         a.set_attention(flash);
         a.set_gelu_fusion(gelu_fusion);
+        a.set_bias_grad(bias_grad);
         a.allocate(s.B, s.T, false);
         a.upload_state(s.params, nullptr, nullptr);
         float l, nn;
@@ -272,6 +276,7 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
         b.init(h.cfg, precision);
         b.set_attention(flash);
         b.set_gelu_fusion(gelu_fusion);
+        b.set_bias_grad(bias_grad);
         b.allocate(s.B, s.T, false);
         b.upload_state(p, &m, &v);
         b.step = h.step;
@@ -292,6 +297,7 @@ int main(int argc, char** argv) {
     int override_k = -1, max_steps = 1 << 30, resume_steps = 2, precision = PREC_FP32;
     bool reference = true, flash = true;
     int gelu_fusion = 1;
+    BiasGrad bias_grad = BiasGrad::Epilogue;
     std::string perturb;
     std::vector<std::string> files;
     auto int_arg = [&](int& i, const char* flag) {
@@ -317,8 +323,12 @@ int main(int argc, char** argv) {
             int v = int_arg(i, "--gelu_fusion");
             if (v > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", v);
             gelu_fusion = v;
+        } else if (a == "--bias_grad" && i + 1 < argc) {
+            std::string v = argv[++i];
+            if (v != "epilogue" && v != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", v.c_str());
+            bias_grad = v == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
         } else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--gelu_fusion 1|2|0] [--steps N] [--resume_steps K] "
+            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--gelu_fusion 1|2|0] [--bias_grad epilogue|kernel] [--steps N] [--resume_steps K] "
                    "[--no_reference] [--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) fatal("unknown flag %s (see --help)", a.c_str());
@@ -342,8 +352,9 @@ int main(int argc, char** argv) {
 #endif
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
-    printf("precision %s, attention %s, gelu fusion %d (gpt states)\n", precision_name(precision),
-           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul", gelu_fusion);
+    printf("precision %s, attention %s, gelu fusion %d, bias gradients %s (gpt states)\n", precision_name(precision),
+           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul", gelu_fusion,
+           bias_grad == BiasGrad::Kernel ? "kernel" : "epilogue");
     size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
     for (size_t fi = files.size(); fi-- > 0;) {
         int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;
@@ -360,12 +371,12 @@ int main(int argc, char** argv) {
         int before = ck.failures;
         auto t1 = std::chrono::steady_clock::now();
         if (reference) {
-            if (precision == PREC_FP32) run_state<float>(s, precision, flash, gelu_fusion, override_k, perturb, max_steps, ck);
-            else run_state<__nv_bfloat16>(s, precision, flash, gelu_fusion, override_k, perturb, max_steps, ck);
+            if (precision == PREC_FP32) run_state<float>(s, precision, flash, gelu_fusion, bias_grad, override_k, perturb, max_steps, ck);
+            else run_state<__nv_bfloat16>(s, precision, flash, gelu_fusion, bias_grad, override_k, perturb, max_steps, ck);
         }
         if (resume_steps > 0 && fi == resume_fi) {   // the resume check on one state
-            if (precision == PREC_FP32) resume_check<float>(s, precision, flash, gelu_fusion, resume_steps, ck);
-            else resume_check<__nv_bfloat16>(s, precision, flash, gelu_fusion, resume_steps, ck);
+            if (precision == PREC_FP32) resume_check<float>(s, precision, flash, gelu_fusion, bias_grad, resume_steps, ck);
+            else resume_check<__nv_bfloat16>(s, precision, flash, gelu_fusion, bias_grad, resume_steps, ck);
         }
         printf("%s: %s (%.1f s)\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());

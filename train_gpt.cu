@@ -8,9 +8,10 @@ per family, forward and backward side by side:
 
   kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
-  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU and the
-                          bias gradients in cuBLASLt epilogues (--gelu_fusion 1, default; 2: the GELU
-                          gradient too) or in separate kernels (0: activation.cuh, matmul.cuh's reduction)
+  kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU in a
+                          cuBLASLt epilogue (--gelu_fusion 1, default; 2: the GELU gradient too; 0: kernels)
+                          and the bias gradients in epilogues (--bias_grad epilogue, default) or in
+                          column-sum kernels (kernel: common.cuh; fc's fused into the GELU gradient)
   kernels/rope.cuh        rotary position embedding (llama)
   kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default)
   kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
@@ -240,7 +241,8 @@ struct Model {
     ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
     int precision = PREC_FP32;
     bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
-    int gelu_fusion = 1;                      // GELU / bias gradients in GEMM epilogues: 0, 1, 2 (set_gelu_fusion)
+    int gelu_fusion = 1;                      // GELU (gradient) in GEMM epilogues: 0, 1, 2 (set_gelu_fusion)
+    BiasGrad bias_grad = BiasGrad::Epilogue;  // bias gradients in GEMM epilogues or kernels (set_bias_grad)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
 
@@ -500,22 +502,37 @@ struct Model {
     }
 
     // ------------------------------------------------------------------ GELU / bias-gradient fusion
-    // --gelu_fusion (kernels/matmul.cuh), for GPT-2 (llama has neither GELU nor biases):
-    //   0  gelu_forward / gelu_backward and bias_backward's kernels
-    //   1  (default) GELU in the fc GEMM's epilogue (GELU_AUX_BIAS), every bias gradient from
-    //      its dW GEMM (BGRADB); the GELU gradient stays a kernel
+    // For GPT-2 (llama has neither GELU nor biases), kernels/matmul.cuh:
+    // --gelu_fusion
+    //   0  gelu_forward / gelu_backward kernels
+    //   1  (default) GELU in the fc GEMM's epilogue (GELU_AUX_BIAS, which also keeps the
+    //      pre-activation for the backward); the GELU gradient stays a kernel
     //   2  as 1, and the GELU gradient with the fc bias gradient in the proj dinp GEMM
     //      (DGELU_BGRAD). Not the default: on the H200 cuBLASLt runs that epilogue as a
     //      separate kernel, 3.9 ms per gpt2-124m T=1024 step against gelu_backward's 0.9.
+    // --bias_grad
+    //   epilogue  (default) every bias gradient from its dW GEMM (BGRADB; on the H200 a
+    //             separate cuBLASLt kernel, 1.14 ms per gpt2-124m T=1024 step)
+    //   kernel    the column-sum kernels (common.cuh, 16-byte loads, one read of dout); the fc
+    //             bias gradient inside the GELU-gradient kernel (gelu_backward_bias), which
+    //             sums the dfc it writes: no extra read of the widest gradient at all
+    //             (with --gelu_fusion 2 DGELU_BGRAD forms it)
     // Call before allocate() (level 2 needs no dact buffer).
     void set_gelu_fusion(int level) { gelu_fusion = level; }
-    bool fused_gelu() const { return gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward and bias gradients
+    void set_bias_grad(BiasGrad bg) { bias_grad = bg; }
+    bool fused_gelu() const { return gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward in the GEMM
     bool fused_dgelu() const { return gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
     const char* gelu_fusion_name() const {
         if (!cfg.gpt()) return "n/a (llama: SwiGLU, no biases)";
-        return gelu_fusion >= 2 ? "2 (GELU, its gradient and the bias gradients in cuBLASLt GEMM epilogues)"
-               : gelu_fusion    ? "1 (GELU and the bias gradients in cuBLASLt GEMM epilogues, GELU gradient kernel)"
-                                : "0 (GELU and bias-gradient kernels)";
+        return gelu_fusion >= 2 ? "2 (GELU and its gradient in cuBLASLt GEMM epilogues)"
+               : gelu_fusion    ? "1 (GELU in a cuBLASLt GEMM epilogue, GELU gradient kernel)"
+                                : "0 (GELU and GELU-gradient kernels)";
+    }
+    const char* bias_grad_name() const {
+        if (!cfg.gpt()) return "n/a (llama: no biases)";
+        return bias_grad == BiasGrad::Epilogue ? "epilogue (cuBLASLt BGRADB in the dW GEMMs)"
+               : fused_dgelu() ? "kernel (column sums; fc's from DGELU_BGRAD)"
+                               : "kernel (column sums; fc's inside the GELU-gradient kernel)";
     }
 
     // ------------------------------------------------------------------ forward
@@ -614,8 +631,8 @@ struct Model {
         float* fs = fscratch;
         if (!logits_are_grad) classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, true, st);
         logits_are_grad = false;   // logits now hold dlogits
-        const bool fuse = fused_gelu();
-        linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, fuse, st);
+        const BiasGrad bg = bias_grad;
+        linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, bg, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
@@ -632,30 +649,36 @@ struct Model {
             } else {      // y = sum2: the residual gradient flows through unchanged
                 dsum2 = dx;
             }
-            T* fc_b_grad = g.fc_b;   // the fc bias gradient, unless the fused proj backward adds it
+            T* fc_b_grad = g.fc_b;   // the fc bias gradient, unless the GELU backward forms it
             if (fused_dgelu()) {   // dfc = (dsum2 @ Wproj) * GELU'(fc), fc.b's gradient with it; the proj gradients
                 linear_dgelu_backward(dfc, g.fc_b, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, a.fc, w.mlp_proj_w, N, F, C, st);
                 fc_b_grad = nullptr;
             } else {
-                linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, fuse, st);
-                if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
-                else swiglu_backward(dfc, a.fc, dact, N, F, st);
+                linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, bg, st);
+                if (c.gpt() && bg == BiasGrad::Kernel) {   // dfc = GELU'(fc) * dact, and fc.b += colsum(dfc) in the same pass
+                    gelu_backward_bias(dfc, g.fc_b, fs, a.fc, dact, N, F, st);
+                    fc_b_grad = nullptr;
+                } else if (c.gpt()) {
+                    gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
+                } else {
+                    swiglu_backward(dfc, a.fc, dact, N, F, st);
+                }
             }
             if (post) {   // MLP input = h: d1 (= dh) += dfc @ Wfc; then dsum1 = N1'(dh) into dx
-                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, fuse, st);
+                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, bg, st);
                 postln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             } else {      // MLP input = N2(h): dx (= dh = dsum1) += N2'(dfc @ Wfc)
-                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, fuse, st);
+                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm2_w, g.norm2_b, fs, d1, dx, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, nt, st);
             }
             // --- attention sublayer: dx = dsum1, the gradient w.r.t. sum1 = x + Attn(a_in)
-            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, fuse, st);
+            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, fs, dx, a.atty, w.attn_proj_w, N, C, C, false, bg, st);
             attn_backward(a, B_, T_);
             if (!c.gpt()) rope_backward(dqkv, rope_cos, rope_sin, B_, T_, C, NH, st);
             if (post) {   // a_in = x: dx (the skip) += dqkv @ Wqkv
-                linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, fuse, st);
+                linear_backward(dx, g.qkv_w, g.qkv_b, fs, dqkv, x, w.qkv_w, N, C, 3 * C, true, bg, st);
             } else {      // a_in = N1(x): dx += N1'(dqkv @ Wqkv)
-                linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, fuse, st);
+                linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             }
         }
@@ -799,7 +822,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -839,6 +862,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
            prop.totalGlobalMem / (double)(1 << 30));
     model.set_attention(want_flash);
     model.set_gelu_fusion(gelu_fusion);
+    model.set_bias_grad(bias_grad);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
 
     DataLoader train, val;
@@ -870,6 +894,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
                                     "bf16 everywhere, AdamW state too (the paper's code)");
     printf("attention: %s\n", model.attention_name());
     printf("gelu fusion: %s\n", model.gelu_fusion_name());
+    printf("bias gradients: %s\n", model.bias_grad_name());
     printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
            placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
     printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
@@ -998,7 +1023,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
 int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
     TrainConfig tc;
-    std::string precision_s = "bf16", attention_s = "flash";
+    std::string precision_s = "bf16", attention_s = "flash", bias_grad_s = "epilogue";
     int gelu_fusion = 1;
     std::vector<FlagSpec> extra = {
         {"precision", 0, 's', &precision_s,
@@ -1006,16 +1031,20 @@ int main(int argc, char** argv) {
         {"attention", 0, 's', &attention_s,
          "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
         {"gelu_fusion", 0, 'i', &gelu_fusion,
-         "1 (default): gpt's GELU and the bias gradients in cuBLASLt GEMM epilogues | 2: the GELU gradient too (slower on H200) | 0: separate kernels"},
+         "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
+        {"bias_grad", 0, 's', &bias_grad_s,
+         "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) return 0;
     int precision = parse_precision(precision_s);
     if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
     const bool want_flash = attention_s == "flash";
     if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
+    if (bias_grad_s != "epilogue" && bias_grad_s != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad_s.c_str());
+    const BiasGrad bias_grad = bias_grad_s == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     require_cuda_device();
-    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion);
-    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion);
+    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad);
+    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad);
 }
 #endif

@@ -1,5 +1,6 @@
 // common.cuh - helpers shared by the kernel headers: error checks, the launch helper,
-// warp reductions, storage-type conversions and 128-bit vector loads/stores.
+// warp reductions, storage-type conversions, 128-bit vector loads/stores, and the
+// deterministic column sum behind the bias gradients (end of file).
 //
 // Every kernel in kernels/ is launched through launch_kernel() below instead of writing
 // `kernel<<<grid, block, smem, stream>>>(args...)` at the call site. With nvcc it *is* that
@@ -8,6 +9,7 @@
 // CUDA and compile unmodified in both builds; this file holds the only #ifdefs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -221,4 +223,153 @@ __device__ __forceinline__ float block_reduce_max(float v, float* scratch) {
     float r = -INFINITY;
     for (int w = 0; w < nwarps; w++) r = fmaxf(r, scratch[w]);
     return r;
+}
+
+// ----------------------------------------------------------------------------
+// Column sums, deterministic: db[c] += sum over rows r of x[r][c], x (N, OC) row-major, the
+// bias gradient of a linear layer (matmul.cuh: bias_backward) or of the GELU backward's
+// output computed on the fly (activation.cuh: gelu_backward_bias). Two kernels:
+//  1. colsum_partial_kernel, grid (column blocks, row splits), block COLSUM_WARPS warps.
+//     Thread `lane` of a warp owns VEC consecutive columns (VEC = 16 / sizeof(T): one 16-byte
+//     load per row; VEC = 1, the same code with scalar loads, when OC % VEC != 0 or a pointer
+//     is not 16-byte aligned), so a warp covers 32 * VEC contiguous columns of a row (512 B).
+//     Warp w of the block reads rows r0 + w, r0 + w + COLSUM_WARPS, ... of its split
+//     [r0, r0 + rows_per_split), Src::UNROLL rows' loads in flight before their adds, and
+//     adds them in that (ascending) order into fp32 accumulators. The block's warps meet in
+//     shared memory and are added in warp order into partial[split][c] (the scratch).
+//  2. colsum_reduce_kernel, grid ceil(OC / 32), block (32, ry), ry = min(nsplit, 32): thread
+//     (x, y) adds splits y, y + ry, ... in order for column x (a few loads per thread, not a
+//     chain of nsplit: this kernel is latency bound); the ry sums are added in y order;
+//     db[c] = round_T(db[c] + sum) (accumulates: gradient accumulation over micro-steps).
+// Every column is summed in an order fixed by (N, OC) alone (colsum_plan): not by the run, the
+// device or VEC (a column's rows, warps and splits are the same whether its thread holds 8
+// columns or 1), so the vector and scalar paths and every rerun give the same bits. No atomics.
+// The adds are __fadd_rn (never contracted into an FMA with the producer of the value).
+// The source of the rows is a functor (ColsumRead below, activation.cuh's
+// GeluBackwardColsum): Raw load(size_t i) issues the loads of the VEC elements at flat index
+// i = r * OC + c, values(raw, i, v) turns them into the VEC floats to add (and may store a
+// result: the GELU backward writes dpre there), so the loads of UNROLL rows (the source's
+// constant: 64 bytes per thread in flight) are issued before any of their math. The unroll
+// does not change the order of the adds.
+// Plan: COLSUM_MIN_ROWS rows per split at least; as many splits as bring the blocks to about
+// colsum_target_blocks (4 blocks of 256 threads per SM of a 132-SM H200, all resident at once:
+// the launch bounds keep the registers within 64 for 4 blocks per SM), counting 256-column
+// blocks (bf16's width; fp32 and scalar launches have 2x / 8x the column blocks). gpt2-124m,
+// N = 16384: OC 768 -> 175 splits of 94 rows; 2304 -> 59 of 278; 3072 -> 44 of 373. Partial
+// sums: ~colsum_target_blocks * 256 floats, ~0.5 MB, 2% of a 25 MB dout.
+constexpr int COLSUM_WARPS = 8, COLSUM_THREADS = 32 * COLSUM_WARPS;
+constexpr int COLSUM_MIN_ROWS = 64;        // rows per split, at least (8 per warp)
+constexpr int COLSUM_PLAN_COLS = 256;      // columns per block assumed by the plan (bf16 VEC 8 x 32 lanes)
+constexpr int COLSUM_TARGET_BLOCKS = 132 * 4;
+constexpr int COLSUM_REDUCE_MAX_Y = 32;    // split-threads per column in the reduce kernel
+constexpr int COLSUM_MIN_BLOCKS_PER_SM = 4; // resident blocks the registers must allow (<= 64 per thread)
+// the plan's target number of blocks; tests lower it (more rows per split than the minimum at
+// small N), the bench sweeps it. The plan, the scratch size and the bits of the sums depend on it.
+inline int colsum_target_blocks = COLSUM_TARGET_BLOCKS;
+
+struct ColsumPlan {
+    int nsplit, rows_per_split;   // nsplit = ceil(N / rows_per_split): no empty split
+};
+inline ColsumPlan colsum_plan(int N, int OC) {
+    if (N <= 0 || OC <= 0) return {0, 0};
+    const int blocks_per_split = ceil_div(OC, COLSUM_PLAN_COLS);
+    const int ns = std::max(1, std::min(ceil_div(std::max(1, colsum_target_blocks), blocks_per_split), ceil_div(N, COLSUM_MIN_ROWS)));
+    const int rps = ceil_div(N, ns);
+    return {ceil_div(N, rps), rps};
+}
+// Floats of scratch a column sum of N rows and OC columns needs (nsplit * OC), bounded from
+// above so that it never decreases with N or OC (a buffer sized for the widest layer serves
+// every narrower one): nsplit <= ceil(N / MIN_ROWS), and nsplit <= ceil(target / cb) with cb =
+// ceil(OC / 256), so nsplit * OC <= (target + cb - 1) * 256 <= target * 256 + OC.
+inline size_t colsum_scratch_floats(int N, int OC) {
+    if (OC <= 0) return 0;
+    if (N <= 0) return OC;   // nothing to sum; at least OC (matmul.cuh's epilogue vector lives there)
+    const size_t by_rows = (size_t)ceil_div(N, COLSUM_MIN_ROWS) * OC;
+    const size_t by_blocks = (size_t)std::max(1, colsum_target_blocks) * COLSUM_PLAN_COLS + OC;
+    return std::min(by_rows, by_blocks);
+}
+
+// the plain source: x (N, OC) itself
+template <typename T, int VEC>
+struct ColsumRead {
+    static constexpr int UNROLL = 4;   // rows in flight per thread: 4 x 16 bytes
+    const T* x;
+    using Raw = Packed<T, VEC>;
+    __device__ __forceinline__ Raw load(size_t i) const { return load_packed<T, VEC>(x + i); }
+    __device__ __forceinline__ void values(const Raw& a, size_t, float (&v)[VEC]) const {
+#pragma unroll
+        for (int k = 0; k < VEC; k++) v[k] = to_float(a.v[k]);
+    }
+};
+
+// VEC > 1 needs OC % VEC == 0 and the source's pointers 16-byte aligned
+template <int VEC, class Src>
+__global__ void __launch_bounds__(COLSUM_THREADS, COLSUM_MIN_BLOCKS_PER_SM)
+    colsum_partial_kernel(float* __restrict__ partial, const Src src, int N, int OC, int rows_per_split) {
+    constexpr int W = COLSUM_WARPS, U = Src::UNROLL;
+    __shared__ Packed<float, VEC> s[W][32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int c0 = blockIdx.x * 32 * VEC, c = c0 + lane * VEC;   // the block's and the thread's first column
+    const int r0 = blockIdx.y * rows_per_split, r1 = min(N, r0 + rows_per_split);
+    float acc[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+    if (c < OC) {   // OC % VEC == 0: all VEC columns of the thread exist
+        auto add = [&](const typename Src::Raw& a, size_t i) {
+            float v[VEC];
+            src.values(a, i, v);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) acc[k] = __fadd_rn(acc[k], v[k]);
+        };
+        int r = r0 + warp;
+        for (; r + (U - 1) * W < r1; r += U * W) {   // U rows: all loads first, then the adds in row order
+            typename Src::Raw a[U];
+#pragma unroll
+            for (int u = 0; u < U; u++) a[u] = src.load((size_t)(r + u * W) * OC + c);
+#pragma unroll
+            for (int u = 0; u < U; u++) add(a[u], (size_t)(r + u * W) * OC + c);
+        }
+        for (; r < r1; r += W) add(src.load((size_t)r * OC + c), (size_t)r * OC + c);
+    }
+#pragma unroll
+    for (int k = 0; k < VEC; k++) s[warp][lane].v[k] = acc[k];
+    __syncthreads();
+    for (int j = threadIdx.x; j < 32 * VEC; j += blockDim.x) {   // column c0 + j, the warps in order
+        if (c0 + j >= OC) break;
+        float t = 0.0f;
+#pragma unroll
+        for (int w = 0; w < W; w++) t = __fadd_rn(t, s[w][j / VEC].v[j % VEC]);
+        partial[(size_t)blockIdx.y * OC + c0 + j] = t;
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * COLSUM_REDUCE_MAX_Y)
+    colsum_reduce_kernel(T* __restrict__ db, const float* __restrict__ partial, int nsplit, int OC) {
+    __shared__ float s[COLSUM_REDUCE_MAX_Y][32];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    float t = 0.0f;
+    if (c < OC) {
+#pragma unroll 4
+        for (int k = threadIdx.y; k < nsplit; k += blockDim.y) t = __fadd_rn(t, partial[(size_t)k * OC + c]);
+    }
+    s[threadIdx.y][threadIdx.x] = t;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < OC) {
+        float u = 0.0f;
+        for (int y = 0; y < (int)blockDim.y; y++) u = __fadd_rn(u, s[y][threadIdx.x]);
+        db[c] = from_float<T>(to_float(db[c]) + u);
+    }
+}
+
+// db (OC) += colsum over N rows of what src yields; scratch: colsum_scratch_floats(N, OC)
+// floats. The caller picks VEC (16 / sizeof(T) where sizes and pointers allow, else 1).
+template <int VEC, class Src, typename T>
+void colsum_launch(T* db, float* scratch, const Src& src, int N, int OC, cudaStream_t st) {
+    const ColsumPlan p = colsum_plan(N, OC);
+    if (p.nsplit == 0) return;
+    launch_kernel(colsum_partial_kernel<VEC, Src>, dim3(ceil_div(OC, 32 * VEC), p.nsplit), dim3(COLSUM_THREADS), 0, st, scratch, src, N,
+                  OC, p.rows_per_split);
+    launch_kernel(colsum_reduce_kernel<T>, dim3(ceil_div(OC, 32)), dim3(32, std::min(p.nsplit, COLSUM_REDUCE_MAX_Y)), 0, st, db, scratch,
+                  p.nsplit, OC);
 }

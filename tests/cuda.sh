@@ -18,11 +18,14 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
-  # the runs above fuse gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1,
-  # the default); the unfused path (GELU and bias-gradient kernels) and level 2 (the GELU
-  # gradient in the epilogue too) on the gpt states, fp32, 3 steps
-  run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 --steps 3 \
-    --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
+  # the runs above put gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1
+  # and --bias_grad epilogue, the defaults); the unfused path (GELU kernels, column-sum bias
+  # gradients, fc's inside the GELU gradient) and level 2 (the GELU gradient in the epilogue
+  # too) on the gpt states, fp32, 3 steps; the kernel bias gradients in bf16 with the resume check
+  run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 --bias_grad kernel \
+    --steps 3 --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
+  run_test cuda/test_gpt_emu_bf16_bias_grad_kernel pass "$CB/test_gpt_cuda_emu" --precision bf16 --bias_grad kernel --steps 3 \
+    dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
   run_test cuda/test_gpt_emu_fp32_gelu_fusion2 pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 2 --steps 3 \
     --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
   # negative tests: the comparisons must be able to fail
@@ -34,6 +37,7 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --perturb l1.qkv.w --steps 0 --resume_steps 0 dev/reference/llama_post.bin
   run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
   run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3' "$CB/test_gpt_cuda_emu" --gelu_fusion 3
+  run_test cuda/bad_test_bias_grad "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$CB/test_gpt_cuda_emu" --bias_grad fused
 else
   skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
 fi
@@ -48,9 +52,10 @@ if [ -x "$CB/train_gpt_cuda_emu" ]; then
   # ffn 88 is padded to 128 on the device (zero units through the fused GELU)
   CTINY_GPT=(--arch gpt --n_layer 2 --n_head 2 --d_model 32 --ffn 88 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16 -d 64
              -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
-  # the emulated CUDA trainer (fp32) follows the CPU trainer step for step (args: the flags)
+  # the emulated CUDA trainer (fp32) follows the CPU trainer step for step (args: the flags of
+  # both; CU_FLAGS: flags of the CUDA trainer only)
   cuda_vs_cpu() {
-    "$T" "$@" --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
+    "$T" "$@" ${CU_FLAGS:-} --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
     ${BUILD:-build}/train_gpt "$@" -x 4 -o "$CSCRATCH/cpu.jsonl" || return 1
     $CPY - "$CSCRATCH/cu.jsonl" "$CSCRATCH/cpu.jsonl" <<'PYEOF'
 import json, sys
@@ -73,6 +78,7 @@ PYEOF
   }
   run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu "${CTINY[@]}"
   run_test cuda/train_emu_vs_cpu_gpt_accum pass cuda_vs_cpu "${CTINY_GPT[@]}"
+  CU_FLAGS="--bias_grad kernel" run_test cuda/train_emu_vs_cpu_gpt_accum_bias_kernel pass cuda_vs_cpu "${CTINY_GPT[@]}"
   # a NaN planted in a gradient at step 2 (of 4): the device must skip that update (AdamW reads
   # the finite flag on the device) and the next steps follow the CPU trainer's, which skipped too
   run_test cuda/train_emu_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" --inject_nan_at 1 --nonfinite skip
@@ -92,6 +98,7 @@ PYEOF
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
   run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3'   "$T" "${CTINY[@]}" --gelu_fusion 3
+  run_test cuda/bad_bias_grad      "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$T" "${CTINY[@]}" --bias_grad fused
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3

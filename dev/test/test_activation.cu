@@ -10,6 +10,15 @@
 // in the asan flavour and by the GPU); all runs must be bitwise identical, as must direct
 // launches of the VEC = 16 / sizeof(T) and VEC = 1 kernels. Outputs are poisoned (NaN)
 // first and the element of the buffer outside the operand must stay poisoned.
+// gelu_backward_bias (dpre = GELU'(pre) * dact and dbias += colsum(dpre), one pass): dpre
+// against the fp64 reference and bitwise equal to gelu_backward's; dbias against the fp64 column
+// sums of the dpre the device stored (the kernel sums those values, rounded to T) and bitwise
+// equal to common.cuh's column sum of gelu_backward's output (bias_backward's kernels: the same
+// plan and order); aligned (16-byte path where F % VEC == 0), rerun, all and each operand
+// misaligned (scalar path; each alone on the small cases): dpre and dbias bitwise equal; a
+// second call accumulates onto dbias.
+// Rows: one; one split; splits with an uneven last one; splits of several times
+// COLSUM_MIN_ROWS rows (colsum_target_blocks lowered); F over 2-3 column blocks.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
@@ -208,6 +217,83 @@ static void run_swiglu(Checker& ck, Rng& rng, int N, int F) {
     check_runs(ck, "swiglu bwd", 3, bwd, {"dfc"}, {dfc_ref}, t_bwd);
 }
 
+template <typename T>
+static void run_gelu_bias(Checker& ck, Rng& rng, int N, int F, int target_blocks = COLSUM_TARGET_BLOCKS) {
+    constexpr int VEC = 16 / sizeof(T);
+    const bool bf16 = sizeof(T) == 2;
+    colsum_target_blocks = target_blocks;
+    const ColsumPlan plan = colsum_plan(N, F);
+    const size_t n = (size_t)N * F;
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s gelu_backward_bias N=%d F=%d", type_name<T>(), N, F);
+    printf("%s: %d splits of %d rows (the last %d), %s path%s\n", tag, plan.nsplit, plan.rows_per_split,
+           N - (plan.nsplit - 1) * plan.rows_per_split, F % VEC == 0 ? "16-byte" : "scalar",
+           target_blocks != COLSUM_TARGET_BLOCKS ? " (target blocks lowered)" : "");
+    // dpre: as run_gelu's backward. dbias: fp32 sums of N values of order 1 (the same derivation
+    // as test_matmul's bias tolerance: random-sign roundings of partial sums of size ~sqrt(N),
+    // ~6e-8 N <= 1e-5 sqrt(N)), bf16 one rounding of the result (2^-8 relative, x2)
+    const Tol t_bwd = bf16 ? Tol{2e-5, 8e-3} : Tol{5e-6, 2e-6};
+    const Tol t_db = {1e-5 * std::sqrt((double)N), bf16 ? 8e-3 : 1e-5};
+    const std::vector<float> x = round_to<T>(make_input(rng, n));
+    const std::vector<float> dy = round_to<T>(rng.normal(n));
+    const std::vector<float> db0 = round_to<T>(rng.normal(F));
+    std::vector<double> dx_ref(n);
+    for (size_t i = 0; i < n; i++) dx_ref[i] = (double)dy[i] * ref_gelu_grad(x[i]);
+    DeviceBuffer<T> d_db(F);
+    DeviceBuffer<float> d_scratch(gelu_backward_bias_scratch_floats(N, F));
+    auto colsum_ref = [&](const std::vector<float>& db_start, const std::vector<float>& dpre) {
+        std::vector<double> r(db_start.begin(), db_start.end());
+        for (int row = 0; row < N; row++)
+            for (int f = 0; f < F; f++) r[f] += dpre[(size_t)row * F + f];
+        return r;
+    };
+    struct Out {
+        std::vector<unsigned char> dpre, db;
+        std::vector<float> dpre_vals, db_vals;
+    };
+    // operands 0 = dpre, 1 = pre, 2 = dact, misaligned where `mis` has the bit; db starts at db_start
+    auto run = [&](int mis, const std::vector<float>& db_start) -> Out {
+        Slot<T> dpre(n, mis & 1), pre(n, (mis >> 1) & 1), dact(n, (mis >> 2) & 1);
+        pre.upload(x);
+        dact.upload(dy);
+        d_db.upload(db_start);
+        d_scratch.poison();
+        gelu_backward_bias<T>(dpre.ptr(), d_db.ptr, d_scratch.ptr, pre.ptr(), dact.ptr(), N, F, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_guards<T>(ck, std::string(tag) + " guard", {&dpre});
+        return {dpre.bytes(), d_db.bytes(), dpre.download(), d_db.download()};
+    };
+    const Out base = run(0, db0);
+    ck.check("gelu_bwd_bias dpre", base.dpre_vals, dx_ref, t_bwd.atol, t_bwd.rtol);
+    ck.check("gelu_bwd_bias db += colsum(dpre)", base.db_vals, colsum_ref(db0, base.dpre_vals), t_db.atol, t_db.rtol);
+    {   // gelu_backward's dpre, then bias_backward's column sum of it (matmul.cuh: colsum_launch, ColsumRead)
+        Slot<T> dpre(n, 0), pre(n, 0), dact(n, 0);
+        pre.upload(x);
+        dact.upload(dy);
+        gelu_backward<T>(dpre.ptr(), pre.ptr(), dact.ptr(), n, 0);
+        d_db.upload(db0);
+        d_scratch.poison();
+        if (F % VEC == 0) colsum_launch<VEC>(d_db.ptr, d_scratch.ptr, ColsumRead<T, VEC>{dpre.ptr()}, N, F, 0);
+        else colsum_launch<1>(d_db.ptr, d_scratch.ptr, ColsumRead<T, 1>{dpre.ptr()}, N, F, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        ck.check_equal_bytes("gelu_bwd_bias dpre == gelu_backward's", base.dpre, dpre.bytes());
+        ck.check_equal_bytes("gelu_bwd_bias db == colsum(gelu_backward)", base.db, d_db.bytes());
+    }
+    // each operand misaligned alone (a missing alignment check: a misaligned vector access,
+    // which UBSan and the GPU report) only on the small cases: they cost emulated time
+    std::vector<std::pair<int, const char*>> variants = {{0, "rerun"}, {7, "all misaligned"}};
+    if (n <= 1000) variants.insert(variants.end(), {{1, "dpre misaligned"}, {2, "pre misaligned"}, {4, "dact misaligned"}});
+    for (const auto& v : variants) {
+        const Out r = run(v.first, db0);
+        ck.check_equal_bytes(std::string("gelu_bwd_bias ") + v.second + " dpre", base.dpre, r.dpre);
+        ck.check_equal_bytes(std::string("gelu_bwd_bias ") + v.second + " db", base.db, r.db);
+    }
+    // a second call (the next micro-step) adds onto the db the first left
+    const Out second = run(0, base.db_vals);
+    ck.check("gelu_bwd_bias second call db +=", second.db_vals, colsum_ref(base.db_vals, second.dpre_vals), t_db.atol, t_db.rtol);
+    colsum_target_blocks = COLSUM_TARGET_BLOCKS;
+}
+
 int main(int argc, char** argv) {
     skip_without_device("test_activation");
     Rng rng(test_seed());
@@ -235,6 +321,16 @@ int main(int argc, char** argv) {
     for (const auto& nf : swiglu_nf) {
         run_swiglu<float>(ck, rng, nf.first, nf.second);
         run_swiglu<__nv_bfloat16>(ck, rng, nf.first, nf.second);
+    }
+    // gelu_backward_bias (N, F, target blocks), COLSUM_MIN_ROWS 64: one row (16-byte); 3 splits of
+    // 44 rows, the last 42 (warps of 6 and 5 rows: the unrolled loop and the remainder; 16-byte);
+    // scalar (F 13); fp32 16-byte / bf16 scalar (F 12), 2 splits of 38 and 37; F 264 over 2
+    // (bf16) / 3 (fp32) column blocks, the last partial; target lowered: 2 splits of 201 and 200
+    const int gelu_bias_cases[][3] = {{1, 64, COLSUM_TARGET_BLOCKS}, {130, 64, COLSUM_TARGET_BLOCKS}, {37, 13, COLSUM_TARGET_BLOCKS},
+                                      {75, 12, COLSUM_TARGET_BLOCKS}, {40, 264, COLSUM_TARGET_BLOCKS}, {401, 64, 2}};
+    for (const auto& c : gelu_bias_cases) {
+        run_gelu_bias<float>(ck, rng, c[0], c[1], c[2]);
+        run_gelu_bias<__nv_bfloat16>(ck, rng, c[0], c[1], c[2]);
     }
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_activation");

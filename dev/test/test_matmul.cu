@@ -7,8 +7,9 @@
 //                    (accumulate_dinp); dW += dout^T inp and db += colsum(dout) onto random
 //                    initial gradients; two calls (two micro-steps) add both; dinp = null
 //                    (skipped: its buffer keeps its bits) and db = null (lm_head: db untouched);
-//                    each with the bias gradient in the dW GEMM's epilogue (fused, cuBLASLt
-//                    BGRADB + the add onto db) and with bias_backward's kernels
+//                    each with the bias gradient in the dW GEMM's epilogue (BiasGrad::Epilogue,
+//                    cuBLASLt BGRADB + the add onto db) and with bias_backward's kernels
+//                    (BiasGrad::Kernel)
 //   linear_gelu_forward / linear_dgelu_backward (GPT-2's MLP, fused: cuBLASLt GELU_AUX_BIAS
 //                    and DGELU_BGRAD): act = GELU(inp W^T + b) and pre = inp W^T + b; then
 //                    dpre = (dout @ Wp) * GELU'(pre), db_pre += colsum(dpre), dWp += dout^T act,
@@ -17,16 +18,28 @@
 //                    of kernels/activation.cuh); the fp32 tolerance (1e-5 on values of order 1)
 //                    is far below the largest gap to the erf form (4.7e-4 near |x| = 2.7), so on
 //                    a GPU it also checks that cuBLASLt's GELU is the tanh approximation
-//   bias_backward    alone, for N of one row, one split (N <= BIAS_ROWS_PER_SPLIT), several
-//                    splits with an uneven last one, and (fp32) N beyond BIAS_MAX_SPLITS splits
-//                    of BIAS_ROWS_PER_SPLIT rows (more rows per split); OC not a multiple of 32
-//                    (a partial column block) and OC < 32. Scratch poisoned, exactly
-//                    bias_grad_scratch_floats(N, OC) floats (AddressSanitizer sees overruns).
+//   bias_backward    alone (common.cuh's column sum): one row; one split; several splits with
+//                    an uneven last one (and warps with unequal row counts); more rows than the
+//                    plan's maximum number of splits (colsum_target_blocks lowered, so each
+//                    split holds several times COLSUM_MIN_ROWS rows); OC below one warp's
+//                    32 * VEC columns, and OC over several column blocks with a partial last one;
+//                    the 16-byte path (OC % VEC == 0) and the scalar one (OC % VEC != 0, and dout
+//                    misaligned by one element: bitwise equal to the vector path's db, since a
+//                    column's summation order does not depend on VEC); fp32 and bf16; a second
+//                    call accumulating onto db. Scratch poisoned, exactly
+//                    bias_grad_scratch_floats(N, OC) floats (AddressSanitizer sees overruns), and
+//                    (host only) the plan's nsplit * OC within it and the size non-decreasing in
+//                    N and OC (the trainer sizes one buffer for its widest layer).
+// --bench (GPU only; emulated builds say so and exit 0): at gpt2-124m's N = 16384 rows, bf16,
+//   the bias gradient of each linear layer's shape both ways (bias_backward alone; the dW GEMM
+//   with the BGRADB epilogue + add minus the plain dW GEMM), and gelu_backward alone against
+//   gelu_backward_bias at F = 3072; lines "bias bench ...", microseconds per call and GB/s.
 // Bias gradients must be bitwise identical when rerun.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU,
 // cuBLASLt).
+#include "../../kernels/activation.cuh"
 #include "../../kernels/matmul.cuh"
 #include "test_util.h"
 
@@ -40,9 +53,8 @@ struct Tol {
 // fp32 (exact fp32 GEMM: cuBLASLt CUBLAS_COMPUTE_32F, no TF32; the emulation's loop; the bias
 //   kernels' fp32 sums): each of the K additions rounds by <= half an ulp of a partial sum of
 //   size ~sqrt(K), with random signs: ~sqrt(K) * 2^-24 * sqrt(K) = 6e-8 K in all, <= 1.6e-6
-//   sqrt(K) for K <= 700 (the largest GEMM K here). The 65636-row bias sum is reduced in a tree
-//   (thread sums of <= 33 rows, 8 per block, then 256 splits in order); its last level
-//   dominates, ~sqrt(256) * 2^-24 * 256 = 2.4e-4 = 1e-6 sqrt(K). atol 1e-5 sqrt(K), rtol 1e-5.
+//   sqrt(K) for K <= 700 (the largest GEMM K here; the bias sums, at most 1001 rows, are shorter
+//   chains: thread sums of rows, then 8 warps, then the splits). atol 1e-5 sqrt(K), rtol 1e-5.
 static Tol tol_fp32(int K) { return {1e-5 * std::sqrt((double)K), 1e-5}; }
 // bf16 GEMM: the sum in fp32, rounded once to bf16 (2^-8 = 3.9e-3 relative, x2: rtol 8e-3);
 //   cuBLASLt may split K and reduce the partial sums in the output type (bf16), a rounding of
@@ -124,9 +136,10 @@ static void ref_db_add(std::vector<double>& db, const std::vector<float>& dout, 
 }
 
 template <typename T>
-static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) {
+static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, BiasGrad bg) {
+    const bool fused = bg == BiasGrad::Epilogue;
     printf("%s linear N=%d C=%d OC=%d, bias gradient %s\n", type_name<T>(), N, C, OC,
-           fused ? "in the dW GEMM's epilogue (BGRADB)" : ("kernels, " + std::to_string(bias_grad_splits(N)) + " splits").c_str());
+           fused ? "in the dW GEMM's epilogue (BGRADB)" : ("kernels, " + std::to_string(colsum_plan(N, OC).nsplit) + " splits").c_str());
     const std::vector<float> inp = round_to<T>(rng.normal((size_t)N * C));
     const std::vector<float> W = round_to<T>(rng.normal((size_t)OC * C));
     const std::vector<float> bias = round_to<T>(rng.normal(OC));
@@ -144,6 +157,10 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) 
     d_dout.upload(dout);
     d_dout2.upload(dout2);
     const Tol t_fwd = tol_gemm<T>(C), t_dinp = tol_gemm<T>(OC), t_dW = tol_gemm<T>(N), t_db = tol_bias<T>(N, fused);
+    // every linear_backward call below
+    auto backward = [&](T* dinp, T* dW, T* db, float* scratch, const T* dout_, bool acc) {
+        linear_backward<T>(dinp, dW, db, scratch, dout_, d_inp, d_W, N, C, OC, acc, bg, 0);
+    };
 
     // forward, with and without bias
     d_out.poison();
@@ -166,7 +183,7 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) 
         d_scratch.poison();
         d_dW.upload(dW0);
         d_db.upload(db0);
-        linear_backward<T>(d_dinp, d_dW, d_db, d_scratch, d_dout, d_inp, d_W, N, C, OC, false, fused, 0);
+        backward(d_dinp, d_dW, d_db, d_scratch, d_dout, false);
         cudaCheck(cudaDeviceSynchronize());
         if (rep == 0) {
             ck.check("bwd dinp = dout W", d_dinp.download(), ref_dinp(dout, W, nullptr, N, C, OC), t_dinp.atol, t_dinp.rtol);
@@ -184,7 +201,7 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) 
     d_scratch.poison();
     d_dW.upload(dW0);
     d_db.upload(db0);
-    linear_backward<T>(d_dinp, d_dW, d_db, d_scratch, d_dout, d_inp, d_W, N, C, OC, true, fused, 0);
+    backward(d_dinp, d_dW, d_db, d_scratch, d_dout, true);
     cudaCheck(cudaDeviceSynchronize());
     ck.check("bwd dinp += dout W (accumulate_dinp)", d_dinp.download(), ref_dinp(dout, W, &dinp0, N, C, OC), t_dinp.atol, t_dinp.rtol);
     const std::vector<float> dW_step1 = d_dW.download(), db_step1 = d_db.download();
@@ -193,7 +210,7 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) 
     // the second step adds onto what the device holds after the first (in bf16 that is
     // rounded, and the reference must start from the same value)
     d_scratch.poison();
-    linear_backward<T>((T*)nullptr, d_dW, d_db, d_scratch, d_dout2, d_inp, d_W, N, C, OC, false, fused, 0);
+    backward((T*)nullptr, d_dW, d_db, d_scratch, d_dout2, false);
     cudaCheck(cudaDeviceSynchronize());
     std::vector<double> dW_ref2 = to_double(dW_step1), db_ref2 = to_double(db_step1);
     ref_dW_add(dW_ref2, dout2, inp, N, C, OC);
@@ -207,7 +224,7 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, bool fused) 
     d_scratch.poison();
     d_dW.upload(dW0);
     d_db.upload(db0);
-    linear_backward<T>((T*)nullptr, d_dW, (T*)nullptr, d_scratch, d_dout, d_inp, d_W, N, C, OC, false, fused, 0);
+    backward((T*)nullptr, d_dW, (T*)nullptr, d_scratch, d_dout, false);
     cudaCheck(cudaDeviceSynchronize());
     ck.check("bwd no bias, no dinp: dW += dout^T inp", d_dW.download(), dW_ref, t_dW.atol, t_dW.rtol);
     ck.check("bwd no bias: db untouched", d_db.download(), to_double(db0), 0, 0);
@@ -311,57 +328,168 @@ static void run_mlp(Checker& ck, Rng& rng, int N, int C, int F) {
     ck.check("bwd 2nd micro-step dbp +=", d_dbp.download(), dbp_r, t_db.atol, t_db.rtol);
 }
 
+// bias_backward alone. target_blocks: the plan's colsum_target_blocks (lowered: fewer splits
+// of more rows). Runs: dout aligned (the 16-byte path when OC % VEC == 0), rerun, dout
+// misaligned by one element (the scalar path: bitwise equal), a second call accumulating.
 template <typename T>
-static void run_bias(Checker& ck, Rng& rng, int N, int OC, bool second_call = true) {
-    const int nsplit = bias_grad_splits(N);
-    printf("%s bias_backward N=%d OC=%d (%d splits of %d rows, %d column blocks)\n", type_name<T>(), N, OC, nsplit, ceil_div(N, nsplit),
-           ceil_div(OC, BIAS_BX));
+static void run_bias(Checker& ck, Rng& rng, int N, int OC, int target_blocks = COLSUM_TARGET_BLOCKS) {
+    constexpr int VEC = 16 / sizeof(T);
+    colsum_target_blocks = target_blocks;
+    const ColsumPlan plan = colsum_plan(N, OC);
+    const bool vec = OC % VEC == 0;
+    printf("%s bias_backward N=%d OC=%d: %d splits of %d rows (the last %d), %s path, %d column blocks%s\n", type_name<T>(), N, OC,
+           plan.nsplit, plan.rows_per_split, N - (plan.nsplit - 1) * plan.rows_per_split, vec ? "16-byte" : "scalar",
+           ceil_div(OC, 32 * (vec ? VEC : 1)), target_blocks != COLSUM_TARGET_BLOCKS ? " (target blocks lowered)" : "");
     const std::vector<float> dout = round_to<T>(rng.normal((size_t)N * OC));
     const std::vector<float> db0 = round_to<T>(rng.normal(OC));
-    DeviceBuffer<T> d_dout((size_t)N * OC), d_db(OC);
+    GuardedOperand<T> d_dout((size_t)N * OC, 0), d_dout_mis((size_t)N * OC, 1);   // 16-byte aligned; one element off
+    DeviceBuffer<T> d_db(OC);
     DeviceBuffer<float> d_scratch(bias_grad_scratch_floats(N, OC));
     d_dout.upload(dout);
+    d_dout_mis.upload(dout);
     std::vector<double> db_ref = to_double(db0);
     ref_db_add(db_ref, dout, N, OC);
     const Tol t = tol_bias<T>(N, false);
-    std::vector<unsigned char> first;
-    for (int rep = 0; rep < 2; rep++) {
+    auto call = [&](const T* x) {
         d_scratch.poison();
-        d_db.upload(db0);
-        bias_backward<T>(d_db, d_scratch, d_dout, N, OC, 0);
+        bias_backward<T>(d_db, d_scratch, x, N, OC, 0);
         cudaCheck(cudaDeviceSynchronize());
-        if (rep == 0) {
-            ck.check("db += colsum(dout)", d_db.download(), db_ref, t.atol, t.rtol);
-            first = d_db.bytes();
-        } else {
-            ck.check_equal_bytes("rerun db", first, d_db.bytes());
-        }
-    }
-    if (!second_call) return;
+    };
+    d_db.upload(db0);
+    call(d_dout.ptr());
+    ck.check("db += colsum(dout)", d_db.download(), db_ref, t.atol, t.rtol);
+    const std::vector<unsigned char> first = d_db.bytes();
+    d_db.upload(db0);
+    call(d_dout.ptr());
+    ck.check_equal_bytes("rerun db", first, d_db.bytes());
+    d_db.upload(db0);
+    call(d_dout_mis.ptr());
+    ck.check_equal_bytes("dout misaligned (scalar path) db", first, d_db.bytes());
     // a second call adds again (gradient accumulation) onto what db holds now
     std::vector<double> db_ref2 = to_double(d_db.download());
     ref_db_add(db_ref2, dout, N, OC);
-    d_scratch.poison();
-    bias_backward<T>(d_db, d_scratch, d_dout, N, OC, 0);
-    cudaCheck(cudaDeviceSynchronize());
+    call(d_dout.ptr());
     ck.check("second call: db += colsum(dout) again", d_db.download(), db_ref2, t.atol, t.rtol);
+    colsum_target_blocks = COLSUM_TARGET_BLOCKS;
 }
 
-int main() {
+// host only: the plan's partial sums fit bias_grad_scratch_floats, which never decreases with
+// N or OC (the trainer allocates it once for its widest layer and largest N)
+static void check_bias_scratch_bound(Checker& ck) {
+    size_t bad = 0, cases = 0;
+    for (int target : {COLSUM_TARGET_BLOCKS, 3, 1000})
+        for (int N : {1, 63, 64, 65, 700, 4096, 16384, 16385, 65536, 1 << 20}) {
+            colsum_target_blocks = target;
+            size_t prev = 0;
+            for (int OC = 1; OC <= 4200; OC++) {
+                const ColsumPlan p = colsum_plan(N, OC);
+                const size_t sz = bias_grad_scratch_floats(N, OC);
+                cases++;
+                const bool ok = (size_t)p.nsplit * OC <= sz && sz >= prev && sz >= (size_t)OC && p.nsplit >= 1 &&
+                                (size_t)(p.nsplit - 1) * p.rows_per_split < (size_t)N && (size_t)p.nsplit * p.rows_per_split >= (size_t)N &&
+                                (N < 2 || sz >= bias_grad_scratch_floats(N - 1, OC));
+                if (!ok && bad++ < 5) printf("    scratch bound fails: target %d N %d OC %d: nsplit %d, %zu floats\n", target, N, OC, p.nsplit, sz);
+                prev = sz;
+            }
+        }
+    colsum_target_blocks = COLSUM_TARGET_BLOCKS;
+    ck.checked++;
+    if (bad) ck.failed++;
+    printf("  %-44s %zu of %zu (N, OC) %s\n", "bias plan within scratch, scratch monotone", cases - bad, cases, bad ? "MISMATCH" : "ok");
+}
+
+// --bench: gpt2-124m's shapes, N = 16384 rows, bf16. cudaEvents around `reps` calls after two
+// warm-up calls; microseconds per call.
+#if !defined(CUDA_EMU)
+template <typename F>
+static double time_us(F&& f, int reps = 50) {
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    f();
+    f();
+    cudaCheck(cudaEventRecord(e0));
+    for (int r = 0; r < reps; r++) f();
+    cudaCheck(cudaEventRecord(e1));
+    cudaCheck(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
+    return 1e3 * ms / reps;
+}
+static void bench_bias() {
+    using T = __nv_bfloat16;
+    const int N = 16384, Cmax = 3072, OCmax = 3072;
+    Rng rng(1);
+    DeviceBuffer<T> d_dout((size_t)N * OCmax), d_inp((size_t)N * Cmax), d_dW((size_t)OCmax * Cmax), d_db(OCmax), d_pre((size_t)N * OCmax),
+        d_dpre((size_t)N * OCmax);
+    d_dout.upload(rng.normal((size_t)N * OCmax));
+    d_inp.upload(rng.normal((size_t)N * Cmax));
+    d_pre.upload(rng.normal((size_t)N * OCmax));
+    d_dW.upload(std::vector<float>((size_t)OCmax * Cmax, 0.0f));
+    d_db.upload(std::vector<float>(OCmax, 0.0f));
+    DeviceBuffer<float> d_scratch(bias_grad_scratch_floats(N, OCmax) * 8);   // room for the sweep's larger targets
+    const double bytes_dout = 2.0 * N;   // per column
+    // bias_backward alone, the default plan and a sweep of the target block count
+    for (int OC : {768, 2304, 3072}) {
+        for (int target : {COLSUM_TARGET_BLOCKS, 132, 264, 1056, 2112}) {
+            colsum_target_blocks = target;
+            if (bias_grad_scratch_floats(N, OC) > d_scratch.n) continue;
+            const ColsumPlan p = colsum_plan(N, OC);
+            const double us = time_us([&] { bias_backward<T>(d_db, d_scratch, d_dout, N, OC, 0); });
+            printf("bias bench kernel   N=%d OC=%d: %8.2f us %7.0f GB/s (target_blocks %d: %d splits of %d rows)%s\n", N, OC, us,
+                   bytes_dout * OC / us / 1e3, target, p.nsplit, p.rows_per_split, target == COLSUM_TARGET_BLOCKS ? " default" : "");
+        }
+        colsum_target_blocks = COLSUM_TARGET_BLOCKS;
+    }
+    // cuBLASLt: the dW GEMM with the BGRADB epilogue (+ the add onto db) against the plain dW
+    // GEMM, for the layers' (C, OC): qkv, attn proj, fc, mlp proj
+    const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+    for (const auto& sh : shapes) {
+        const int C = sh[0], OC = sh[1];
+        const double plain = time_us([&] { weight_bias_backward<T>(d_dW, (T*)nullptr, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
+        const double epi = time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Epilogue, 0); });
+        const double ker = time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
+        printf("bias bench epilogue N=%d C=%d OC=%d: dW GEMM %8.2f us, + BGRADB %8.2f us (bias %7.2f us %6.0f GB/s), + kernel %8.2f us "
+               "(bias %7.2f us)\n",
+               N, C, OC, plain, epi, epi - plain, bytes_dout * OC / (epi - plain) / 1e3, ker, ker - plain);
+    }
+    // GELU backward alone (reads pre, dact, writes dpre) against it with the fc bias gradient
+    const int F = 3072;
+    const double bytes_gelu = 3.0 * 2.0 * N * F;
+    const double g = time_us([&] { gelu_backward<T>(d_dpre, d_pre, d_dout, (size_t)N * F, 0); });
+    const double gb = time_us([&] { gelu_backward_bias<T>(d_dpre, d_db, d_scratch, d_pre, d_dout, N, F, 0); });
+    const double b = time_us([&] { bias_backward<T>(d_db, d_scratch, d_dpre, N, F, 0); });
+    printf("bias bench gelu     N=%d F=%d: gelu_backward %8.2f us %6.0f GB/s; gelu_backward_bias %8.2f us %6.0f GB/s "
+           "(+%.2f us; gelu_backward + bias_backward %.2f us)\n",
+           N, F, g, bytes_gelu / g / 1e3, gb, bytes_gelu / gb / 1e3, gb - g, g + b);
+}
+#endif
+
+int main(int argc, char** argv) {
     skip_without_device("test_matmul");
+    if (argc > 1 && std::string(argv[1]) == "--bench") {
+#if defined(CUDA_EMU)
+        printf("test_matmul --bench: needs a GPU (emulated build)\n");
+#else
+        gemm_init();
+        bench_bias();
+        gemm_shutdown();
+#endif
+        return 0;
+    }
     Rng rng(test_seed());
     Checker ck;
     gemm_init();
     // (N, C, OC): one bias split / OC not a multiple of 32; 2 splits; 3 uneven splits with
-    // OC < 32; OC a multiple of 32 with N = BIAS_ROWS_PER_SPLIT exactly (one full split)
+    // OC < 32; OC a multiple of 32 and of both vector widths; one row
     const int linear_cases[][3] = {{37, 40, 100}, {300, 24, 72}, {700, 16, 33}, {256, 32, 64}, {1, 8, 5}};
-    // (N, OC): 1 row; one split; 2 splits; 3 uneven splits
-    const int bias_cases[][2] = {{1, 7}, {200, 45}, {257, 100}, {700, 31}};
     auto t0 = std::chrono::steady_clock::now();
     for (const auto& c : linear_cases)
-        for (int fused = 0; fused < 2; fused++) {
-            run_linear<float>(ck, rng, c[0], c[1], c[2], fused);
-            run_linear<__nv_bfloat16>(ck, rng, c[0], c[1], c[2], fused);
+        for (BiasGrad bg : {BiasGrad::Kernel, BiasGrad::Epilogue}) {
+            run_linear<float>(ck, rng, c[0], c[1], c[2], bg);
+            run_linear<__nv_bfloat16>(ck, rng, c[0], c[1], c[2], bg);
         }
     // (N, C, F), F % 8 == 0: one row; F not a multiple of 64 (the trainer's padding) nor of
     // the block sizes; more rows than the bias kernels' split
@@ -370,14 +498,21 @@ int main() {
         run_mlp<float>(ck, rng, c[0], c[1], c[2]);
         run_mlp<__nv_bfloat16>(ck, rng, c[0], c[1], c[2]);
     }
+    check_bias_scratch_bound(ck);
+    // (N, OC, target blocks) with COLSUM_MIN_ROWS 64, VEC 8 (bf16) / 4 (fp32):
+    //   1 row, scalar (OC 7) and 16-byte (256: one full warp of bf16 columns); one split; 4
+    //   splits of 58 rows, the last 56 (OC 48 < 32 * VEC, both types 16-byte); 3 splits of 44,
+    //   the last 42 (warps of 6 and 5 rows: the 4-row unrolled loop and the remainder; OC 100:
+    //   fp32 16-byte, bf16 scalar); OC 264 over 2 (bf16) / 3 (fp32) column blocks, the last
+    //   partial (one split); OC 31 (scalar), 3 splits of 47, the last 46; target lowered: 3
+    //   splits of 334 rows (the last 332) and, over 2-3 column blocks, 2 splits of 301 (the last 300)
+    const int bias_cases[][3] = {{1, 7, COLSUM_TARGET_BLOCKS},   {1, 256, COLSUM_TARGET_BLOCKS}, {40, 64, COLSUM_TARGET_BLOCKS},
+                                 {230, 48, COLSUM_TARGET_BLOCKS}, {130, 100, COLSUM_TARGET_BLOCKS}, {40, 264, COLSUM_TARGET_BLOCKS},
+                                 {140, 31, COLSUM_TARGET_BLOCKS}, {1000, 64, 3},                  {601, 264, 4}};
     for (const auto& c : bias_cases) {
-        run_bias<float>(ck, rng, c[0], c[1]);
-        run_bias<__nv_bfloat16>(ck, rng, c[0], c[1]);
+        run_bias<float>(ck, rng, c[0], c[1], c[2]);
+        run_bias<__nv_bfloat16>(ck, rng, c[0], c[1], c[2]);
     }
-    // more rows than BIAS_MAX_SPLITS full splits: 256 splits of 257 rows, the last shorter
-    // (fp32 only, one column block, no second call: 256 blocks of 256 threads per call are
-    // what the emulation spends its time on; the split logic does not depend on the type)
-    run_bias<float>(ck, rng, BIAS_MAX_SPLITS * BIAS_ROWS_PER_SPLIT + 100, 20, false);
     gemm_shutdown();
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_matmul");
