@@ -6,10 +6,13 @@
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
 #      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
-#      and time the flash-attention kernels alone (test_flash_attention --bench);
+#      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
+#      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
+#      cuBLASLt's BGRADB);
 #   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
-#      --gelu_fusion 0 and with --attention matmul, for comparison), and
+#      --bias_grad kernel, with --gelu_fusion 0 --bias_grad kernel (no epilogues) and with
+#      --attention matmul, for comparison), and
 #      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
@@ -19,9 +22,9 @@
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
-# QUICK=1 (for iterating on speed): builds the trainer (and the flash-attention bench) only,
-# skips steps 2-3 but the flash bench, and benchmarks
-# gpt2-124m at T = 1024 only (B = 16 and 64), then the profile if PROFILE is set.
+# QUICK=1 (for iterating on speed): builds the trainer (and the kernel benches) only,
+# skips steps 2-3 but the kernel benches, and benchmarks gpt2-124m at T = 1024 only (B = 16,
+# B = 16 with --bias_grad kernel, B = 64), then the profile if PROFILE is set.
 # Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +53,7 @@ QUICK=${QUICK:-0}
 KT=$(make -s --no-print-directory print-ktests)
 targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
 if [ "$QUICK" = 0 ]; then for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
-else KT=""; targets="$targets $B/kernels/nvcc/test_flash_attention"; fi
+else KT=""; for t in test_flash_attention test_norm test_matmul; do targets="$targets $B/kernels/nvcc/$t"; done; fi
 echo "== build (make -k -j$JOBS): $targets"
 # -k: a kernel test that fails to build (say, no NCCL on the machine) must not stop the rest
 make -k -j"$JOBS" BUILD="$B" $targets > "$OUT_DIR/build.log" 2>&1
@@ -85,7 +88,7 @@ fi
 nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0")
+TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0 --bias_grad kernel" "bf16 --bias_grad kernel")
 [ "$QUICK" = 0 ] || TG_MODES=()
 for p in "${TG_MODES[@]}"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
@@ -112,9 +115,17 @@ if [ "$QUICK" = 0 ]; then
   if grep -q MISMATCH "$OUT_DIR/bug_shfl.log"; then say "PASS kernels bug_shfl caught"; else say "FAIL kernels bug_shfl not caught"; fails=$((fails+1)); fi
 fi
 
-# the flash-attention kernels alone at gpt2-124m's T = 1024 shape
-if "$B/kernels/nvcc/test_flash_attention" --bench > "$OUT_DIR/flash_bench.log" 2>&1; then grep '^flash bench' "$OUT_DIR/flash_bench.log" | tee -a "$SUMMARY"
-else fail_log "flash bench" "$OUT_DIR/flash_bench.log"; fi
+# kernels alone at gpt2-124m's T = 1024 shapes: flash attention, the norm backward (the
+# single-pass kernel against the two-phase one), the bias gradients (column-sum kernels
+# against cuBLASLt's BGRADB, the GELU gradient with and without the fc bias sum)
+kbench() {   # test prefix
+  [ -x "$B/kernels/nvcc/$1" ] || return 0
+  if "$B/kernels/nvcc/$1" --bench > "$OUT_DIR/${1}_bench.log" 2>&1; then grep "^$2" "$OUT_DIR/${1}_bench.log" | tee -a "$SUMMARY"
+  else fail_log "$1 --bench" "$OUT_DIR/${1}_bench.log"; fi
+}
+kbench test_flash_attention "flash bench"
+kbench test_norm "norm bench"
+kbench test_matmul "bias bench"
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"
@@ -145,6 +156,7 @@ bench() {   # seconds name data B T extra-flags...
 S=$BENCH_SECONDS
 if [ "$QUICK" != 0 ]; then
   bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+  bench $S gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
   bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
 else
 bench $S llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
@@ -154,8 +166,10 @@ bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
 # llm.c's GPT-2 124M run uses 64 x 1024 per GPU: the same step with the per-step costs
 # (AdamW, the loss and gradient-norm downloads, batch upload) spread over 4x the tokens
 bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
+# the same step with the bias gradients in column-sum kernels (fc's inside the GELU gradient)
+bench $S gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
 # the same step with GELU and the bias gradients in their own kernels instead of cuBLASLt epilogues
-bench $S gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0
+bench $S gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0 --bias_grad kernel
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
 bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
