@@ -44,11 +44,22 @@
 //
 // Kernels: one warp per row (the row's C channels strided over 32 lanes, 16-byte vector
 // accesses when C and the pointers allow, else a scalar path), warp shuffles for the row
-// sums. No shared memory and no __syncthreads() in the row kernels, so rows may be
-// distributed over warps freely; the reduce kernel uses a block barrier.
+// sums. The forward uses no shared memory and no __syncthreads(), so rows may be
+// distributed over warps freely. The backward has two kernels with the same grid (block b
+// owns a contiguous range of rows) and the same scratch layout partial[block][2][C]:
+//   - norm_backward_regs_kernel, when a row fits in registers (J = ceil(C / VEC / 32) <= 4
+//     vectors per lane: bf16 C <= 1024, fp32 C <= 512; scalar path C <= 128): a single
+//     pass. Each warp reads its row's dout, inp (and dres) once into registers, writes dinp
+//     from them, and keeps the weight/bias gradient of its lane's channels in fp32 register
+//     accumulators across all its rows; at the end the block's 8 warps combine theirs in a
+//     fixed order through shared memory. Every input byte is read once: the minimum traffic.
+//   - norm_backward_kernel, any C: one warp per row reads the row twice (sums, then dinp);
+//     then the block re-reads its rows, one thread per vector of channels, for the partials.
+// The reduce kernel adds the blocks' partials (a block barrier, fixed order).
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -149,10 +160,194 @@ __global__ void __launch_bounds__(NORM_BLOCK)
     }
 }
 
-// Backward. Block b owns rows [b*rows_per_block, min(N, (b+1)*rows_per_block)).
+// Blocks per SM that norm_backward_regs_kernel asks ptxas to fit (__launch_bounds__):
+// 2 (<= 128 registers) while a lane's live floats across the row sums, 4 per channel for
+// LayerNorm (a, b, dw, db below), 3 for RMSNorm, stay within 96; else 1 (bf16 LayerNorm at
+// C > 768, J = 4: 128 floats would spill at 128 registers).
+constexpr int norm_bwd_regs_min_blocks(int VEC, int J, bool RMS) { return J * VEC * (RMS ? 3 : 4) <= 96 ? 2 : 1; }
+
+// Element k of a vector, in fp32. For bf16 it is read from the vector's 32-bit words (a
+// bf16 is the top half of its fp32): going through the 16-bit elements (to_float(p.v[k]))
+// splits the words into 16-bit registers, which ptxas keeps one per 32-bit register, and
+// the J = 3 bf16 LayerNorm kernel below then spills at 128 registers.
+template <typename T, int VEC>
+__device__ __forceinline__ float packed_elem(const Packed<T, VEC>& p, int k) {
+    if constexpr (sizeof(T) == 2 && VEC % 2 == 0) {
+        uint32_t words[VEC / 2];
+        memcpy(words, &p, sizeof(p));
+        const uint32_t u = words[k / 2];
+        return __uint_as_float(k % 2 ? (u & 0xffff0000u) : (u << 16));
+    } else {
+        return to_float(p.v[k]);
+    }
+}
+
+// Backward, single pass, for rows that fit in registers: J = ceil(nvec / 32) <= 4 vectors
+// (VEC channels each) per lane. Block b owns rows [b*rows_per_block, min(N, (b+1)*rows_per_block)),
+// as in norm_backward_kernel below, and writes the same partial[b][2][C].
+//   Warp w takes rows row_begin + w, row_begin + w + 8, ... in that order. Lane l holds the
+//   vectors i = j*32 + l (j < J), channels [i*VEC, i*VEC + VEC): per row it loads dout, inp
+//   and dres there once into registers (the weight once per block, into shared memory),
+//   the warp reduces sum(g), sum(g * xhat) with shuffles, and the lane writes dinp. It also
+//   adds dout * xhat and dout into fp32 accumulators dw[j][k], db[j][k] that stay in
+//   registers across all the warp's rows: after the loop each warp holds the weight/bias
+//   gradient of *its* rows for all C channels, spread over its lanes exactly as a row is.
+//   Vectors past nvec (i >= nvec: C not a multiple of 32*VEC) are neither loaded nor
+//   stored; they hold zeros, which add exactly 0 to every sum, so the math runs unguarded.
+//   The 8 warps then combine in a fixed order through shared memory (red[slot][.][channel]):
+//   warps 4-7 store, 0-3 add them (w + (w+4)); 1-3 store these sums, warp 0 adds them in
+//   order: ((((w0 + w4) + (w1 + w5)) + (w2 + w6)) + (w3 + w7)) per channel, and writes
+//   partial[b]. Two barriers (and one after the weight is staged). The order is fixed by
+//   the code, no atomics: same bits every run. Warps without rows (a short last block)
+//   take part with zeros.
+// Each input element is read once and dinp written once (the general kernel reads dout and
+// inp three times). No prefetch of the next row: the 16 warps per SM (2 blocks at <= 128
+// registers, see the grid note at norm_bwd_max_blocks) each have a whole row (dout, inp,
+// dres: 4.6 KB at bf16 C = 768) in flight, several times what latency x bandwidth needs.
+// dinp may alias dres (a lane reads its dres before writing the same elements), not dout/inp.
+template <typename T, int VEC, int J, bool RMS>
+__global__ void __launch_bounds__(NORM_BLOCK, norm_bwd_regs_min_blocks(VEC, J, RMS))
+    norm_backward_regs_kernel(T* dinp, float* __restrict__ partial, const T* __restrict__ dout, const T* __restrict__ inp,
+                              const T* __restrict__ weight, const float* __restrict__ mean, const float* __restrict__ rstd,
+                              const T* dres, int N, int C, int rows_per_block) {
+    constexpr int NWARPS = NORM_BLOCK / 32;
+    static_assert(NWARPS == 8, "the combine below is written for 8 warps");
+    constexpr int CMAX = J * 32 * VEC;  // channels one warp covers (>= C)
+    constexpr int NACC = RMS ? 1 : 2;   // dweight, dbias (LayerNorm only)
+    __shared__ Packed<T, VEC> w_s[J * 32];           // the weight, zeros past nvec
+    __shared__ float red[4][NACC][CMAX];             // the warps' accumulators, for the combine
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row_begin = blockIdx.x * rows_per_block;
+    const int row_end = min(N, row_begin + rows_per_block);
+    const int nvec = C / VEC;
+
+    for (int i = threadIdx.x; i < J * 32; i += blockDim.x) {
+        Packed<T, VEC> w = {};
+        if (i < nvec) w = load_packed<T, VEC>(weight + i * VEC);
+        w_s[i] = w;
+    }
+    __syncthreads();
+
+    float dw[J][VEC], db[J][VEC];  // this lane's channels, summed over this warp's rows
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int k = 0; k < VEC; k++) dw[j][k] = db[j][k] = 0.0f;
+
+    for (int row = row_begin + warp; row < row_end; row += NWARPS) {
+        const size_t off = (size_t)row * C;
+        const float m = RMS ? 0.0f : mean[row];
+        const float s = rstd[row];
+        // the row's loads, all issued before the first use; r stays 0 without dres
+        Packed<T, VEC> dy[J] = {}, x[J] = {}, r[J] = {};
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const int i = j * 32 + lane;
+            if (i < nvec) {
+                dy[j] = load_packed<T, VEC>(dout + off + i * VEC);
+                x[j] = load_packed<T, VEC>(inp + off + i * VEC);
+                if (dres) r[j] = load_packed<T, VEC>(dres + off + i * VEC);
+            }
+        }
+        // per channel: g = dout * w and xhat, into the row sums and the accumulators; for dx
+        // after the row sums two floats per channel are kept (the loaded vectors die here):
+        //   dx = s * (g - mean_g - xhat * mean_gx) + dres = a - s * mean_g - b * (s * mean_gx)
+        //   with a = s * g + dres, b = xhat
+        float a[J][VEC], b[J][VEC];
+        float sum_g = 0.0f, sum_gx = 0.0f;  // sum(g), sum(g * xhat)
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const Packed<T, VEC> w = w_s[j * 32 + lane];
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                const float d = packed_elem(dy[j], k);
+                const float g = d * packed_elem(w, k);
+                const float xhat = (packed_elem(x[j], k) - m) * s;
+                sum_g += g;
+                sum_gx += g * xhat;
+                dw[j][k] += d * xhat;
+                if (!RMS) db[j][k] += d;
+                a[j][k] = s * g + packed_elem(r[j], k);
+                b[j][k] = xhat;
+            }
+        }
+        sum_g = warp_reduce_sum(sum_g);
+        sum_gx = warp_reduce_sum(sum_gx);
+        const float c0 = RMS ? 0.0f : s * (sum_g / C);  // s * mean_g
+        const float c1 = s * (sum_gx / C);              // s * mean_gx
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const int i = j * 32 + lane;
+            if (i >= nvec) continue;
+            Packed<T, VEC> dx;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) dx.v[k] = from_float<T>(a[j][k] - c0 - b[j][k] * c1);
+            store_packed<T, VEC>(dinp + off + i * VEC, dx);
+        }
+    }
+
+    // fixed-order combine of the warps' accumulators through red[slot][.][channel]:
+    //   round 1: warps 4-7 store into slots 0-3; barrier; warps 0-3 add slot (warp) to their own
+    //   round 2: warps 1-3 store into slots 1-3; barrier; warp 0 adds slots 1, 2, 3 in order
+    // In round 2 a warp overwrites only the slot that it read itself in round 1. Every thread
+    // reaches both barriers (no early exit above).
+    if (warp >= 4) {
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const int i = j * 32 + lane;
+            if (i >= nvec) continue;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                red[warp - 4][0][i * VEC + k] = dw[j][k];
+                if (!RMS) red[warp - 4][NACC - 1][i * VEC + k] = db[j][k];
+            }
+        }
+    }
+    __syncthreads();
+    if (warp < 4) {
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const int i = j * 32 + lane;
+            if (i >= nvec) continue;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                dw[j][k] += red[warp][0][i * VEC + k];
+                if (!RMS) db[j][k] += red[warp][NACC - 1][i * VEC + k];
+                if (warp > 0) {  // round 2's store, same element
+                    red[warp][0][i * VEC + k] = dw[j][k];
+                    if (!RMS) red[warp][NACC - 1][i * VEC + k] = db[j][k];
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (warp == 0) {
+        float* pw = partial + (size_t)blockIdx.x * 2 * C;  // dweight partial; dbias partial at pw + C
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            const int i = j * 32 + lane;
+            if (i >= nvec) continue;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                float w_sum = dw[j][k], b_sum = db[j][k];
+                for (int slot = 1; slot < 4; slot++) {
+                    w_sum += red[slot][0][i * VEC + k];
+                    if (!RMS) b_sum += red[slot][NACC - 1][i * VEC + k];
+                }
+                pw[i * VEC + k] = w_sum;
+                if (!RMS) pw[C + i * VEC + k] = b_sum;
+            }
+        }
+    }
+}
+
+// Backward, general (any C; used where J > 4, e.g. llama-1b's C = 2048). Block b owns rows
+// [b*rows_per_block, min(N, (b+1)*rows_per_block)).
 //   phase A, one warp per row:   dinp = N'(dout) (+ dres if non-null)
 //   phase B, one thread per VEC channels, rows in order:
 //     partial[b][0][c] = sum_rows dout*xhat,  partial[b][1][c] = sum_rows dout  (LayerNorm)
+// Phase A reads each row twice (sums, then dinp) and phase B a third time (from L2 or
+// DRAM), with only nvec of the 256 threads busy: about twice the register kernel's time.
 // inp is the pre-norm input x; mean/rstd are the forward's. dinp may alias dres
 // (in-place), but not dout or inp (phase B re-reads them).
 template <typename T, int VEC, bool RMS>
@@ -270,9 +465,20 @@ __global__ void __launch_bounds__(NORM_REDUCE_BX* NORM_REDUCE_BY)
 // Blocks of the backward kernel and the scratch it needs (floats): allocate
 // norm_backward_scratch_floats(N, C) floats once for the largest N*C and pass it to every
 // backward call (calls on one stream may share it).
+// The grid: min(NORM_BWD_MAX_BLOCKS, N / 8) blocks of 8 warps, contiguous rows each. At
+// gpt2-124m's N = 16384 that is 256 blocks x 64 rows, 8 rows per warp. The register kernel
+// fits 2 blocks per SM (__launch_bounds__(256, 2): <= 128 registers; all but bf16 LayerNorm
+// at J = 4, see norm_bwd_regs_min_blocks), so on a 132-SM H100/H200 (264 slots) all 256
+// blocks are resident at once: one wave, 16 warps per SM streaming. More blocks would not
+// add resident warps, only scratch: every block writes one partial row of 2*C floats that
+// the reduce kernel re-reads, 1.5 MB at C = 768 against the ~100 MB that the row kernel
+// moves (bf16 dout, inp, dres, dinp), about 1.5%. Fewer, longer blocks would leave SMs idle.
 // norm_bwd_max_blocks: the cap on backward blocks; tests lower it to give warps several
 // rows each (the partial-sum layout and thus the bits of dweight depend on it).
+// norm_bwd_regs_path: use norm_backward_regs_kernel where the row fits (J <= 4); tests and
+// test_norm --bench clear it to run the general kernel at any C.
 inline int norm_bwd_max_blocks = NORM_BWD_MAX_BLOCKS;
+inline bool norm_bwd_regs_path = true;
 inline int norm_backward_rows_per_block(int N) {
     const int max_blocks = norm_bwd_max_blocks;
     const int blocks = std::min(max_blocks, ceil_div(N, NORM_BLOCK / 32));
@@ -292,6 +498,28 @@ inline bool use_vec(int C, int vec, std::initializer_list<const void*> ptrs) {
     for (const void* p : ptrs)
         if (!is_aligned(p, 16)) return false;
     return true;
+}
+
+// vectors per lane of the register kernel for rows of nvec vectors: J = ceil(nvec / 32)
+// when J <= 4 (and norm_bwd_regs_path), else 0: the general kernel
+inline int norm_backward_regs_vectors(int nvec) {
+    const int J = ceil_div(nvec, 32);
+    return norm_bwd_regs_path && J <= 4 ? J : 0;
+}
+// the backward row kernel for vector width VEC: the register kernel with J = ceil(nvec / 32)
+// vectors per lane when J <= 4 (and norm_bwd_regs_path), else the general kernel
+template <typename T, int VEC, bool RMS>
+void launch_norm_backward_rows(dim3 grid, cudaStream_t stream, T* dinp, float* partial, const T* dout, const T* inp, const T* weight,
+                               const float* mean, const float* rstd, const T* dres, int N, int C, int rows_per_block) {
+    const int J = norm_backward_regs_vectors(C / VEC);
+    const dim3 block(NORM_BLOCK);
+#define NORM_BWD_ARGS grid, block, 0, stream, dinp, partial, dout, inp, weight, mean, rstd, dres, N, C, rows_per_block
+    if (J == 1) launch_kernel(norm_backward_regs_kernel<T, VEC, 1, RMS>, NORM_BWD_ARGS);
+    else if (J == 2) launch_kernel(norm_backward_regs_kernel<T, VEC, 2, RMS>, NORM_BWD_ARGS);
+    else if (J == 3) launch_kernel(norm_backward_regs_kernel<T, VEC, 3, RMS>, NORM_BWD_ARGS);
+    else if (J == 4) launch_kernel(norm_backward_regs_kernel<T, VEC, 4, RMS>, NORM_BWD_ARGS);
+    else launch_kernel(norm_backward_kernel<T, VEC, RMS>, NORM_BWD_ARGS);
+#undef NORM_BWD_ARGS
 }
 }  // namespace norm_detail
 
@@ -348,13 +576,13 @@ void norm_backward(T* dinp, T* dweight, T* dbias, float* scratch, const T* dout,
     constexpr int V = norm_detail::vec_width<T>();
     const bool vec = norm_detail::use_vec(C, V, {dinp, dout, inp, weight, dres, scratch});
     const int rows_per_block = norm_backward_rows_per_block(N);
-    const dim3 grid(ceil_div(N, rows_per_block)), block(NORM_BLOCK);
+    const dim3 grid(ceil_div(N, rows_per_block));
     const bool rms = type == NormType::RMSNorm;
-#define NORM_BWD_ARGS grid, block, 0, stream, dinp, scratch, dout, inp, weight, mean, rstd, dres, N, C, rows_per_block
-    if (rms && vec) launch_kernel(norm_backward_kernel<T, V, true>, NORM_BWD_ARGS);
-    else if (rms) launch_kernel(norm_backward_kernel<T, 1, true>, NORM_BWD_ARGS);
-    else if (vec) launch_kernel(norm_backward_kernel<T, V, false>, NORM_BWD_ARGS);
-    else launch_kernel(norm_backward_kernel<T, 1, false>, NORM_BWD_ARGS);
+#define NORM_BWD_ARGS grid, stream, dinp, scratch, dout, inp, weight, mean, rstd, dres, N, C, rows_per_block
+    if (rms && vec) norm_detail::launch_norm_backward_rows<T, V, true>(NORM_BWD_ARGS);
+    else if (rms) norm_detail::launch_norm_backward_rows<T, 1, true>(NORM_BWD_ARGS);
+    else if (vec) norm_detail::launch_norm_backward_rows<T, V, false>(NORM_BWD_ARGS);
+    else norm_detail::launch_norm_backward_rows<T, 1, false>(NORM_BWD_ARGS);
 #undef NORM_BWD_ARGS
     launch_kernel(norm_weight_grad_reduce_kernel<T>, dim3(ceil_div(C, NORM_REDUCE_BX)), dim3(NORM_REDUCE_BX, NORM_REDUCE_BY), 0,
                   stream, dweight, rms ? nullptr : dbias, scratch, (int)grid.x, C);

@@ -2,10 +2,17 @@
 // For every size (odd ones included: N not a multiple of the 8 warps per block, C not a
 // multiple of the 4/8-wide vectors, C < 32), storage fp32 and bf16, LayerNorm and RMSNorm:
 //   Pre-LN forward (also in place), Post-LN forward, plain forward,
-//   Pre-LN backward (also in place), Post-LN backward; weight/bias gradients accumulate onto
-//   random initial values, and the backward runs twice: the results must be bitwise equal.
+//   Pre-LN backward (also in place with at most 3 blocks: several rows per warp, an uneven
+//   last block), Post-LN backward; weight/bias gradients accumulate onto random initial
+//   values, and the backward runs twice: the results must be bitwise equal.
+// The sizes reach both backward row kernels in both storage types: the register kernel with
+// J = 1, 2, 3, 4 vectors per lane (also with a partial last vector column, nvec % 32 != 0,
+// and on the scalar path) and the general kernel (J > 4); main() checks that they all ran.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays), every output is
 // poisoned (NaN) before each launch. Exit status non-zero on any mismatch.
+// --bench (GPU only): times the backward row kernels at gpt2-124m's shape (bf16 LayerNorm,
+// N 16384, C 768, with dres) for the register and the general kernel, and llama-1b's
+// RMSNorm (N 8192, C 2048: the general kernel).
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
 #include "../../kernels/norm.cuh"
 #include "test_util.h"
@@ -14,8 +21,14 @@ struct Tol {
     double atol, rtol;
 };
 
+enum Types { BOTH, FP32_ONLY, BF16_ONLY };
 struct Case {
     int N, C;
+    bool general_too = false;  // also the Pre-LN backward with the general kernel forced
+    // backward cases (Pre-LN only: its rerun and in-place variants): of the forwards only the
+    // Post-LN one, which gives the backward its input, in the storage types listed
+    bool bwd_only = false;
+    Types types = BOTH;
 };
 
 // fp64 reference forward on x (already rounded to storage), one row at a time
@@ -72,8 +85,16 @@ static void ref_backward(const std::vector<float>& x, const std::vector<float>& 
 
 static std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 
+// the backward row kernel that norm_backward picks for C channels of T (the test's buffers
+// are all 16-byte aligned): J = 1..4, the register kernel; 0, the general kernel
 template <typename T>
-static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
+static int bwd_kernel_J(int C) {
+    constexpr int V = norm_detail::vec_width<T>();
+    return norm_detail::norm_backward_regs_vectors(C % V == 0 ? C / V : C);
+}
+
+template <typename T>
+static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type, bool covered[2][5]) {
     const int N = cs.N, C = cs.C;
     const bool rms = type == NormType::RMSNorm;
     const float eps = rms ? 1e-6f : 1e-5f;
@@ -88,8 +109,11 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
     // all; the 3-block variant below sums ~N/3 rows per block in order). atol 5e-5 + 1e-7 N:
     // 5.6e-5 at N = 64, 4.6e-4 at --big's N = 4096 (where 2.3e-4 is seen).
     const Tol t_wgrad = bf16 ? Tol{5e-2, 1e-2} : Tol{5e-5 + 1e-7 * N, 5e-5};
-    char tag[96];
-    snprintf(tag, sizeof tag, "%s %s N=%d C=%d", type_name<T>(), rms ? "rmsnorm" : "layernorm", N, C);
+    const int J = bwd_kernel_J<T>(C);
+    covered[bf16][J] = true;
+    char tag[128];
+    snprintf(tag, sizeof tag, "%s %s N=%d C=%d (backward: %s, J=%d)", type_name<T>(), rms ? "rmsnorm" : "layernorm", N, C,
+             J ? "register kernel" : "general kernel", J);
     printf("%s\n", tag);
 
     // inputs (rounded to T where the device stores them in T); residual has a non-zero mean
@@ -133,10 +157,12 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
     };
 
     // Pre-LN: residual_out = res + branch, normed = N(residual_out)
-    poison_fwd();
-    preln_residual_norm_forward<T>(d_resout, d_normed, d_mean, d_rstd, d_res, d_branch, d_w, bias, N, C, eps, type, 0);
-    cudaCheck(cudaDeviceSynchronize());
-    check_fwd("preln fwd", d_normed, &d_resout);
+    if (!cs.bwd_only) {
+        poison_fwd();
+        preln_residual_norm_forward<T>(d_resout, d_normed, d_mean, d_rstd, d_res, d_branch, d_w, bias, N, C, eps, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_fwd("preln fwd", d_normed, &d_resout);
+    }
 
     // Post-LN: out = N(res + branch) is the new residual; sum saved for backward
     poison_fwd();
@@ -145,15 +171,17 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
     check_fwd("postln fwd", d_normed, &d_resout);
 
     // plain norm of x (d_resout holds x now)
-    d_normed.poison();
-    d_mean.poison();
-    d_rstd.poison();
-    norm_forward<T>(d_normed, d_mean, d_rstd, d_resout, d_w, bias, N, C, eps, type, 0);
-    cudaCheck(cudaDeviceSynchronize());
-    check_fwd("plain fwd", d_normed, nullptr);
+    if (!cs.bwd_only) {
+        d_normed.poison();
+        d_mean.poison();
+        d_rstd.poison();
+        norm_forward<T>(d_normed, d_mean, d_rstd, d_resout, d_w, bias, N, C, eps, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        check_fwd("plain fwd", d_normed, nullptr);
+    }
 
     // Pre-LN in place: residual_out aliases residual_in
-    {
+    if (!cs.bwd_only) {
         DeviceBuffer<T> d_inplace(NC);
         d_inplace.upload(res);
         d_normed.poison();
@@ -191,10 +219,27 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
             if (!rms) ck.check_equal_bytes("preln bwd rerun dbias", first_db, d_db.bytes());
         }
     }
-    // Pre-LN backward with at most 3 blocks: several rows per warp, an uneven last block
+    // Pre-LN backward in place (dresidual_out aliases dresidual_in) with at most 3 blocks:
+    // several rows per warp, an uneven last block
     {
+        DeviceBuffer<T> d_inplace(NC);
+        d_inplace.upload(dres);
         const int saved = norm_bwd_max_blocks;
         norm_bwd_max_blocks = 3;
+        d_scratch.poison();
+        d_dw.upload(dw0);
+        d_db.upload(db0);
+        preln_residual_norm_backward<T>(d_inplace, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_inplace, d_resout, d_w, d_mean,
+                                        d_rstd, N, C, type, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        norm_bwd_max_blocks = saved;
+        ck.check("preln bwd in-place 3 blocks dresidual", d_inplace.download(), dx_ref, t_val.atol, t_val.rtol);
+        ck.check("preln bwd in-place 3 blocks dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
+        if (!rms) ck.check("preln bwd in-place 3 blocks dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+    }
+    // the general kernel where the register kernel would run (it stays the fallback for wide rows)
+    if (cs.general_too && J > 0) {
+        norm_bwd_regs_path = false;
         d_dx.poison();
         d_scratch.poison();
         d_dw.upload(dw0);
@@ -202,23 +247,14 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
         preln_residual_norm_backward<T>(d_dx, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_dres, d_resout, d_w, d_mean, d_rstd, N,
                                         C, type, 0);
         cudaCheck(cudaDeviceSynchronize());
-        norm_bwd_max_blocks = saved;
-        ck.check("preln bwd 3 blocks dresidual", d_dx.download(), dx_ref, t_val.atol, t_val.rtol);
-        ck.check("preln bwd 3 blocks dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
-        if (!rms) ck.check("preln bwd 3 blocks dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+        norm_bwd_regs_path = true;
+        ck.check("preln bwd general kernel dresidual", d_dx.download(), dx_ref, t_val.atol, t_val.rtol);
+        ck.check("preln bwd general kernel dweight", d_dw.download(), dw_ref, t_wgrad.atol, t_wgrad.rtol);
+        if (!rms) ck.check("preln bwd general kernel dbias", d_db.download(), db_ref, t_wgrad.atol, t_wgrad.rtol);
+        covered[bf16][0] = true;
     }
-    // Pre-LN backward in place: dresidual_out aliases dresidual_in
-    {
-        DeviceBuffer<T> d_inplace(NC);
-        d_inplace.upload(dres);
-        d_scratch.poison();
-        d_dw.upload(dw0);
-        d_db.upload(db0);
-        preln_residual_norm_backward<T>(d_inplace, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_inplace, d_resout, d_w, d_mean,
-                                        d_rstd, N, C, type, 0);
-        cudaCheck(cudaDeviceSynchronize());
-        ck.check("preln bwd in-place dresidual", d_inplace.download(), dx_ref, t_val.atol, t_val.rtol);
-    }
+
+    if (cs.bwd_only) return;
 
     // Post-LN backward: dsum = N'(dout), no residual gradient added
     ref_backward(x, w, dy, nullptr, mean_ref, rstd_ref, N, C, rms, dw0, db0, dx_ref, dw_ref, db_ref);
@@ -235,19 +271,120 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type) {
     else ck.check("postln bwd dbias untouched (rmsnorm)", d_db.download(), to_double(db0), 0, 0);
 }
 
+// --bench: the backward at N rows, C channels, bf16, dres (the Pre-LN case); prints one line
+// per row kernel (the register kernel if C allows it, and the general kernel) with us per
+// call of the row kernel alone, and of the whole call (with the weight-gradient reduce), and
+// GB/s of the row kernel for the bytes it must move: read dout, inp, dres, write dinp.
+[[maybe_unused]] static void bench_norm_backward(int N, int C, NormType type) {
+    using T = __nv_bfloat16;
+    constexpr int V = norm_detail::vec_width<T>();
+    const size_t NC = (size_t)N * C;
+    const bool rms = type == NormType::RMSNorm;
+    Rng rng(1);
+    DeviceBuffer<T> d_x(NC), d_dy(NC), d_dres(NC), d_dx(NC), d_w(C), d_b(C), d_dw(C), d_db(C), d_y(NC);
+    DeviceBuffer<float> d_mean(N), d_rstd(N), d_scratch(norm_backward_scratch_floats(N, C));
+    d_x.upload(rng.normal(NC, 0.5f, 1.5f));
+    d_dy.upload(rng.normal(NC));
+    d_dres.upload(rng.normal(NC));
+    d_w.upload(rng.normal(C, 1.0f, 0.3f));
+    d_b.upload(rng.normal(C, 0.0f, 0.3f));
+    d_dw.upload(std::vector<float>(C, 0.0f));
+    d_db.upload(std::vector<float>(C, 0.0f));
+    norm_forward<T>(d_y, d_mean, d_rstd, d_x, d_w, rms ? nullptr : d_b.ptr, N, C, rms ? 1e-6f : 1e-5f, type, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    const int rows_per_block = norm_backward_rows_per_block(N);
+    const dim3 grid(ceil_div(N, rows_per_block));
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    // average ms per call of f over 50 calls, after 5 warm-up calls
+    auto time_ms = [&](auto&& f) {
+        for (int r = 0; r < 5; r++) f();
+        const int reps = 50;
+        cudaCheck(cudaEventRecord(e0));
+        for (int r = 0; r < reps; r++) f();
+        cudaCheck(cudaEventRecord(e1));
+        cudaCheck(cudaEventSynchronize(e1));
+        float ms = 0;
+        cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+        return (double)ms / reps;
+    };
+    const double bytes = 4.0 * NC * sizeof(T);
+    double us_regs = 0, us_general = 0;
+    for (bool regs : {true, false}) {
+        norm_bwd_regs_path = regs;
+        const int J = norm_detail::norm_backward_regs_vectors(C / V);
+        if (regs && J == 0) continue;  // too wide for the register kernel
+        const double row_ms = time_ms([&] {
+            if (rms) norm_detail::launch_norm_backward_rows<T, V, true>(grid, 0, d_dx.ptr, d_scratch.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_mean.ptr,
+                                                                        d_rstd.ptr, d_dres.ptr, N, C, rows_per_block);
+            else norm_detail::launch_norm_backward_rows<T, V, false>(grid, 0, d_dx.ptr, d_scratch.ptr, d_dy.ptr, d_x.ptr, d_w.ptr, d_mean.ptr,
+                                                                     d_rstd.ptr, d_dres.ptr, N, C, rows_per_block);
+        });
+        const double call_ms = time_ms([&] {
+            preln_residual_norm_backward<T>(d_dx, d_dw, rms ? nullptr : d_db.ptr, d_scratch, d_dy, d_dres, d_x, d_w, d_mean, d_rstd, N, C,
+                                            type, 0);
+        });
+        if (regs) us_regs = row_ms * 1e3;
+        else us_general = row_ms * 1e3;
+        printf("norm bench bf16 %s N=%d C=%d dres, %s kernel%s: %.1f us per call (%.0f GB/s), with the reduce %.1f us\n",
+               rms ? "rmsnorm" : "layernorm", N, C, regs ? "register" : "general", regs ? (" (J=" + std::to_string(J) + ")").c_str() : "",
+               row_ms * 1e3, bytes / (row_ms * 1e-3) / 1e9, call_ms * 1e3);
+    }
+    norm_bwd_regs_path = true;
+    if (us_regs > 0)
+        printf("norm bench bf16 %s N=%d C=%d: general / register = %.2f\n", rms ? "rmsnorm" : "layernorm", N, C, us_general / us_regs);
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
+}
+
 int main(int argc, char** argv) {
     skip_without_device("test_norm");
+    if (argc > 1 && std::string(argv[1]) == "--bench") {
+#if defined(CUDA_EMU)
+        printf("test_norm --bench: needs a GPU (emulated build)\n");
+#else
+        bench_norm_backward(16384, 768, NormType::LayerNorm);  // gpt2-124m, Pre-LN
+        bench_norm_backward(8192, 2048, NormType::RMSNorm);    // llama-1b (the general kernel)
+#endif
+        return 0;
+    }
     Rng rng(test_seed());
-    // (N, C): vector paths; N % 8 != 0 and C % 8 != 0 (bf16 scalar); C odd (both scalar);
-    // C < 32 (idle lanes); C/8 = 33 vectors (uneven over lanes); a single row
-    std::vector<Case> cases = {{64, 768}, {37, 100}, {13, 37}, {5, 20}, {64, 264}, {1, 8}};
-    if (argc > 1 && std::string(argv[1]) == "--big") cases.push_back({4096, 2048});  // GPU only
+    // (N, C) and the backward row kernel each takes, fp32 (VEC 4) / bf16 (VEC 8); J vectors
+    // of VEC (scalar path: of 1) channels per lane, "general" for J > 4; a "+" marks a
+    // partial last vector column (nvec % 32 != 0). N % 8 != 0 in most: a short last block.
+    // The last two check the backward only, in one type (emulated time: the weight-gradient
+    // reduce of wide rows costs most).
+    std::vector<Case> cases = {
+        {64, 768, true},                    // fp32 general (J 6) / bf16 J=3 full; and bf16's general kernel
+        {37, 100},                          // fp32 J=1+ / bf16 scalar J=4+ (C % 8 != 0)
+        {13, 37, true},                     // scalar J=2+ both (C odd); and the scalar general kernel
+        {5, 20},                            // fp32 J=1+ (5 vectors: idle lanes) / bf16 scalar J=1+
+        {64, 264},                          // fp32 J=3+ / bf16 J=2+ (33 vectors)
+        {1, 8},                             // a single row: fp32 J=1+ / bf16 J=1+
+        {11, 392, false, true, FP32_ONLY},  // fp32 J=4+ (98 vectors)
+        {11, 776, false, true, BF16_ONLY},  // bf16 J=4+ (97 vectors: one lane in the last column)
+    };
+    if (argc > 1 && std::string(argv[1]) == "--big") {  // GPU only
+        cases.push_back({4096, 2048});  // general both
+        cases.push_back({4096, 768});   // fp32 general / bf16 J=3: 2 rows per warp
+    }
     Checker ck;
+    bool covered[2][5] = {};  // [bf16][J], J = 0: the general kernel
     auto t0 = std::chrono::steady_clock::now();
     for (const Case& cs : cases)
         for (NormType type : {NormType::LayerNorm, NormType::RMSNorm}) {
-            run_case<float>(ck, rng, cs, type);
-            run_case<__nv_bfloat16>(ck, rng, cs, type);
+            if (cs.types != BF16_ONLY) run_case<float>(ck, rng, cs, type, covered);
+            if (cs.types != FP32_ONLY) run_case<__nv_bfloat16>(ck, rng, cs, type, covered);
+        }
+    // the sizes above must keep reaching every backward row kernel
+    for (int b = 0; b < 2; b++)
+        for (int J = 0; J <= 4; J++) {
+            ck.checked++;
+            if (!covered[b][J]) {
+                printf("MISMATCH: no size reaches the %s backward %s kernel (J=%d)\n", b ? "bf16" : "fp32", J ? "register" : "general", J);
+                ck.failed++;
+            }
         }
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_norm");
