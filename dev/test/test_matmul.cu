@@ -401,23 +401,6 @@ static void check_bias_scratch_bound(Checker& ck) {
 // --bench: gpt2-124m's shapes, N = 16384 rows, bf16. cudaEvents around `reps` calls after two
 // warm-up calls; microseconds per call.
 #if !defined(CUDA_EMU)
-template <typename F>
-static double time_us(F&& f, int reps = 50) {
-    cudaEvent_t e0, e1;
-    cudaCheck(cudaEventCreate(&e0));
-    cudaCheck(cudaEventCreate(&e1));
-    f();
-    f();
-    cudaCheck(cudaEventRecord(e0));
-    for (int r = 0; r < reps; r++) f();
-    cudaCheck(cudaEventRecord(e1));
-    cudaCheck(cudaEventSynchronize(e1));
-    float ms = 0;
-    cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
-    cudaCheck(cudaEventDestroy(e0));
-    cudaCheck(cudaEventDestroy(e1));
-    return 1e3 * ms / reps;
-}
 static void bench_bias() {
     using T = __nv_bfloat16;
     const int N = 16384, Cmax = 3072, OCmax = 3072;
@@ -437,7 +420,7 @@ static void bench_bias() {
             colsum_target_blocks = target;
             if (bias_grad_scratch_floats(N, OC) > d_scratch.n) continue;
             const ColsumPlan p = colsum_plan(N, OC);
-            const double us = time_us([&] { bias_backward<T>(d_db, d_scratch, d_dout, N, OC, 0); });
+            const double us = gpu_time_us([&] { bias_backward<T>(d_db, d_scratch, d_dout, N, OC, 0); });
             printf("bias bench kernel   N=%d OC=%d: %8.2f us %7.0f GB/s (target_blocks %d: %d splits of %d rows)%s\n", N, OC, us,
                    bytes_dout * OC / us / 1e3, target, p.nsplit, p.rows_per_split, target == COLSUM_TARGET_BLOCKS ? " default" : "");
         }
@@ -448,9 +431,9 @@ static void bench_bias() {
     const int shapes[][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
     for (const auto& sh : shapes) {
         const int C = sh[0], OC = sh[1];
-        const double plain = time_us([&] { weight_bias_backward<T>(d_dW, (T*)nullptr, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
-        const double epi = time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Epilogue, 0); });
-        const double ker = time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
+        const double plain = gpu_time_us([&] { weight_bias_backward<T>(d_dW, (T*)nullptr, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
+        const double epi = gpu_time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Epilogue, 0); });
+        const double ker = gpu_time_us([&] { weight_bias_backward<T>(d_dW, d_db, d_scratch, d_dout, d_inp, N, C, OC, BiasGrad::Kernel, 0); });
         printf("bias bench epilogue N=%d C=%d OC=%d: dW GEMM %8.2f us, + BGRADB %8.2f us (bias %7.2f us %6.0f GB/s), + kernel %8.2f us "
                "(bias %7.2f us)\n",
                N, C, OC, plain, epi, epi - plain, bytes_dout * OC / (epi - plain) / 1e3, ker, ker - plain);
@@ -458,9 +441,9 @@ static void bench_bias() {
     // GELU backward alone (reads pre, dact, writes dpre) against it with the fc bias gradient
     const int F = 3072;
     const double bytes_gelu = 3.0 * 2.0 * N * F;
-    const double g = time_us([&] { gelu_backward<T>(d_dpre, d_pre, d_dout, (size_t)N * F, 0); });
-    const double gb = time_us([&] { gelu_backward_bias<T>(d_dpre, d_db, d_scratch, d_pre, d_dout, N, F, 0); });
-    const double b = time_us([&] { bias_backward<T>(d_db, d_scratch, d_dpre, N, F, 0); });
+    const double g = gpu_time_us([&] { gelu_backward<T>(d_dpre, d_pre, d_dout, (size_t)N * F, 0); });
+    const double gb = gpu_time_us([&] { gelu_backward_bias<T>(d_dpre, d_db, d_scratch, d_pre, d_dout, N, F, 0); });
+    const double b = gpu_time_us([&] { bias_backward<T>(d_db, d_scratch, d_dpre, N, F, 0); });
     printf("bias bench gelu     N=%d F=%d: gelu_backward %8.2f us %6.0f GB/s; gelu_backward_bias %8.2f us %6.0f GB/s "
            "(+%.2f us; gelu_backward + bias_backward %.2f us)\n",
            N, F, g, bytes_gelu / g / 1e3, gb, bytes_gelu / gb / 1e3, gb - g, g + b);

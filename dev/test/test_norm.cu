@@ -294,21 +294,8 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type, bool 
     cudaCheck(cudaDeviceSynchronize());
     const int rows_per_block = norm_backward_rows_per_block(N);
     const dim3 grid(ceil_div(N, rows_per_block));
-    cudaEvent_t e0, e1;
-    cudaCheck(cudaEventCreate(&e0));
-    cudaCheck(cudaEventCreate(&e1));
-    // average ms per call of f over 50 calls, after 5 warm-up calls
-    auto time_ms = [&](auto&& f) {
-        for (int r = 0; r < 5; r++) f();
-        const int reps = 50;
-        cudaCheck(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) f();
-        cudaCheck(cudaEventRecord(e1));
-        cudaCheck(cudaEventSynchronize(e1));
-        float ms = 0;
-        cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
-        return (double)ms / reps;
-    };
+    // average ms per call of f over 50 calls, after 5 warm-up calls (test_util.h)
+    auto time_ms = [&](auto&& f) { return gpu_time_us(f, 50, 5) / 1e3; };
     const double bytes = 4.0 * NC * sizeof(T);
     double us_regs = 0, us_general = 0;
     for (bool regs : {true, false}) {
@@ -334,8 +321,6 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs, NormType type, bool 
     norm_bwd_regs_path = true;
     if (us_regs > 0)
         printf("norm bench bf16 %s N=%d C=%d: general / register = %.2f\n", rms ? "rmsnorm" : "layernorm", N, C, us_general / us_regs);
-    cudaCheck(cudaEventDestroy(e0));
-    cudaCheck(cudaEventDestroy(e1));
 }
 
 int main(int argc, char** argv) {

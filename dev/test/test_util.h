@@ -1,5 +1,6 @@
 // test_util.h - shared by the kernel tests in dev/test/ (emulated and nvcc builds alike).
 //   - skip_without_device(): an nvcc build on a machine without a GPU prints why and exits 77
+//   - gpu_time_us(f): microseconds per call of f on the device (the --bench modes)
 //   - DeviceBuffer<T>: exact-size cudaMalloc (AddressSanitizer sees overruns in emulation),
 //     poison() fills 0xFF bytes (NaN in fp32/bf16) so unwritten outputs cannot pass
 //   - Checker: compares a tensor with a reference, prints max abs / rel error vs tolerance,
@@ -37,6 +38,25 @@ inline void skip_without_device(const char* test) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("%s: device %s (sm_%d%d)\n", test, prop.name, prop.major, prop.minor);
 #endif
+}
+
+// Microseconds per call of f (which launches work on the default stream): `warmup` calls,
+// then cudaEvents around `reps` calls. For the --bench modes (GPU builds only).
+template <typename F>
+inline double gpu_time_us(F&& f, int reps = 50, int warmup = 2) {
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    for (int r = 0; r < warmup; r++) f();
+    cudaCheck(cudaEventRecord(e0));
+    for (int r = 0; r < reps; r++) f();
+    cudaCheck(cudaEventRecord(e1));
+    cudaCheck(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
+    return 1e3 * ms / reps;
 }
 
 // ---------------------------------------------------------------------------------------
