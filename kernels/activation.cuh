@@ -161,6 +161,8 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t 
         launch_kernel(gelu_backward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, st, dinp, inp, dout, n);
 }
 // dpre (N, F) = GELU'(pre) * dact and dbias (F) += colsum(dpre), one pass (see the top).
+// dpre may be dact (in place: each element of dact is read, by the thread that writes it,
+// before dpre is written there; GeluBackwardColsum's pointers are not __restrict__).
 // scratch: gelu_backward_bias_scratch_floats(N, F) floats (the same count as matmul.cuh's
 // bias_grad_scratch_floats(N, F): one buffer serves both).
 inline size_t gelu_backward_bias_scratch_floats(int N, int F) { return colsum_scratch_floats(N, F); }

@@ -34,6 +34,11 @@
 //   cuBLASLt header documents the bias-gradient vector as the output type (Ctype); callers
 //   that accumulate gradients add the vector themselves (kernels/matmul.cuh).
 //   GELU_AUX_BIAS and DGELU_BGRAD take no accumulate (beta = 0); BGRADB does (dW += ...).
+//   These three return false, having computed nothing, when cuBLASLt has no algorithm for the
+//   epilogue at that shape (its fused kernels need aligned shapes; a plain GEMM of the same
+//   shape still exists): the caller then takes the unfused path (kernels/matmul.cuh does).
+//   The first such shape prints a one-line note to stderr. gemm_force_epilogue_fallback =
+//   true makes them return false always (both builds), so the tests run the unfused paths.
 //
 // The trainer's linear-layer GEMMs (inp (BT, C), weight (OC, C), out (BT, OC)):
 //   forward      out  = inp @ weight^T + bias  gemm(out, inp, weight, bias, BT, OC, C, false, true, false, s)
@@ -91,6 +96,8 @@
 
 // the epilogue of one GEMM call (see the top of this file)
 enum class GemmEpilogue : int { None = 0, Bias, GeluAuxBias, DGeluBGrad, BGradB };
+// test hook: the fused epilogues (GELU_AUX_BIAS, DGELU_BGRAD, BGRADB) report "no algorithm"
+inline bool gemm_force_epilogue_fallback = false;
 
 #if !defined(CUDA_EMU)
 #include <cublasLt.h>
@@ -151,6 +158,7 @@ struct Plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;  // cuBLASLt's A (our B), B (our A), C = D (out)
     cublasLtMatmulAlgo_t algo;
+    bool ok;                            // false: no algorithm for this fused epilogue (the caller falls back)
 };
 // An unordered_map rather than a vector with linear search: a step has a few dozen shapes,
 // where either would do, but evaluation or sampling at other sequence lengths adds more and
@@ -212,11 +220,15 @@ inline Plan make_plan(const PlanKey& key) {
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &heur, &found);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-        fprintf(stderr, "gemm: no cuBLASLt algorithm (status %d) for %s M=%d N=%d K=%d transA=%d transB=%d epilogue=%d batch=%d\n",
+    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    const bool fused = key.epilogue == GemmEpilogue::GeluAuxBias || key.epilogue == GemmEpilogue::DGeluBGrad ||
+                       key.epilogue == GemmEpilogue::BGradB;
+    if (!p.ok) {
+        fprintf(stderr, "gemm: no cuBLASLt algorithm (status %d) for %s M=%d N=%d K=%d transA=%d transB=%d epilogue=%d batch=%d%s\n",
                 (int)st, dt == CUDA_R_32F ? "fp32" : "bf16", M, N, K, (int)key.transA, (int)key.transB, (int)key.epilogue,
-                key.batch_count);
-        exit(EXIT_FAILURE);
+                key.batch_count, fused ? "; this shape takes the unfused path" : "");
+        if (!fused) exit(EXIT_FAILURE);
+        return p;
     }
     p.algo = heur.algo;
     return p;
@@ -263,11 +275,15 @@ inline void gemm_allow_tf32(bool allow) {
 namespace gemm_detail {
 // One GEMM with epilogue epi (see the top of this file): bias read (Bias, GeluAuxBias), bgrad
 // written (DGeluBGrad, BGradB), aux the pre-activation (GeluAuxBias: written, DGeluBGrad: read).
+// Returns false, computing nothing, when a fused epilogue has no algorithm at this shape (or
+// gemm_force_epilogue_fallback is set).
 template <typename T>
-void run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgrad, T* aux, int M, int N, int K, bool transA,
+bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgrad, T* aux, int M, int N, int K, bool transA,
          bool transB, bool accumulate, cudaStream_t stream, int batch_count, long long strideA, long long strideB,
          long long strideOut) {
-    if (M <= 0 || N <= 0 || batch_count <= 0) return;
+    const bool fused = epi == GemmEpilogue::GeluAuxBias || epi == GemmEpilogue::DGeluBGrad || epi == GemmEpilogue::BGradB;
+    if (fused && gemm_force_epilogue_fallback) return false;
+    if (M <= 0 || N <= 0 || batch_count <= 0) return true;
     const bool has_aux = epi == GemmEpilogue::GeluAuxBias || epi == GemmEpilogue::DGeluBGrad;
     const bool has_bgrad = epi == GemmEpilogue::DGeluBGrad || epi == GemmEpilogue::BGradB;
     if ((epi == GemmEpilogue::GeluAuxBias && !bias) || (has_bgrad && !bgrad) || (has_aux && (!aux || N % 8 != 0))) {
@@ -321,6 +337,7 @@ void run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
     }
     if (epi == GemmEpilogue::DGeluBGrad)
         for (int j = 0; j < N; j++) bgrad[j] = from_float<T>(colsum[j]);
+    return true;
 #else
     gemm_init();
     PlanKey key;
@@ -340,6 +357,7 @@ void run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
     auto it = plans.find(key);
     if (it == plans.end()) it = plans.emplace(key, make_plan(key)).first;
     const Plan& p = it->second;
+    if (!p.ok) return false;   // a fused epilogue without an algorithm (make_plan said so once)
     if (epi != GemmEpilogue::None) {  // the bias, or the bias gradient
         const void* vec = has_bgrad ? (const void*)bgrad : (const void*)bias;
         cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vec, sizeof(vec)));
@@ -348,6 +366,7 @@ void run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     cublasCheck(cublasLtMatmul(handle, p.desc, &alpha, B, p.la, A, p.lb, &beta, out, p.lc, out, p.lc, &p.algo, workspace,
                                workspace_bytes, stream));
+    return true;
 #endif
 }
 }  // namespace gemm_detail
@@ -359,24 +378,26 @@ void gemm(T* out, const T* A, const T* B, const T* bias, int M, int N, int K, bo
     gemm_detail::run<T>(bias ? GemmEpilogue::Bias : GemmEpilogue::None, out, A, B, bias, nullptr, nullptr, M, N, K, transA, transB,
                         accumulate, stream, batch_count, strideA, strideB, strideOut);
 }
-// pre (M, N) = op(A) op(B) + bias;  out (M, N) = GELU(pre), from the fp32 value (N % 8 == 0)
+// pre (M, N) = op(A) op(B) + bias;  out (M, N) = GELU(pre), from the fp32 value (N % 8 == 0).
+// false: no algorithm, nothing computed (as the two below)
 template <typename T>
-void gemm_gelu_aux_bias(T* out, T* pre, const T* A, const T* B, const T* bias, int M, int N, int K, bool transA, bool transB,
+bool gemm_gelu_aux_bias(T* out, T* pre, const T* A, const T* B, const T* bias, int M, int N, int K, bool transA, bool transB,
                         cudaStream_t stream) {
-    gemm_detail::run<T>(GemmEpilogue::GeluAuxBias, out, A, B, bias, nullptr, pre, M, N, K, transA, transB, false, stream, 1, 0, 0, 0);
+    return gemm_detail::run<T>(GemmEpilogue::GeluAuxBias, out, A, B, bias, nullptr, pre, M, N, K, transA, transB, false, stream, 1, 0, 0,
+                               0);
 }
 // out (M, N) = (op(A) op(B)) * GELU'(pre);  bgrad (N) = column sums of out, written (N % 8 == 0)
 template <typename T>
-void gemm_dgelu_bgrad(T* out, T* bgrad, const T* pre, const T* A, const T* B, int M, int N, int K, bool transA, bool transB,
+bool gemm_dgelu_bgrad(T* out, T* bgrad, const T* pre, const T* A, const T* B, int M, int N, int K, bool transA, bool transB,
                       cudaStream_t stream) {
     // pre is only read (the const_cast feeds the shared aux parameter)
-    gemm_detail::run<T>(GemmEpilogue::DGeluBGrad, out, A, B, nullptr, bgrad, const_cast<T*>(pre), M, N, K, transA, transB, false,
-                        stream, 1, 0, 0, 0);
+    return gemm_detail::run<T>(GemmEpilogue::DGeluBGrad, out, A, B, nullptr, bgrad, const_cast<T*>(pre), M, N, K, transA, transB, false,
+                               stream, 1, 0, 0, 0);
 }
 // out (M, N) (+)= op(A) op(B);  bgrad (M) = row sums of op(A) (sum over k), written
 template <typename T>
-void gemm_bgradb(T* out, T* bgrad, const T* A, const T* B, int M, int N, int K, bool transA, bool transB, bool accumulate,
+bool gemm_bgradb(T* out, T* bgrad, const T* A, const T* B, int M, int N, int K, bool transA, bool transB, bool accumulate,
                  cudaStream_t stream) {
-    gemm_detail::run<T>(GemmEpilogue::BGradB, out, A, B, nullptr, bgrad, nullptr, M, N, K, transA, transB, accumulate, stream, 1, 0,
-                        0, 0);
+    return gemm_detail::run<T>(GemmEpilogue::BGradB, out, A, B, nullptr, bgrad, nullptr, M, N, K, transA, transB, accumulate, stream, 1,
+                               0, 0, 0);
 }

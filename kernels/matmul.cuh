@@ -42,6 +42,7 @@
 
 #include <algorithm>
 
+#include "activation.cuh"
 #include "common.cuh"
 #include "cublas_wrap.cuh"
 
@@ -74,15 +75,17 @@ void bias_grad_add(T* dbias, const T* g, int OC, cudaStream_t st) {
     launch_kernel(bias_grad_add_kernel<T>, grid_stride_blocks(OC, EW_BLOCK), EW_BLOCK, 0, st, dbias, g, OC);
 }
 
-// dW += dout^T inp, and db += colsum(dout) when db is non-null, the way `bg` says.
+// dW += dout^T inp, and db += colsum(dout) when db is non-null, the way `bg` says (the
+// kernels also where cuBLASLt has no BGRADB algorithm at this shape).
 // scratch: bias_grad_scratch_floats(N, OC).
 template <typename T>
 void weight_bias_backward(T* dW, T* db, float* scratch, const T* dout, const T* inp, int N, int C, int OC, BiasGrad bg, cudaStream_t st) {
     if (db && bg == BiasGrad::Epilogue) {
         T* g = reinterpret_cast<T*>(scratch);
-        gemm_bgradb<T>(dW, g, dout, inp, OC, C, N, true, false, true, st);
-        bias_grad_add(db, g, OC, st);
-        return;
+        if (gemm_bgradb<T>(dW, g, dout, inp, OC, C, N, true, false, true, st)) {
+            bias_grad_add(db, g, OC, st);
+            return;
+        }
     }
     gemm<T>(dW, dout, inp, nullptr, OC, C, N, true, false, true, st);
     if (db) bias_backward(db, scratch, dout, N, OC, st);
@@ -93,10 +96,14 @@ template <typename T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int N, int C, int OC, cudaStream_t st) {
     gemm<T>(out, inp, W, bias, N, OC, C, false, true, false, st);
 }
-// act (N, OC) = GELU(pre), pre (N, OC) = inp (N, C) @ W^T + bias, one GEMM; OC % 8 == 0
+// act (N, OC) = GELU(pre), pre (N, OC) = inp (N, C) @ W^T + bias, one GEMM; OC % 8 == 0.
+// Where cuBLASLt has no GELU_AUX_BIAS algorithm at this shape: the GEMM into pre, then
+// gelu_forward (the GELU of the stored, rounded pre: in bf16 not bitwise the fused result).
 template <typename T>
 void linear_gelu_forward(T* act, T* pre, const T* inp, const T* W, const T* bias, int N, int C, int OC, cudaStream_t st) {
-    gemm_gelu_aux_bias<T>(act, pre, inp, W, bias, N, OC, C, false, true, st);
+    if (gemm_gelu_aux_bias<T>(act, pre, inp, W, bias, N, OC, C, false, true, st)) return;
+    gemm<T>(pre, inp, W, bias, N, OC, C, false, true, false, st);
+    gelu_forward(act, pre, (size_t)N * OC, st);
 }
 // dinp (= or += with accumulate_dinp; skipped when null) dout @ W; dW += dout^T inp;
 // db += colsum(dout) (when non-null; the way `bg` says: BiasGrad::Epilogue in the dW GEMM,
@@ -111,11 +118,17 @@ void linear_backward(T* dinp, T* dW, T* db, float* bias_scratch, const T* dout, 
 // by linear_gelu_forward), the GELU included: dpre = (dout @ W) * GELU'(pre) (overwritten) and
 // db_pre += colsum(dpre) in one GEMM; then dW += dout^T act, db += colsum(dout) (when
 // non-null), fused. C % 8 == 0. scratch: bias_grad_scratch_floats(N, max(C, OC)).
+// Where cuBLASLt has no DGELU_BGRAD algorithm at this shape: the GEMM into dpre (as dact),
+// then gelu_backward_bias in place (it reads each element of dact before writing dpre there).
 template <typename T>
 void linear_dgelu_backward(T* dpre, T* db_pre, T* dW, T* db, float* scratch, const T* dout, const T* act, const T* pre, const T* W,
                            int N, int C, int OC, cudaStream_t st) {
     T* g = reinterpret_cast<T*>(scratch);
-    gemm_dgelu_bgrad<T>(dpre, g, pre, dout, W, N, C, OC, false, false, st);
-    bias_grad_add(db_pre, g, C, st);
+    if (gemm_dgelu_bgrad<T>(dpre, g, pre, dout, W, N, C, OC, false, false, st)) {
+        bias_grad_add(db_pre, g, C, st);
+    } else {
+        gemm<T>(dpre, dout, W, nullptr, N, C, OC, false, false, false, st);
+        gelu_backward_bias(dpre, db_pre, scratch, pre, dpre, N, C, st);
+    }
     weight_bias_backward(dW, db, scratch, dout, act, N, C, OC, BiasGrad::Epilogue, st);
 }

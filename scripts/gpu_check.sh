@@ -43,7 +43,7 @@ fails=0
 # (the device tool may not return every log file)
 fail_log() {   # message log
   say "FAIL $1 (see $2)"
-  { grep -E 'MISMATCH|FAIL|[Ee]rror' "$2" | head -20; echo "    ..."; tail -n 5 "$2"; } | sed 's/^/    | /' | tee -a "$SUMMARY"
+  { grep -E 'MISMATCH|FAIL|[Ee]rror|no cuBLASLt' "$2" | head -20; echo "    ..."; tail -n 5 "$2"; } | sed 's/^/    | /' | tee -a "$SUMMARY"
   fails=$((fails+1))
 }
 T0=$SECONDS
@@ -102,6 +102,8 @@ for t in $KT; do
   log="$OUT_DIR/$t.log"
   if [ ! -x "$B/kernels/nvcc/$t" ]; then say "FAIL kernels $t (not built)"; continue; fi
   if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else fail_log "kernels $t" "$log"; fi
+  # shapes where cuBLASLt had no algorithm for a fused epilogue (they take the unfused path)
+  grep -m3 'no cuBLASLt algorithm' "$log" | sed 's/^/    note: /' | tee -a "$SUMMARY"
 done
 # the GPU-sized cases of the tests that have them (--big)
 for t in $([ "$QUICK" = 0 ] && echo test_norm test_activation); do

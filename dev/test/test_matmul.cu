@@ -18,6 +18,9 @@
 //                    of kernels/activation.cuh); the fp32 tolerance (1e-5 on values of order 1)
 //                    is far below the largest gap to the erf form (4.7e-4 near |x| = 2.7), so on
 //                    a GPU it also checks that cuBLASLt's GELU is the tanh approximation
+//   the fallbacks    where cuBLASLt has no algorithm for a fused epilogue at a shape, the GEMM +
+//                    kernels instead (gemm_force_epilogue_fallback): two linear cases with
+//                    BiasGrad::Epilogue and two MLP cases, against the same references
 //   bias_backward    alone (common.cuh's column sum): one row; one split; several splits with
 //                    an uneven last one (and warps with unequal row counts); more rows than the
 //                    plan's maximum number of splits (colsum_target_blocks lowered, so each
@@ -139,7 +142,8 @@ template <typename T>
 static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, BiasGrad bg) {
     const bool fused = bg == BiasGrad::Epilogue;
     printf("%s linear N=%d C=%d OC=%d, bias gradient %s\n", type_name<T>(), N, C, OC,
-           fused ? "in the dW GEMM's epilogue (BGRADB)" : ("kernels, " + std::to_string(colsum_plan(N, OC).nsplit) + " splits").c_str());
+           fused ? (gemm_force_epilogue_fallback ? "epilogue asked, forced fallback to the kernels" : "in the dW GEMM's epilogue (BGRADB)")
+                 : ("kernels, " + std::to_string(colsum_plan(N, OC).nsplit) + " splits").c_str());
     const std::vector<float> inp = round_to<T>(rng.normal((size_t)N * C));
     const std::vector<float> W = round_to<T>(rng.normal((size_t)OC * C));
     const std::vector<float> bias = round_to<T>(rng.normal(OC));
@@ -235,7 +239,8 @@ static void run_linear(Checker& ck, Rng& rng, int N, int C, int OC, BiasGrad bg)
 // the GELU. F % 8 == 0 (the aux leading dimension; the trainer pads F to a multiple of 64).
 template <typename T>
 static void run_mlp(Checker& ck, Rng& rng, int N, int C, int F) {
-    printf("%s fused MLP N=%d C=%d F=%d (GELU_AUX_BIAS forward, DGELU_BGRAD + BGRADB backward)\n", type_name<T>(), N, C, F);
+    printf("%s fused MLP N=%d C=%d F=%d (GELU_AUX_BIAS forward, DGELU_BGRAD + BGRADB backward%s)\n", type_name<T>(), N, C, F,
+           gemm_force_epilogue_fallback ? "; forced fallback: no epilogue algorithm, the unfused paths" : "");
     const bool bf16 = sizeof(T) == 2;
     auto scaled = [&](size_t n, int fan_in) { return round_to<T>(rng.normal(n, 0.0f, 1.0f / std::sqrt((float)fan_in))); };
     const std::vector<float> inp = round_to<T>(rng.normal((size_t)N * C));
@@ -481,6 +486,17 @@ int main(int argc, char** argv) {
         run_mlp<float>(ck, rng, c[0], c[1], c[2]);
         run_mlp<__nv_bfloat16>(ck, rng, c[0], c[1], c[2]);
     }
+    // the paths taken where cuBLASLt has no algorithm for a fused epilogue at a shape (odd
+    // sizes; cublas_wrap.cuh returns false and matmul.cuh falls back to the GEMM + kernels):
+    // the same references, forced through the hook
+    gemm_force_epilogue_fallback = true;
+    run_linear<float>(ck, rng, 37, 40, 100, BiasGrad::Epilogue);
+    run_linear<__nv_bfloat16>(ck, rng, 700, 16, 33, BiasGrad::Epilogue);
+    for (const auto& c : {mlp_cases[1], mlp_cases[2]}) {
+        run_mlp<float>(ck, rng, c[0], c[1], c[2]);
+        run_mlp<__nv_bfloat16>(ck, rng, c[0], c[1], c[2]);
+    }
+    gemm_force_epilogue_fallback = false;
     check_bias_scratch_bound(ck);
     // (N, OC, target blocks) with COLSUM_MIN_ROWS 64, VEC 8 (bf16) / 4 (fp32):
     //   1 row, scalar (OC 7) and 16-byte (256: one full warp of bf16 columns); one split; 4
