@@ -9,7 +9,7 @@
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
 #      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
 #      cuBLASLt's BGRADB);
-#   4. benchmark training for BENCH_SECONDS (default 50) each: llama-130m and gpt2-124m at
+#   4. benchmark training for BENCH_SECONDS (default 40) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --bias_grad kernel, with --gelu_fusion 0 --bias_grad kernel (no epilogues) and with
 #      --attention matmul, for comparison), and
@@ -25,12 +25,17 @@
 # QUICK=1 (for iterating on speed): builds the trainer (and the kernel benches) only,
 # skips steps 2-3 but the kernel benches, and benchmarks gpt2-124m at T = 1024 only (B = 16,
 # B = 16 with --bias_grad kernel, B = 64), then the profile if PROFILE is set.
-# Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, JOBS, PROFILE, QUICK)
+# The comparison runs (gpt2 T = 1024 at 64 sequences, with --bias_grad kernel, without
+# epilogues, with matmul attention) take EXTRA_SECONDS (default 15) each, llama-1b
+# BENCH_SECONDS + 25, so that the whole script stays under 8 minutes on an H200 (the builds,
+# tests and kernel benches took about 3 minutes of the 286 s session 3's run spent).
+# Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, EXTRA_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}
 OUT_DIR=${OUT_DIR:-$B/gpu_check}
-BENCH_SECONDS=${BENCH_SECONDS:-50}
+BENCH_SECONDS=${BENCH_SECONDS:-40}
+EXTRA_SECONDS=${EXTRA_SECONDS:-15}
 JOBS=${JOBS:-$(nproc)}
 PY=${PYTHON:-$(command -v python3 || echo /usr/bin/python3)}
 mkdir -p "$OUT_DIR"
@@ -155,7 +160,7 @@ bench() {   # seconds name data B T extra-flags...
   fi
   say "bench $name: $stats; peak device memory ${peak:-?} MiB (plan: ${plan:-?})"
 }
-S=$BENCH_SECONDS
+S=$BENCH_SECONDS X=$EXTRA_SECONDS
 if [ "$QUICK" != 0 ]; then
   bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
   bench $S gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
@@ -166,14 +171,14 @@ bench $S llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_l
 bench $S gpt2-124m_T256 "$DATA/tok50k_*.bin" 64 256 -p gpt2-124m
 bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
 # llm.c's GPT-2 124M run uses 64 x 1024 per GPU: the same step with the per-step costs
-# (AdamW, the loss and gradient-norm downloads, batch upload) spread over 4x the tokens
-bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
+# (AdamW, the batch upload, the end-of-step synchronisation) spread over 4x the tokens
+bench $X gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
 # the same step with the bias gradients in column-sum kernels (fc's inside the GELU gradient)
-bench $S gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
+bench $X gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
 # the same step with GELU and the bias gradients in their own kernels instead of cuBLASLt epilogues
-bench $S gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0 --bias_grad kernel
+bench $X gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0 --bias_grad kernel
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
-bench $S gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
+bench $X gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer
 bench $((S + 25)) llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
 fi
