@@ -593,9 +593,8 @@ struct Model {
             if (post) {   // sum2 = h + branch; y = n2out = N2(sum2)
                 linear_forward(branch, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, st);
                 postln_residual_norm_forward(a.n2out, a.sum2, a.mean2, a.rstd2, h, branch, w.norm2_w, w.norm2_b, N, C, eps, norm_type, st);
-            } else {      // y = sum2 = h + act @ Wd^T + bd (the GEMM accumulates onto a copy of h)
-                cudaCheck(cudaMemcpyAsync(a.sum2, h, sizeof(T) * N * C, cudaMemcpyDeviceToDevice, st));
-                gemm<T>(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, C, F, false, true, true, st);
+            } else {      // y = sum2 = h + act @ Wd^T + bd (one GEMM: cuBLASLt reads h as C, writes sum2)
+                linear_forward_residual(a.sum2, h, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, st);
             }
         }
         norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, eps, norm_type, st);

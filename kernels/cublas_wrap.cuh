@@ -6,6 +6,7 @@
 //
 //   P(M, N) = op(A)(M, K) @ op(B)(K, N)
 //   out(M, N) = P  [+ bias(N), broadcast over rows]  [+ out if accumulate]      (gemm)
+//   out(M, N) = P  [+ bias(N)]  + cin(M, N)                                      (gemm_add)
 //
 //   A is stored (M, K) row-major, or (K, M) if transA (op(A) = A^T)
 //   B is stored (K, N) row-major, or (N, K) if transB
@@ -276,9 +277,10 @@ namespace gemm_detail {
 // One GEMM with epilogue epi (see the top of this file): bias read (Bias, GeluAuxBias), bgrad
 // written (DGeluBGrad, BGradB), aux the pre-activation (GeluAuxBias: written, DGeluBGrad: read).
 // Returns false, computing nothing, when a fused epilogue has no algorithm at this shape (or
-// gemm_force_epilogue_fallback is set).
+// gemm_force_epilogue_fallback is set). With accumulate, the summand is cin when non-null
+// (out = P + cin: cuBLASLt's C and D differ), else out itself.
 template <typename T>
-bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgrad, T* aux, int M, int N, int K, bool transA,
+bool run(GemmEpilogue epi, T* out, const T* cin, const T* A, const T* B, const T* bias, T* bgrad, T* aux, int M, int N, int K, bool transA,
          bool transB, bool accumulate, cudaStream_t stream, int batch_count, long long strideA, long long strideB,
          long long strideOut) {
     const bool fused = epi == GemmEpilogue::GeluAuxBias || epi == GemmEpilogue::DGeluBGrad || epi == GemmEpilogue::BGradB;
@@ -302,6 +304,7 @@ bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
         const T* a = A + b * strideA;
         const T* bb = B + b * strideB;
         T* o = out + b * strideOut;
+        const T* c_in = cin ? cin + b * strideOut : o;
         for (int i = 0; i < M; i++) {
             if (epi == GemmEpilogue::BGradB) {  // row i of op(A), summed over k
                 float s = 0.0f;
@@ -315,7 +318,7 @@ bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
                     const float y = to_float(transB ? bb[(size_t)j * K + k] : bb[(size_t)k * N + j]);
                     acc += x * y;
                 }
-                if (accumulate) acc += to_float(o[(size_t)i * N + j]);
+                if (accumulate) acc += to_float(c_in[(size_t)i * N + j]);
                 const size_t ij = (size_t)i * N + j;
                 switch (epi) {
                     case GemmEpilogue::GeluAuxBias:
@@ -364,7 +367,8 @@ bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
     }
     if (has_aux) cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasCheck(cublasLtMatmul(handle, p.desc, &alpha, B, p.la, A, p.lb, &beta, out, p.lc, out, p.lc, &p.algo, workspace,
+    const void* c = cin ? (const void*)cin : (const void*)out;
+    cublasCheck(cublasLtMatmul(handle, p.desc, &alpha, B, p.la, A, p.lb, &beta, c, p.lc, out, p.lc, &p.algo, workspace,
                                workspace_bytes, stream));
     return true;
 #endif
@@ -375,15 +379,23 @@ bool run(GemmEpilogue epi, T* out, const T* A, const T* B, const T* bias, T* bgr
 template <typename T>
 void gemm(T* out, const T* A, const T* B, const T* bias, int M, int N, int K, bool transA, bool transB, bool accumulate,
           cudaStream_t stream, int batch_count = 1, long long strideA = 0, long long strideB = 0, long long strideOut = 0) {
-    gemm_detail::run<T>(bias ? GemmEpilogue::Bias : GemmEpilogue::None, out, A, B, bias, nullptr, nullptr, M, N, K, transA, transB,
-                        accumulate, stream, batch_count, strideA, strideB, strideOut);
+    gemm_detail::run<T>(bias ? GemmEpilogue::Bias : GemmEpilogue::None, out, nullptr, A, B, bias, nullptr, nullptr, M, N, K, transA,
+                        transB, accumulate, stream, batch_count, strideA, strideB, strideOut);
+}
+// out = op(A) op(B) (+ bias) + cin, with cin (M, N) another matrix (a residual: no copy of it
+// into out first); cin may also be out itself
+template <typename T>
+void gemm_add(T* out, const T* cin, const T* A, const T* B, const T* bias, int M, int N, int K, bool transA, bool transB,
+              cudaStream_t stream) {
+    gemm_detail::run<T>(bias ? GemmEpilogue::Bias : GemmEpilogue::None, out, cin, A, B, bias, nullptr, nullptr, M, N, K, transA, transB,
+                        true, stream, 1, 0, 0, 0);
 }
 // pre (M, N) = op(A) op(B) + bias;  out (M, N) = GELU(pre), from the fp32 value (N % 8 == 0).
 // false: no algorithm, nothing computed (as the two below)
 template <typename T>
 bool gemm_gelu_aux_bias(T* out, T* pre, const T* A, const T* B, const T* bias, int M, int N, int K, bool transA, bool transB,
                         cudaStream_t stream) {
-    return gemm_detail::run<T>(GemmEpilogue::GeluAuxBias, out, A, B, bias, nullptr, pre, M, N, K, transA, transB, false, stream, 1, 0, 0,
+    return gemm_detail::run<T>(GemmEpilogue::GeluAuxBias, out, nullptr, A, B, bias, nullptr, pre, M, N, K, transA, transB, false, stream, 1, 0, 0,
                                0);
 }
 // out (M, N) = (op(A) op(B)) * GELU'(pre);  bgrad (N) = column sums of out, written (N % 8 == 0)
@@ -391,13 +403,13 @@ template <typename T>
 bool gemm_dgelu_bgrad(T* out, T* bgrad, const T* pre, const T* A, const T* B, int M, int N, int K, bool transA, bool transB,
                       cudaStream_t stream) {
     // pre is only read (the const_cast feeds the shared aux parameter)
-    return gemm_detail::run<T>(GemmEpilogue::DGeluBGrad, out, A, B, nullptr, bgrad, const_cast<T*>(pre), M, N, K, transA, transB, false,
+    return gemm_detail::run<T>(GemmEpilogue::DGeluBGrad, out, nullptr, A, B, nullptr, bgrad, const_cast<T*>(pre), M, N, K, transA, transB, false,
                                stream, 1, 0, 0, 0);
 }
 // out (M, N) (+)= op(A) op(B);  bgrad (M) = row sums of op(A) (sum over k), written
 template <typename T>
 bool gemm_bgradb(T* out, T* bgrad, const T* A, const T* B, int M, int N, int K, bool transA, bool transB, bool accumulate,
                  cudaStream_t stream) {
-    return gemm_detail::run<T>(GemmEpilogue::BGradB, out, A, B, nullptr, bgrad, nullptr, M, N, K, transA, transB, accumulate, stream, 1,
+    return gemm_detail::run<T>(GemmEpilogue::BGradB, out, nullptr, A, B, nullptr, bgrad, nullptr, M, N, K, transA, transB, accumulate, stream, 1,
                                0, 0, 0);
 }

@@ -96,6 +96,13 @@ template <typename T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int N, int C, int OC, cudaStream_t st) {
     gemm<T>(out, inp, W, bias, N, OC, C, false, true, false, st);
 }
+// out (N, OC) = resid (N, OC) + inp (N, C) @ W^T (+ bias): a layer whose output is added to a
+// residual stream, in one GEMM (cuBLASLt's C = resid, D = out), from the fp32 accumulator
+// with one rounding (as copying resid into out and accumulating, without the copy)
+template <typename T>
+void linear_forward_residual(T* out, const T* resid, const T* inp, const T* W, const T* bias, int N, int C, int OC, cudaStream_t st) {
+    gemm_add<T>(out, resid, inp, W, bias, N, OC, C, false, true, st);
+}
 // act (N, OC) = GELU(pre), pre (N, OC) = inp (N, C) @ W^T + bias, one GEMM; OC % 8 == 0.
 // Where cuBLASLt has no GELU_AUX_BIAS algorithm at this shape: the GEMM into pre, then
 // gelu_forward (the GELU of the stored, rounded pre: in bf16 not bitwise the fused result).
