@@ -268,8 +268,18 @@ struct Model {
     float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
     float *rope_cos = nullptr, *rope_sin = nullptr;
     int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
-    int nbuckets = 0;
-    EmbeddingBuckets buckets;                  // the last batch's, on the host (forward)
+    int nbuckets = 0;                          // distinct tokens of the last batch (embedding backward)
+    // The host side of a batch's uploads, in pinned memory (the copies are truly asynchronous):
+    // the token ids, the targets and the embedding backward's token buckets. Two sets alternate
+    // between forwards, so that with gradient accumulation the next micro-batch is written
+    // while the GPU may still be copying the previous one; a set is refilled only after its
+    // `uploaded` event (recorded behind its last copy) has passed.
+    struct BatchStaging {
+        int *inputs = nullptr, *targets = nullptr, *btok = nullptr, *bstart = nullptr, *bpos = nullptr;
+        cudaEvent_t uploaded = nullptr;
+    };
+    BatchStaging staging[2];
+    int cur_staging = 0;
     long long* d_chunk_off = nullptr;
     int* d_chunk_len = nullptr;
     unsigned char* d_chunk_decay = nullptr;   // per chunk: its tensor takes weight decay (AdamW)
@@ -280,7 +290,6 @@ struct Model {
     GradNormChunks chunks;
     MemoryPlan plan;
 
-    std::vector<int> inputs, targets;          // the last batch, on the host
     bool logits_are_grad = false;             // the last forward fused the classifier backward
     int step = 0;                             // optimizer steps taken (AdamW bias correction)
 
@@ -408,8 +417,15 @@ struct Model {
         std::vector<unsigned char> decay(chunks.owner.size());
         for (size_t k = 0; k < decay.size(); k++) decay[k] = dtable.t[chunks.owner[k]].decay ? 1 : 0;
         cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
-        inputs.assign((size_t)B_ * T_, 0);
-        targets.assign((size_t)B_ * T_, 0);
+        const size_t N = (size_t)B_ * T_;
+        for (BatchStaging& hb : staging) {
+            cudaCheck(cudaMallocHost((void**)&hb.inputs, N * sizeof(int)));
+            cudaCheck(cudaMallocHost((void**)&hb.targets, N * sizeof(int)));
+            cudaCheck(cudaMallocHost((void**)&hb.btok, N * sizeof(int)));
+            cudaCheck(cudaMallocHost((void**)&hb.bstart, (N + 1) * sizeof(int)));
+            cudaCheck(cudaMallocHost((void**)&hb.bpos, N * sizeof(int)));
+            cudaCheck(cudaEventCreateWithFlags(&hb.uploaded, cudaEventDisableTiming));
+        }
         cudaCheck(cudaMallocHost((void**)&h_stats, sizeof(StepStats)));
         cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
     }
@@ -419,6 +435,12 @@ struct Model {
         param_arena.base = grad_arena.base = act_arena.base = nullptr;
         cudaFreeHost(h_stats); cudaFreeHost(h_partial);
         h_stats = nullptr; h_partial = nullptr;
+        for (BatchStaging& hb : staging) {
+            int* bufs[] = {hb.inputs, hb.targets, hb.btok, hb.bstart, hb.bpos};
+            for (int* p : bufs) cudaFreeHost(p);
+            if (hb.uploaded) cudaEventDestroy(hb.uploaded);
+            hb = BatchStaging{};
+        }
     }
 
     // ------------------------------------------------------------------ state transfer
@@ -548,18 +570,18 @@ struct Model {
         int fcw = c.gpt() ? F : 2 * F;
         float eps = c.norm_eps;
         cudaStream_t st = stream;
+        BatchStaging& hb = staging[cur_staging ^= 1];   // the set not used by the previous forward
+        cudaCheck(cudaEventSynchronize(hb.uploaded));    // its copies (two forwards ago) have run
         for (int i = 0; i < N; i++) {
             if (in[i] < 0 || in[i] >= V) fatal("input token id %d is outside the vocab [0, %d)", in[i], V);
-            inputs[i] = in[i];
+            hb.inputs[i] = in[i];
             if (tgt) {
                 if (tgt[i] < 0 || tgt[i] >= V) fatal("target token id %d is outside the vocab [0, %d)", tgt[i], V);
-                targets[i] = tgt[i];
+                hb.targets[i] = tgt[i];
             }
         }
-        // (inputs, targets and buckets are members: alive until the next forward, which comes
-        // after a synchronisation, so the asynchronous copies never read a reused buffer)
-        cudaCheck(cudaMemcpyAsync(d_inputs, inputs.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
-        if (tgt) cudaCheck(cudaMemcpyAsync(d_targets, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaMemcpyAsync(d_inputs, hb.inputs, N * sizeof(int), cudaMemcpyHostToDevice, st));
+        if (tgt) cudaCheck(cudaMemcpyAsync(d_targets, hb.targets, N * sizeof(int), cudaMemcpyHostToDevice, st));
         embedding_forward(encoded, d_inputs, W.wte, W.wpe, B_, T_, C, st);
         for (int l = 0; l < c.n_layer; l++) {
             const LayerTensors<T>& w = W.layer[l];
@@ -600,18 +622,25 @@ struct Model {
         norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, eps, norm_type, st);
         linear_forward(logits, nf_out, W.lm_head, (const T*)nullptr, N, C, Vp, st);
         logits_are_grad = false;
-        if (!tgt) return -1.f;
+        if (!tgt) {
+            cudaCheck(cudaEventRecord(hb.uploaded, st));
+            return -1.f;
+        }
         classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, grad_scale > 0.f, st);
         loss_mean(d_stats, losses, N, st);
         logits_are_grad = grad_scale > 0.f;
         // The embedding backward's token buckets (a host sort of the N tokens, ~1 ms at
         // N = 16k) are made here, while the GPU runs the forward just queued, and uploaded
         // behind it (the backward reads them last).
-        buckets = embedding_buckets(inputs.data(), N);
-        nbuckets = (int)buckets.tok.size();
-        cudaCheck(cudaMemcpyAsync(d_btok, buckets.tok.data(), buckets.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-        cudaCheck(cudaMemcpyAsync(d_bstart, buckets.start.data(), buckets.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-        cudaCheck(cudaMemcpyAsync(d_bpos, buckets.pos.data(), buckets.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        const EmbeddingBuckets bk = embedding_buckets(hb.inputs, N);
+        nbuckets = (int)bk.tok.size();
+        std::copy(bk.tok.begin(), bk.tok.end(), hb.btok);
+        std::copy(bk.start.begin(), bk.start.end(), hb.bstart);
+        std::copy(bk.pos.begin(), bk.pos.end(), hb.bpos);
+        cudaCheck(cudaMemcpyAsync(d_btok, hb.btok, bk.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaMemcpyAsync(d_bstart, hb.bstart, bk.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaMemcpyAsync(d_bpos, hb.bpos, bk.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        cudaCheck(cudaEventRecord(hb.uploaded, st));
         if (!sync) return -1.f;
         cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, st));
         cudaCheck(cudaStreamSynchronize(st));
