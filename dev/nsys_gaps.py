@@ -25,19 +25,23 @@ import sys
 def read_ops(text):
     """(start_ns, end_ns, name) of every operation, in start order."""
     lines = text.splitlines()
-    # nsys prints notices before the CSV; the header is the first line with the columns we need
+    # nsys prints notices before the CSV; the header is the first line with the columns we
+    # need ("Start (ns)", "Duration (ns)", "Name"; older versions spell them "Start(ns)", ...)
+    key = lambda c: c.replace(" ", "").lower()
     for i, line in enumerate(lines):
-        if "Start (ns)" in line and "Duration (ns)" in line and "Name" in line:
+        cols = [key(c) for c in next(csv.reader([line]), [])]
+        if "start(ns)" in cols and "duration(ns)" in cols and "name" in cols:
             break
     else:
         raise SystemExit("nsys_gaps: no cuda_gpu_trace CSV header (Start (ns), Duration (ns), Name) in the input")
     ops = []
     for row in csv.DictReader(io.StringIO("\n".join(lines[i:]))):
+        r = {key(k): v for k, v in row.items() if k is not None}
         try:
-            start, dur = int(float(row["Start (ns)"])), int(float(row["Duration (ns)"]))
-        except (TypeError, ValueError):
+            start, dur = int(float(r["start(ns)"])), int(float(r["duration(ns)"]))
+        except (KeyError, TypeError, ValueError):
             continue
-        ops.append((start, start + dur, row.get("Name") or "?"))
+        ops.append((start, start + dur, r.get("name") or "?"))
     ops.sort()
     return ops
 
