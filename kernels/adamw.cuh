@@ -19,7 +19,8 @@
 // few hundred launches of a few microseconds each). The arena is cut into the chunks of
 // gradnorm.cuh (never straddling two tensors; device arrays chunk_off / chunk_len, the same
 // table the gradient norm uses) plus a per-chunk flag chunk_decay (1: the chunk's tensor is
-// decayed, a.decay applies; 0: decay 1). One block per chunk, threads striding over it.
+// decayed, a.decay applies; 0: decay 1). One block per chunk, threads striding over it in
+// groups of 4 elements (see adamw_kernel).
 #pragma once
 
 #include "common.cuh"
@@ -29,7 +30,39 @@ struct AdamWArgs {
     float step_size, inv_bc2, beta1, beta2, eps, decay, grad_scale;
 };
 
-template <typename TP, typename TS>
+// K consecutive elements from arena index i (one aligned load/store per array when K > 1)
+template <int K, typename TP, typename TS>
+__device__ __forceinline__ void adamw_elems(size_t i, TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m,
+                                            TS* __restrict__ v, const TP* __restrict__ grad, float decay, const AdamWArgs& a) {
+    const Packed<TP, K> g = load_packed<TP, K>(grad + i);
+    Packed<TS, K> mv = load_packed<TS, K>(m + i), vv = load_packed<TS, K>(v + i);
+    Packed<TP, K> p = load_packed<TP, K>(param + i);   // the weights themselves unless there is a master
+    Packed<float, K> w;
+    if (master) w = load_packed<float, K>(master + i);
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const float gk = to_float(g.v[k]) * a.grad_scale;
+        const float mi = a.beta1 * to_float(mv.v[k]) + (1.0f - a.beta1) * gk;
+        const float vi = a.beta2 * to_float(vv.v[k]) + (1.0f - a.beta2) * gk * gk;
+        const float wk = master ? w.v[k] : to_float(p.v[k]);
+        const float w_new = wk * decay - a.step_size * mi / (sqrtf(vi) * a.inv_bc2 + a.eps);
+        mv.v[k] = from_float<TS>(mi);
+        vv.v[k] = from_float<TS>(vi);
+        w.v[k] = w_new;
+        p.v[k] = from_float<TP>(w_new);
+    }
+    store_packed<TS, K>(m + i, mv);
+    store_packed<TS, K>(v + i, vv);
+    if (master) store_packed<float, K>(master + i, w);
+    store_packed<TP, K>(param + i, p);
+}
+
+// One block per chunk. VEC = 4: every array moves in groups of 4 elements (16 bytes of an
+// fp32 array, 8 of a bf16 one) starting at arena indices that are multiples of 4 (the launcher
+// checks the base pointers are aligned for that); a chunk's elements before its first such
+// index (head) and after its last whole group (tail) go one at a time. VEC = 1: all one at a
+// time. The element math is the same either way, so both give the same bits.
+template <typename TP, typename TS, int VEC>
 __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m, TS* __restrict__ v,
                              const TP* __restrict__ grad, const long long* __restrict__ chunk_off, const int* __restrict__ chunk_len,
                              const unsigned char* __restrict__ chunk_decay, AdamWArgs a, const StepStats* __restrict__ stats) {
@@ -40,27 +73,28 @@ __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master,
     const size_t o = (size_t)chunk_off[blockIdx.x];
     const int n = chunk_len[blockIdx.x];
     const float decay = chunk_decay[blockIdx.x] ? a.decay : 1.0f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const size_t i = o + j;
-        const float g = to_float(grad[i]) * a.grad_scale;
-        const float mi = a.beta1 * to_float(m[i]) + (1.0f - a.beta1) * g;
-        const float vi = a.beta2 * to_float(v[i]) + (1.0f - a.beta2) * g * g;
-        const float w = master ? master[i] : to_float(param[i]);
-        const float w_new = w * decay - a.step_size * mi / (sqrtf(vi) * a.inv_bc2 + a.eps);
-        m[i] = from_float<TS>(mi);
-        v[i] = from_float<TS>(vi);
-        if (master) master[i] = w_new;
-        param[i] = from_float<TP>(w_new);
-    }
+    const int head = min(n, (int)((VEC - o % VEC) % VEC));
+    const int groups = (n - head) / VEC, body_end = head + groups * VEC;
+    for (int j = threadIdx.x; j < head; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
+    for (int q = threadIdx.x; q < groups; q += blockDim.x) adamw_elems<VEC>(o + head + (size_t)q * VEC, param, master, m, v, grad, decay, a);
+    for (int j = body_end + threadIdx.x; j < n; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
 }
 
 // the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset;
-// stats non-null: the device's clip and finite flag instead of a.grad_scale (see above)
+// stats non-null: the device's clip and finite flag instead of a.grad_scale (see above);
+// vectorize = false: the one-element kernel even where groups of 4 would fit (for tests)
 template <typename TP, typename TS>
 void adamw_update(TP* param, float* master, TS* m, TS* v, const TP* grad, const long long* chunk_off, const int* chunk_len,
                   const unsigned char* chunk_decay, int nchunks, const AdamWArgs& a, cudaStream_t st,
-                  const StepStats* stats = nullptr) {
+                  const StepStats* stats = nullptr, bool vectorize = true) {
     if (nchunks == 0) return;
-    launch_kernel(adamw_kernel<TP, TS>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
-                  stats);
+    // groups of 4 need arena index 4k at a 4-element boundary of every array
+    const bool vec = is_aligned(param, 4 * sizeof(TP)) && is_aligned(grad, 4 * sizeof(TP)) && is_aligned(master, 16) &&
+                     is_aligned(m, 4 * sizeof(TS)) && is_aligned(v, 4 * sizeof(TS)) && vectorize;
+    if (vec)
+        launch_kernel(adamw_kernel<TP, TS, 4>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
+                      stats);
+    else
+        launch_kernel(adamw_kernel<TP, TS, 1>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
+                      stats);
 }

@@ -88,6 +88,20 @@ template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Packed {
     T v[VEC];
 };
+// (The emulation checks the alignment a GPU needs, see dev/cuda_emu: on x86 a misaligned
+// vector access would silently work.)
+#if defined(CUDA_EMU)
+template <typename T, int VEC>
+inline Packed<T, VEC> load_packed(const T* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    cuda_emu::check_vector_aligned(p, sizeof(Packed<T, VEC>), file, line);
+    return *reinterpret_cast<const Packed<T, VEC>*>(p);
+}
+template <typename T, int VEC>
+inline void store_packed(T* p, const Packed<T, VEC>& x, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    cuda_emu::check_vector_aligned(p, sizeof(Packed<T, VEC>), file, line);
+    *reinterpret_cast<Packed<T, VEC>*>(p) = x;
+}
+#else
 template <typename T, int VEC>
 __device__ __forceinline__ Packed<T, VEC> load_packed(const T* p) {
     return *reinterpret_cast<const Packed<T, VEC>*>(p);
@@ -96,6 +110,7 @@ template <typename T, int VEC>
 __device__ __forceinline__ void store_packed(T* p, const Packed<T, VEC>& x) {
     *reinterpret_cast<Packed<T, VEC>*>(p) = x;
 }
+#endif
 
 // true if p is aligned to `bytes` (nullptr counts as aligned)
 inline bool is_aligned(const void* p, size_t bytes) { return (reinterpret_cast<size_t>(p) % bytes) == 0; }

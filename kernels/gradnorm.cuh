@@ -6,7 +6,7 @@
 // The parameter table is cut into chunks that never straddle two tensors (gradnorm_chunks:
 // each tensor in pieces of at most GRADNORM_CHUNK elements). One block per chunk:
 //   partial[k] = sum over the chunk's elements of g^2
-// (per-thread fp32 sums, then a block reduction in warp order). The host adds a tensor's
+// (per-thread fp32 sums over 16-byte loads, then a block reduction in warp order). The host adds a tensor's
 // chunks in order in double. No atomics: same gradient, same bits.
 //   layer norm l = sqrt(sum over layer l's tensors), global = sqrt(sum over all)
 #pragma once
@@ -19,15 +19,34 @@
 constexpr int GRADNORM_CHUNK = 1 << 16;  // elements per block at most
 constexpr int GRADNORM_BLOCK = EW_BLOCK;
 
-template <typename T>
+// VEC = 16 / sizeof(T): a thread reads groups of VEC elements (16 bytes) starting at indices
+// that are multiples of VEC (the launcher checks g is 16-byte aligned); the chunk's elements
+// before the first group (head) and after the last (tail) one at a time. VEC = 1: all one at
+// a time. One running sum per thread either way, in index order.
+template <typename T, int VEC>
 __global__ void __launch_bounds__(GRADNORM_BLOCK)
     sumsq_chunks_kernel(float* __restrict__ partial, const T* __restrict__ g, const long long* __restrict__ chunk_off,
                         const int* __restrict__ chunk_len) {
     __shared__ float scratch[32];
-    const T* p = g + chunk_off[blockIdx.x];
+    const size_t o = (size_t)chunk_off[blockIdx.x];
     const int n = chunk_len[blockIdx.x];
+    const int head = min(n, (int)((VEC - o % VEC) % VEC));
+    const int groups = (n - head) / VEC, body_end = head + groups * VEC;
+    const T* p = g + o;
     float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    for (int i = threadIdx.x; i < head; i += blockDim.x) {
+        const float x = to_float(p[i]);
+        s += x * x;
+    }
+    for (int q = threadIdx.x; q < groups; q += blockDim.x) {
+        const Packed<T, VEC> v = load_packed<T, VEC>(p + head + (size_t)q * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            const float x = to_float(v.v[k]);
+            s += x * x;
+        }
+    }
+    for (int i = body_end + threadIdx.x; i < n; i += blockDim.x) {
         const float x = to_float(p[i]);
         s += x * x;
     }
@@ -55,7 +74,11 @@ inline GradNormChunks gradnorm_chunks(const std::vector<std::pair<size_t, size_t
 // partial[k] for the nchunks chunks (device arrays chunk_off / chunk_len)
 template <typename T>
 void sumsq_chunks(float* partial, const T* g, const long long* chunk_off, const int* chunk_len, int nchunks, cudaStream_t st) {
-    if (nchunks > 0) launch_kernel(sumsq_chunks_kernel<T>, nchunks, GRADNORM_BLOCK, 0, st, partial, g, chunk_off, chunk_len);
+    if (nchunks == 0) return;
+    if (is_aligned(g, 16))
+        launch_kernel(sumsq_chunks_kernel<T, 16 / sizeof(T)>, nchunks, GRADNORM_BLOCK, 0, st, partial, g, chunk_off, chunk_len);
+    else
+        launch_kernel(sumsq_chunks_kernel<T, 1>, nchunks, GRADNORM_BLOCK, 0, st, partial, g, chunk_off, chunk_len);
 }
 
 // ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
 #      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
-#      cuBLASLt's BGRADB);
+#      cuBLASLt's BGRADB, test_adamw: the update in groups of 4 vs one element at a time);
 #   4. benchmark training for BENCH_SECONDS (default 40) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --bias_grad kernel, with --gelu_fusion 0 --bias_grad kernel (no epilogues) and with
@@ -18,7 +18,9 @@
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
 #   5. with PROFILE=1, the GPU timeline of gpt2-124m T=1024 steps (busy vs idle, the longest
 #      gaps; Nsight Systems, dev/nsys_gaps.py, when nsys is installed) and a per-kernel time
-#      table of a step (PROFILE=2: also a llama-1b T=256 step) (Nsight Compute, dev/ncu_summary.py);
+#      table of a step (PROFILE=2: also a llama-1b T=256 step) (Nsight Compute, dev/ncu_summary.py),
+#      and what limits the flash-attention kernels (throughputs, occupancy, warp stall
+#      reasons; Nsight Compute sections, dev/ncu_limits.py);
 #   6. write one summary (pass/fail, tokens/s, MFU, peak memory) to stdout and to
 #      $OUT_DIR/summary.txt (default build/gpu_check).
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
@@ -58,7 +60,7 @@ QUICK=${QUICK:-0}
 KT=$(make -s --no-print-directory print-ktests)
 targets="$B/cuda/train_gpt_nvcc $B/cuda/test_gpt_nvcc"
 if [ "$QUICK" = 0 ]; then for t in $KT bug_shfl; do targets="$targets $B/kernels/nvcc/$t"; done
-else KT=""; for t in test_flash_attention test_norm test_matmul; do targets="$targets $B/kernels/nvcc/$t"; done; fi
+else KT=""; for t in test_flash_attention test_norm test_matmul test_adamw; do targets="$targets $B/kernels/nvcc/$t"; done; fi
 echo "== build (make -k -j$JOBS): $targets"
 # -k: a kernel test that fails to build (say, no NCCL on the machine) must not stop the rest
 make -k -j"$JOBS" BUILD="$B" $targets > "$OUT_DIR/build.log" 2>&1
@@ -133,6 +135,7 @@ kbench() {   # test prefix
 kbench test_flash_attention "flash bench"
 kbench test_norm "norm bench"
 kbench test_matmul "bias bench"
+kbench test_adamw "adamw bench"
 
 # --- 4. training benchmarks (random tokens; SIGINT after BENCH_SECONDS ends a run cleanly)
 DATA="$OUT_DIR/data"
@@ -212,6 +215,19 @@ timeline() {   # name data B T extra-flags...
   fi
   rm -f "$rep.nsys-rep" "$rep.sqlite"   # large; the CSV and the summary lines stay
 }
+# what limits the flash-attention kernels (they run at a fraction of the tensor cores' rate):
+# Nsight Compute sections on test_flash_attention --bench (the second and third rounds of
+# forward, dK/dV and dQ), summarised by dev/ncu_limits.py (throughputs, occupancy, the top
+# warp stall reasons); a diagnostic like the timeline
+limits() {   # test kernel-regex
+  local csv="$OUT_DIR/limits_$1.csv"
+  timeout 150 "$NCU" --clock-control none --csv --page raw --section SpeedOfLight --section Occupancy --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section LaunchStats -k "regex:$2" --launch-skip 3 --launch-count 6 \
+    "$B/kernels/nvcc/$1" --bench > "$csv" 2>&1
+  echo "== limits $1 (Nsight Compute sections, dev/ncu_limits.py)" | tee -a "$SUMMARY"
+  if "$PY" dev/ncu_limits.py "$csv" > "$OUT_DIR/limits_$1.txt" 2>&1; then tee -a "$SUMMARY" < "$OUT_DIR/limits_$1.txt"
+  else say "NOTE limits $1: $(tail -1 "$OUT_DIR/limits_$1.txt") (see $csv)"; fi
+}
 if [ "${PROFILE:-0}" != 0 ]; then
   NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
   if [ -n "$NSYS" ]; then timeline gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
@@ -219,6 +235,7 @@ if [ "${PROFILE:-0}" != 0 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -n "$NCU" ]; then
     profile gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
+    limits test_flash_attention 'flash_attention_(forward|dkv|dq)_kernel'
     [ "$PROFILE" = 2 ] && profile llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
   else
     say "SKIP profile: no ncu"

@@ -173,6 +173,24 @@ nsys_gaps_check() {
 run_test cuda/nsys_gaps_synthetic pass nsys_gaps_check
 run_test cuda/nsys_gaps_no_header 'fail:^nsys_gaps: no cuda_gpu_trace CSV header' $CPY dev/nsys_gaps.py dev/model.py
 
+# dev/ncu_limits.py (gpu_check's flash-attention limiters) on a hand-made ncu CSV: two launches
+# of one kernel averaged (time in us, a thousands separator), stall reasons sorted with their
+# shares of the sum, a metric it does not know ignored, a kernel without stall columns said so
+ncu_limits_check() {
+  { echo '==PROF== Connected to process 1'
+    echo '"ID","Kernel Name","gpu__time_duration.sum","sm__warps_active.avg.pct_of_peak_sustained_active","smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio","smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio","smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio","some__other_metric"'
+    echo '"","","nsecond","%","ratio","ratio","ratio","x"'
+    echo '"0","fwd","200,000","20","1.0","3.0","0.5","7"'
+    echo '"1","fwd","202,000","22","1.4","2.6","0.5","7"'; } > "$CSCRATCH/limits.csv"
+  out=$($CPY dev/ncu_limits.py "$CSCRATCH/limits.csv" --top-stalls 2) || return 1
+  echo "$out"
+  grep -q "^fwd  (2 launches)$" <<<"$out" &&
+    grep -q "^  time/launch 201.0 us, achieved occupancy % 21.0$" <<<"$out" &&
+    grep -q "^  stalls (cycles per issued instruction, 4.50 in all): long_scoreboard 2.80 (62%), barrier 1.20 (27%)$" <<<"$out"
+}
+run_test cuda/ncu_limits_synthetic pass ncu_limits_check
+run_test cuda/ncu_limits_no_header 'fail:^error: .*: no ncu CSV header' $CPY dev/ncu_limits.py dev/model.py
+
 # nvcc builds: on a GPU they run the same checks for real; without one they must say so
 if [ -x "$CB/train_gpt_nvcc" ] && [ -x "$CB/test_gpt_nvcc" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then

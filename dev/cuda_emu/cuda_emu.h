@@ -65,6 +65,14 @@ void cp_async_commit();
 void cp_async_wait(int n);
 void* dynamic_smem();
 [[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// a vector access (`bytes` = 2..16, one load/store instruction on the GPU) must be aligned to
+// its size: on a GPU a misaligned one faults (cudaErrorMisalignedAddress), on x86 it would
+// silently work, so the emulation stops with the call site (kernels/common.cuh's
+// load_packed / store_packed call this)
+inline void check_vector_aligned(const void* p, size_t bytes, const char* file, int line) {
+    if (bytes > 1 && reinterpret_cast<uintptr_t>(p) % bytes != 0)
+        fatal("misaligned address at %s:%d: a %zu-byte vector access at %p (a fault on a GPU)", file, line, bytes, p);
+}
 
 // --- launches ---------------------------------------------------------------------------
 // run_grid validates the configuration (sets the last error like a failed launch), then runs

@@ -26,7 +26,10 @@
 // path; the host's grad_scale then holds a wrong value that must be ignored), and a step
 // whose StepStats says non-finite must leave every array bit for bit as it was.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
-// non-zero on any mismatch.
+// non-zero on any mismatch. The update moves 4 elements at a time where the arrays allow
+// (adamw_kernel's groups); every case also runs the one-element kernel and with arrays one
+// element off alignment (the launcher's fallback): bit for bit the same.
+// --bench (GPU only): the two kernels at gpt2-124m's size.
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU).
 #include "test_util.h"
 
@@ -100,7 +103,7 @@ static void ref_step(RefElem& e, double grad, int t, double lr, double beta1, do
 constexpr unsigned char GUARD_BYTE = 0x5A;
 template <typename T>
 struct Guarded : GuardedOperand<T> {   // dev/test/test_util.h, the guard after the operand
-    explicit Guarded(size_t count) : GuardedOperand<T>(count, 0, GUARD_BYTE) {}
+    explicit Guarded(size_t count, int offset = 0) : GuardedOperand<T>(count, offset, GUARD_BYTE) {}   // offset 1: guard before
 };
 
 // half the spacing of bf16 numbers at magnitude a (8 significant bits: for a in [2^e, 2^(e+1))
@@ -158,12 +161,13 @@ struct Run {
 };
 
 template <typename TP, typename TS>
-static Run run_device(const Case& c, bool use_master, const std::vector<float>& w0, const std::vector<std::vector<float>>& grads) {
+static Run run_device(const Case& c, bool use_master, const std::vector<float>& w0, const std::vector<std::vector<float>>& grads,
+                      bool vectorize = true, int offset = 0) {
     const size_t n = c.n;
-    Guarded<TP> param(n);
+    Guarded<TP> param(n, offset);   // offset 1: every written array one element past its allocation's start
     DeviceBuffer<TP> grad(n);  // read only: exact size (ASan sees a read past the end)
-    Guarded<float> master(n);
-    Guarded<TS> m(n), v(n);
+    Guarded<float> master(n, offset);
+    Guarded<TS> m(n, offset), v(n, offset);
     param.upload(w0);                                    // the compute copy (rounded to TP)
     if (use_master) master.upload(w0);                   // the fp32 master
     const std::vector<float> zeros(n, 0.0f);
@@ -175,7 +179,7 @@ static Run run_device(const Case& c, bool use_master, const std::vector<float>& 
         grad.upload(grads[s]);
         const AdamWArgs a = trainer_args(s + 1, LR[s], BETA1, c.beta2, EPS, c.wd, GSCALE[s]);
         adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
-                             ch.decay.ptr, ch.n, a, 0);
+                             ch.decay.ptr, ch.n, a, 0, nullptr, vectorize);
         cudaCheck(cudaDeviceSynchronize());
         r.w.push_back(param.download());
         r.param_bits.push_back(param.bytes());
@@ -298,6 +302,14 @@ static void run_case(Checker& ck, Rng& rng, Mode mode, const Case& c) {
     // the same steps again from the same state: bitwise the same
     const Run r2 = run_device<TP, TS>(c, use_master, w0, grads);
     ck.check_equal_bytes("rerun: param, master, m, v after the last step", r.final_bytes, r2.final_bytes);
+    // the one-element kernel (vectorize = false) against the groups-of-4 kernel: the same bits
+    const Run r1 = run_device<TP, TS>(c, use_master, w0, grads, false);
+    ck.check_equal_bytes("one-element kernel == groups-of-4 kernel (param, master, m, v)", r.final_bytes, r1.final_bytes);
+    // arrays one element off a 4-element boundary: the launcher must fall back to one element
+    // at a time (a groups-of-4 access there is misaligned: a fault on a GPU, UBSan in emulation)
+    const Run ro = run_device<TP, TS>(c, use_master, w0, grads, true, 1);
+    ck.check_equal_bytes("misaligned arrays (one-element fallback) == aligned", r.final_bytes, ro.final_bytes);
+    check_true(ck, "misaligned arrays: guards before the arrays untouched", ro.guards, "MISMATCH: an element before the array was written");
 }
 
 // n = 0: adamw_update returns without a launch (nothing is touched)
@@ -387,8 +399,41 @@ static void run_arena(Checker& ck, Rng& rng, Mode mode, bool device_stats) {
                "MISMATCH: an element past the arena was written");
 }
 
-int main() {
+// --bench: the bf16-mode update (bf16 param and gradient, fp32 master, m, v) of a
+// gpt2-124m-sized arena cut into its chunk table, the groups-of-4 kernel against the
+// one-element one: us per update and GB/s of the 28 bytes per parameter it must move
+[[maybe_unused]] static void bench_adamw() {
+    const size_t n = 124475904;   // GPT-2 124M with the vocab padded to 50304 (llm.c's count)
+    using T = __nv_bfloat16;
+    DeviceBuffer<T> param(n), grad(n);
+    DeviceBuffer<float> master(n), m(n), v(n);
+    cudaCheck(cudaMemset(param.ptr, 0, n * sizeof(T)));
+    cudaCheck(cudaMemset(grad.ptr, 0, n * sizeof(T)));
+    cudaCheck(cudaMemset(master.ptr, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m.ptr, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(v.ptr, 0, n * sizeof(float)));
+    const DeviceChunks ch({{0, n}}, {true});
+    const AdamWArgs a = trainer_args(1, 1e-3f, BETA1, 0.95f, EPS, 0.1f, 1.0f);
+    double us[2];
+    for (int vec = 0; vec < 2; vec++) {
+        us[vec] = gpu_time_us([&] { adamw_update<T, float>(param.ptr, master.ptr, m.ptr, v.ptr, grad.ptr, ch.off.ptr, ch.len.ptr, ch.decay.ptr,
+                                                            ch.n, a, 0, nullptr, vec == 1); }, 20, 3);
+        printf("adamw bench bf16 n=%zu, %s kernel: %.1f us per update (%.0f GB/s)\n", n, vec ? "groups-of-4" : "one-element", us[vec],
+               28.0 * n / (us[vec] * 1e-6) / 1e9);
+    }
+    printf("adamw bench bf16: one-element / groups-of-4 = %.2f\n", us[0] / us[1]);
+}
+
+int main(int argc, char** argv) {
     skip_without_device("test_adamw");
+    if (argc > 1 && std::string(argv[1]) == "--bench") {
+#if defined(CUDA_EMU)
+        printf("test_adamw --bench: needs a GPU (emulated build)\n");
+#else
+        bench_adamw();
+#endif
+        return 0;
+    }
     Rng rng(test_seed());
     // one block per chunk of GRADNORM_CHUNK elements, EW_BLOCK threads striding over it
     const size_t chunk = GRADNORM_CHUNK;

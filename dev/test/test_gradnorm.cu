@@ -10,6 +10,10 @@
 //     chunk may read. Every chunk's first and last element and every tensor's first and last
 //     element is a spike (|x| = 30 x the tensor's scale: 1.4% of a full chunk's sum),
 //     so losing or double-counting any end element is far outside the tolerance.
+//   - the kernel reads 16-byte groups from indices that are multiples of 16 bytes, the
+//     chunk's other elements one at a time (GAP = 3 puts tensors and chunks at every
+//     alignment); all of it again with the gradient one element off a 16-byte boundary, where
+//     the launcher must take the one-element kernel
 //   - NaN / Inf: a tensor with one NaN element must sum to NaN, one with an Inf (inside its
 //     second chunk) to +Inf, one with both to NaN; the tensors around them are unaffected.
 //   - the partial sums are poisoned (NaN) before every launch, with one more (finite) element
@@ -108,8 +112,8 @@ static std::vector<std::pair<size_t, size_t>> layout(const std::vector<TensorSpe
 }
 
 template <typename T>
-static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs, size_t gap) {
-    printf("%s gradients\n", type_name<T>());
+static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs, size_t gap, bool misaligned) {
+    printf("%s gradients%s\n", type_name<T>(), misaligned ? ", base pointer one element off 16 bytes (one-element kernel)" : "");
     size_t total = 0;
     const std::vector<std::pair<size_t, size_t>> tensors = layout(specs, gap, &total);  // the gaps hold NaN
     const GradNormChunks chunks = gradnorm_chunks(tensors);
@@ -140,8 +144,12 @@ static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs
             ref[t] += x * x;
         }
 
-    DeviceBuffer<T> d_g(total);
+    // misaligned: the gradient starts one element into its allocation (the launcher must take
+    // the one-element kernel; a 16-byte access there faults on a GPU and stops the emulation)
+    DeviceBuffer<T> d_g(total + (misaligned ? 1 : 0));
+    if (misaligned) g.insert(g.begin(), NAN);
     d_g.upload(g);
+    const T* g_base = d_g.ptr + (misaligned ? 1 : 0);
     DeviceBuffer<long long> d_off(nch);
     DeviceBuffer<int> d_len(nch);
     cudaCheck(cudaMemcpy(d_off.ptr, chunks.off.data(), nch * sizeof(long long), cudaMemcpyHostToDevice));
@@ -155,7 +163,7 @@ static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs
     for (int rep = 0; rep < 2; rep++) {
         d_partial.poison();  // NaN: a chunk left unwritten cannot pass
         cudaCheck(cudaMemset(d_partial.ptr + nch, 0x5A, sizeof(float)));
-        sumsq_chunks<T>(d_partial.ptr, d_g.ptr, d_off.ptr, d_len.ptr, nch, 0);
+        sumsq_chunks<T>(d_partial.ptr, g_base, d_off.ptr, d_len.ptr, nch, 0);
         cudaCheck(cudaDeviceSynchronize());
         const std::vector<unsigned char> bytes = d_partial.bytes();
         std::vector<float> part = d_partial.download();
@@ -181,7 +189,8 @@ static void run_type(Checker& ck, Rng& rng, const std::vector<TensorSpec>& specs
         // double additions add nothing measurable. Worst case (6e-5 emulated, 1.6e-5 on a GPU;
         // seen: fp32 inputs ~1e-8..1e-7, bf16 ~1.4e-6, a bias of the running sums' roundings
         // with the short squares of bf16 values, the same in a host simulation):
-        const int k_adds = (GRADNORM_CHUNK + GRADNORM_BLOCK - 1) / GRADNORM_BLOCK + 1 + 5 + GRADNORM_BLOCK / 32;
+        // (+2: a thread may also add one element of the chunk's head and one of its tail)
+        const int k_adds = (GRADNORM_CHUNK + GRADNORM_BLOCK - 1) / GRADNORM_BLOCK + 2 + 1 + 5 + GRADNORM_BLOCK / 32;
         const double rtol = k_adds * std::ldexp(1.0, -24);
         for (size_t t = 0; t < specs.size(); t++) {
             const TensorSpec& s = specs[t];
@@ -339,8 +348,10 @@ int main() {
         check_table(ck, "offsets past 2^32", {{0, big}, {big, 1}, {((size_t)1 << 33) + 7, big}, {((size_t)1 << 34), C + 1}});
     }
 
-    run_type<float>(ck, rng, specs, GAP);
-    run_type<__nv_bfloat16>(ck, rng, specs, GAP);
+    for (bool misaligned : {false, true}) {
+        run_type<float>(ck, rng, specs, GAP, misaligned);
+        run_type<__nv_bfloat16>(ck, rng, specs, GAP, misaligned);
+    }
 
     // no chunks: no launch (the partials stay poisoned)
     {
