@@ -31,9 +31,10 @@
 // Each thread issues CLASSIFIER_UNROLL independent vector loads before using them (memory-
 // level parallelism without the registers of a deeper unroll).
 // The exponentials are base 2 on pre-scaled values: m is kept in log2 units (m = the largest
-// z * log2(e), rounded) so exp(z - max) = exp2f(fmaf(z, log2e, -m)): one FMA and one ex2 per
+// z * log2(e), rounded) so exp(z - max) = exp2(fmaf(z, log2e, -m)): one FMA and one ex2 per
 // logit, the FMA's single rounding relative to |z - max|. lse is kept as the pair (m, log2 s)
-// and dz uses exp2f(fmaf(z, log2e, -m) - log2 s), so no rounding scales with |lse| itself.
+// and dz uses exp2(fmaf(z, log2e, -m) - log2 s), so no rounding scales with |lse| itself.
+// exp2 is exp2_ftz (common.cuh): one MUFU.EX2, results below 2^-126 flushed to zero.
 // Running maxima start at -FLT_MAX rather than -inf so threads with nothing to read, and the
 // merge, never compute inf - inf.
 // Thread 0 reads the target's logit before the first barrier, i.e. before anything in the
@@ -83,7 +84,7 @@ __device__ __forceinline__ void classifier_store_stream(T* p, const Packed<T, VE
 // xor butterfly's lanes identical.
 __device__ __forceinline__ void classifier_merge(float& m, float& s, float m2, float s2) {
     const float M = fmaxf(m, m2);
-    s = s * exp2f(m - M) + s2 * exp2f(m2 - M);
+    s = s * exp2_ftz(m - M) + s2 * exp2_ftz(m2 - M);
     m = M;
 }
 
@@ -146,9 +147,9 @@ __global__ void __launch_bounds__(CLASSIFIER_MAX_BLOCK)
 #pragma unroll
             for (int k = 1; k < VEC; k++) mv = fmaxf(mv, f[k]);
             const float mn = fmaxf(m, mv * CLASSIFIER_LOG2E);  // rounding is monotonic: = max of the scaled values
-            float acc = s * exp2f(m - mn);                     // rescale: 1 unless the max grew
+            float acc = s * exp2_ftz(m - mn);                  // rescale: 1 unless the max grew
 #pragma unroll
-            for (int k = 0; k < VEC; k++) acc += exp2f(fmaf(f[k], CLASSIFIER_LOG2E, -mn));
+            for (int k = 0; k < VEC; k++) acc += exp2_ftz(fmaf(f[k], CLASSIFIER_LOG2E, -mn));
             m = mn;
             s = acc;
         }
@@ -178,14 +179,14 @@ __global__ void __launch_bounds__(CLASSIFIER_MAX_BLOCK)
             if (v0 + VEC <= V && (unsigned)(tgt - v0) >= (unsigned)VEC) {  // the common case: no padding, no target
 #pragma unroll
                 for (int k = 0; k < VEC; k++)
-                    d.v[k] = from_float<T>(exp2f(fmaf(to_float(x[u].v[k]), CLASSIFIER_LOG2E, -m) - log2s) * dscale);
+                    d.v[k] = from_float<T>(exp2_ftz(fmaf(to_float(x[u].v[k]), CLASSIFIER_LOG2E, -m) - log2s) * dscale);
             } else {
 #pragma unroll
                 for (int k = 0; k < VEC; k++) {
                     const int v = v0 + k;
                     float g = 0.0f;
                     if (v < V) {
-                        const float p = exp2f(fmaf(to_float(x[u].v[k]), CLASSIFIER_LOG2E, -m) - log2s);  // softmax
+                        const float p = exp2_ftz(fmaf(to_float(x[u].v[k]), CLASSIFIER_LOG2E, -m) - log2s);  // softmax
                         g = (p - (v == tgt ? 1.0f : 0.0f)) * dscale;
                     }
                     d.v[k] = from_float<T>(g);

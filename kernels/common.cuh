@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -114,6 +115,27 @@ __device__ __forceinline__ void store_packed(T* p, const Packed<T, VEC>& x) {
 
 // true if p is aligned to `bytes` (nullptr counts as aligned)
 inline bool is_aligned(const void* p, size_t bytes) { return (reinterpret_cast<size_t>(p) % bytes) == 0; }
+
+// ----------------------------------------------------------------------------
+// 2^x with subnormal inputs and results flushed to zero: one MUFU.EX2 instruction (PTX
+// ex2.approx.ftz.f32, max relative error about 2^-22). CUDA's exp2f without --use_fast_math
+// is ex2.approx.f32, which keeps subnormal results: the hardware unit flushes them, so the
+// compiler wraps it in a range test and two predicated multiplies (three more issue slots
+// per exponential). The softmax kernels (flash attention, the classifier) take one 2^x per
+// score, of x <= 0, into sums and bf16 probabilities where a value below 2^-126 changes
+// nothing; in the flash kernels the exponentials and their wrapping are a large part of the
+// work besides the tensor-core products. The emulation computes exp2f and flushes a
+// subnormal result to 0 (the input is never subnormal there).
+__device__ __forceinline__ float exp2_ftz(float x) {
+#if defined(CUDA_EMU)
+    const float r = exp2f(x);
+    return r < FLT_MIN ? 0.0f : r;   // NaN stays NaN, +inf stays +inf
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
 
 // ----------------------------------------------------------------------------
 // one warp-wide tensor-core product, PTX mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32:

@@ -12,7 +12,8 @@
 // occurs, in increasing order); the kernel then gives each distinct token one block that
 // owns its whole row of dwte and adds its positions in that fixed order. No two blocks
 // write the same row, so there is no race and no atomic, and the bits do not depend on
-// scheduling. dwpe: one block per position t, summing the B rows in order.
+// scheduling. dwpe: one block per position t, summing the B rows in order. Both move 16-byte
+// vectors where C and the pointers allow.
 #pragma once
 
 #include <algorithm>
@@ -41,28 +42,49 @@ __global__ void embedding_forward_kernel(T* __restrict__ out, const int* __restr
 }
 
 // block b: distinct token bucket_tok[b]; its positions are bucket_pos[bucket_start[b] ..
-// bucket_start[b+1]); threads stride over the channels.
-template <typename T>
+// bucket_start[b+1]); threads stride over the row in vectors of VEC channels (16 bytes; VEC = 1
+// when C or the pointers do not allow it). Every channel adds the positions in the same order
+// either way, so both widths give the same bits.
+template <typename T, int VEC>
 __global__ void embedding_backward_wte_kernel(T* __restrict__ dwte, const T* __restrict__ dout, const int* __restrict__ bucket_tok,
                                               const int* __restrict__ bucket_start, const int* __restrict__ bucket_pos, int C) {
-    const int b = blockIdx.x;
+    const int b = blockIdx.x, nvec = C / VEC;
     const int begin = bucket_start[b], end = bucket_start[b + 1];
     T* row = dwte + (size_t)bucket_tok[b] * C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = begin; j < end; j++) acc += to_float(dout[(size_t)bucket_pos[j] * C + c]);
-        row[c] = from_float<T>(to_float(row[c]) + acc);
+    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x) {
+        float acc[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+        for (int j = begin; j < end; j++) {
+            const Packed<T, VEC> d = load_packed<T, VEC>(dout + (size_t)bucket_pos[j] * C + cv * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) acc[k] += to_float(d.v[k]);
+        }
+        Packed<T, VEC> r = load_packed<T, VEC>(row + cv * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) r.v[k] = from_float<T>(to_float(r.v[k]) + acc[k]);
+        store_packed<T, VEC>(row + cv * VEC, r);
     }
 }
 
-// block t: dwpe[t, :] += sum over b of dout[b*T + t, :]
-template <typename T>
+// block t: dwpe[t, :] += sum over b of dout[b*T + t, :] (vectors of VEC channels as above)
+template <typename T, int VEC>
 __global__ void embedding_backward_wpe_kernel(T* __restrict__ dwpe, const T* __restrict__ dout, int B, int T_, int C) {
-    const int t = blockIdx.x;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float acc = 0.0f;
-        for (int b = 0; b < B; b++) acc += to_float(dout[((size_t)b * T_ + t) * C + c]);
-        dwpe[(size_t)t * C + c] = from_float<T>(to_float(dwpe[(size_t)t * C + c]) + acc);
+    const int t = blockIdx.x, nvec = C / VEC;
+    T* row = dwpe + (size_t)t * C;
+    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x) {
+        float acc[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+        for (int b = 0; b < B; b++) {
+            const Packed<T, VEC> d = load_packed<T, VEC>(dout + ((size_t)b * T_ + t) * C + cv * VEC);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) acc[k] += to_float(d.v[k]);
+        }
+        Packed<T, VEC> r = load_packed<T, VEC>(row + cv * VEC);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) r.v[k] = from_float<T>(to_float(r.v[k]) + acc[k]);
+        store_packed<T, VEC>(row + cv * VEC, r);
     }
 }
 
@@ -90,7 +112,8 @@ inline EmbeddingBuckets embedding_buckets(const int* ids, int N) {
     return e;
 }
 
-inline int embedding_block(int C) { return std::min(256, std::max(32, (C + 31) / 32 * 32)); }
+// threads for a row of n units (channels or vectors): whole warps, 32 .. 256
+inline int embedding_block(int n) { return std::min(256, std::max(32, (n + 31) / 32 * 32)); }
 
 template <typename T>
 void embedding_forward(T* out, const int* tok, const T* wte, const T* wpe, int B, int T_, int C, cudaStream_t stream) {
@@ -110,8 +133,19 @@ void embedding_forward(T* out, const int* tok, const T* wte, const T* wpe, int B
 template <typename T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const int* bucket_tok, const int* bucket_start, const int* bucket_pos,
                         int num_buckets, int B, int T_, int C, cudaStream_t stream) {
-    const int block = embedding_block(C);
-    if (num_buckets > 0)
-        launch_kernel(embedding_backward_wte_kernel<T>, num_buckets, block, 0, stream, dwte, dout, bucket_tok, bucket_start, bucket_pos, C);
-    if (dwpe) launch_kernel(embedding_backward_wpe_kernel<T>, T_, block, 0, stream, dwpe, dout, B, T_, C);
+    constexpr int V = 16 / sizeof(T);
+    const bool vec = C % V == 0 && is_aligned(dwte, 16) && is_aligned(dout, 16) && is_aligned(dwpe, 16);
+    const int block = embedding_block(vec ? C / V : C);
+    if (num_buckets > 0) {
+        if (vec)
+            launch_kernel(embedding_backward_wte_kernel<T, V>, num_buckets, block, 0, stream, dwte, dout, bucket_tok, bucket_start,
+                          bucket_pos, C);
+        else
+            launch_kernel(embedding_backward_wte_kernel<T, 1>, num_buckets, block, 0, stream, dwte, dout, bucket_tok, bucket_start,
+                          bucket_pos, C);
+    }
+    if (dwpe) {
+        if (vec) launch_kernel(embedding_backward_wpe_kernel<T, V>, T_, block, 0, stream, dwpe, dout, B, T_, C);
+        else launch_kernel(embedding_backward_wpe_kernel<T, 1>, T_, block, 0, stream, dwpe, dout, B, T_, C);
+    }
 }

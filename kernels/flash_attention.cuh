@@ -10,7 +10,8 @@
 //   backward  P = exp(S - L) (recomputed);  D_i = sum_d dY_id Y_id;  dP = dY V^T;
 //             dS = s P (dP - D);  dV = P^T dY;  dK = dS^T Q;  dQ = dS K
 // Exponentials are exp2 of scores times s log2(e) (one FFMA with the subtracted maximum); m and
-// L are kept in that base-2 unit.
+// L are kept in that base-2 unit. exp2 is exp2_ftz (common.cuh): a single MUFU.EX2, where
+// CUDA's exp2f adds a range test and two multiplies to keep subnormal results.
 //
 // Layouts (no split/merge copies): qkv (B, T, 3C) as the QKV projection writes it (head h of
 // q, k, v at columns h*hd, C + h*hd, 2C + h*hd); the output Y and dY (B, T, C); dqkv
@@ -37,6 +38,9 @@
 //     latency hides behind the mma work. Four (64 x HD) tiles in all: the block's own rows are
 //     copied once, turned into register fragments, and their two tiles then serve as the
 //     second buffer.
+// The backward kernels form dS / s = P (dP - D) and multiply dK and dQ by s once, when they
+// are stored (one multiply per output instead of one per score; for hd = 64, s = 1/8 and
+// the bf16 rounding of dS / s is that of dS exactly).
 // Deterministic: no atomics (dQ has its own kernel instead of FA2's atomic adds; it recomputes
 // S and dP, about 40% more backward FLOPs, for run-to-run identical gradients).
 #pragma once
@@ -233,7 +237,7 @@ __global__ void __launch_bounds__(FA_THREADS)
                 for (int j = 0; j < NS; j++) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
                 const float m_new = fmaxf(m[hf], quad_max(mx) * scale_log2);
                 use[hf] = m_new == -INFINITY ? 0.0f : m_new;   // a row with nothing unmasked yet
-                alpha[hf] = exp2f(m[hf] - use[hf]);           // 0 while m = -inf
+                alpha[hf] = exp2_ftz(m[hf] - use[hf]);        // 0 while m = -inf
                 m[hf] = m_new;
             }
             // P = exp2(S s log2e - m), rounded to bf16 once: the A fragments of P V (keys
@@ -242,16 +246,19 @@ __global__ void __launch_bounds__(FA_THREADS)
             float sum[2] = {0.0f, 0.0f};
             for (int j = 0; j < NS; j++)
                 for (int hf = 0; hf < 2; hf++) {
-                    const uint32_t p = pack_bf16(exp2f(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
-                                                 exp2f(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
+                    const uint32_t p = pack_bf16(exp2_ftz(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
+                                                 exp2_ftz(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
                     pa[j / 2][hf + 2 * (j % 2)] = p;
                     sum[hf] += sum_bf16x2(p);
                 }
             for (int hf = 0; hf < 2; hf++) l[hf] = l[hf] * alpha[hf] + quad_sum(sum[hf]);
-            for (int nb = 0; nb < NB; nb++) {
-                o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
-                o[nb][2] *= alpha[1]; o[nb][3] *= alpha[1];
-            }
+            // rescale O only when some row of the warp has a new maximum (alpha < 1): past
+            // the first tiles of a row that is rare, and a factor of exactly 1 changes nothing
+            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f))
+                for (int nb = 0; nb < NB; nb++) {
+                    o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
+                    o[nb][2] *= alpha[1]; o[nb][3] *= alpha[1];
+                }
             // O += P V
             for (int kk = 0; kk < FA_ROWS / 16; kk++) accumulate16<HD>(o, pa[kk], sV, kk * 16);
         }
@@ -370,13 +377,13 @@ __global__ void __launch_bounds__(FA_THREADS)
                 const float2 Lq = *reinterpret_cast<const float2*>(sL + qc), Dq = *reinterpret_cast<const float2*>(sD + qc);
                 for (int e = 0; e < 4; e++) {
                     const float Le = (e & 1) ? Lq.y : Lq.x, De = (e & 1) ? Dq.y : Dq.x;
-                    float p = exp2f(fmaf(st[jj][e], scale_log2, -Le));
+                    float p = exp2_ftz(fmaf(st[jj][e], scale_log2, -Le));
                     if (mask) {
                         const int q = q0 + qc + (e & 1);
                         if (q < krow[e >> 1] || q >= T_) p = 0.0f;
                     }
                     st[jj][e] = p;
-                    dpt[jj][e] = p * (dpt[jj][e] - De) * scale;   // dS^T
+                    dpt[jj][e] = p * (dpt[jj][e] - De);   // dS^T / s (s is applied to dK at the end)
                 }
             }
             uint32_t pa[4], dsa[4];
@@ -387,9 +394,9 @@ __global__ void __launch_bounds__(FA_THREADS)
         }
         __syncthreads();   // the buffer is consumed before it is prefetched into again
     }
-    const float one[2] = {1.0f, 1.0f};
+    const float one[2] = {1.0f, 1.0f}, s2[2] = {scale, scale};
     __nv_bfloat16* db = dqkv + (size_t)b * T_ * ld;
-    store_acc<HD>(db, ld, C + h * hd, k0 + warp * 16, T_, hd, dk, one);
+    store_acc<HD>(db, ld, C + h * hd, k0 + warp * 16, T_, hd, dk, s2);   // dK = s sum (dS^T / s) Q
     store_acc<HD>(db, ld, 2 * C + h * hd, k0 + warp * 16, T_, hd, dv, one);
 }
 
@@ -452,12 +459,12 @@ __global__ void __launch_bounds__(FA_THREADS)
                 for (int jj = 0; jj < 2; jj++)
                     for (int e = 0; e < 4; e++) {
                         const int hf = e >> 1;
-                        float p = exp2f(fmaf(s[jj][e], scale_log2, -L[hf]));
+                        float p = exp2_ftz(fmaf(s[jj][e], scale_log2, -L[hf]));
                         if (mask) {
                             const int key = k0 + kk * 16 + jj * 8 + 2 * t + (e & 1);
                             if (key > qrow[hf] || key >= T_) p = 0.0f;
                         }
-                        dp[jj][e] = p * (dp[jj][e] - Dr[hf]) * scale;   // dS
+                        dp[jj][e] = p * (dp[jj][e] - Dr[hf]);   // dS / s (s is applied to dQ at the end)
                     }
                 uint32_t dsa[4];
                 acc_to_a(dsa, dp[0], dp[1]);
@@ -466,8 +473,8 @@ __global__ void __launch_bounds__(FA_THREADS)
         }
         __syncthreads();
     }
-    const float one[2] = {1.0f, 1.0f};
-    store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, one);
+    const float s2[2] = {scale, scale};
+    store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, s2);   // dQ = s sum (dS / s) K
 }
 
 // ----------------------------------------------------------------------------

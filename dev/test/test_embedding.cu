@@ -10,7 +10,8 @@
 // positions (a third of them, or all), tokens that never occur, every token once, and the ids
 // 0 and V-1. The forward output is poisoned (NaN) first, and also written through a
 // misaligned pointer (the scalar path) and by the VEC = 1 kernel launched directly: all
-// bitwise equal. The backward accumulates (dwte, dwpe += ...), so it starts from random
+// bitwise equal; likewise the backward's VEC = 1 kernels against the wrapper's vector ones
+// (C = 2056: more vectors than threads). The backward accumulates (dwte, dwpe += ...), so it starts from random
 // gradients: rows of tokens that never occur, and wpe rows >= T, must keep their bits. Every
 // launch runs twice: the reruns must be bitwise identical.
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
@@ -220,6 +221,17 @@ static void run_case(Checker& ck, Rng& rng, const Case& cs) {
             if (cs.gpt) ck.check_equal_bytes("bwd rerun dwpe", first_dwpe, d_dwpe.bytes());
         }
     }
+    {  // the scalar kernels launched directly: the same bits as the wrapper's (vector where C allows)
+        d_dwte.upload(dwte0);
+        d_dwpe.upload(dwpe0);
+        const int block = embedding_block(C);
+        if (nb > 0)
+            launch_kernel(embedding_backward_wte_kernel<T, 1>, nb, block, 0, 0, d_dwte.ptr, d_dout.ptr, d_btok.ptr, d_bstart.ptr, d_bpos.ptr, C);
+        if (cs.gpt) launch_kernel(embedding_backward_wpe_kernel<T, 1>, T_, block, 0, 0, d_dwpe.ptr, d_dout.ptr, B, T_, C);
+        cudaCheck(cudaDeviceSynchronize());
+        ck.check_equal_bytes("bwd scalar kernels == wrapper (dwte)", first_dwte, d_dwte.bytes());
+        if (cs.gpt) ck.check_equal_bytes("bwd scalar kernels == wrapper (dwpe)", first_dwpe, d_dwpe.bytes());
+    }
 }
 
 int main() {
@@ -234,6 +246,7 @@ int main() {
         {2, 20, 8, 10, true, Tokens::Single},      // one token at all 40 positions, one vector per row
         {1, 40, 24, 64, false, Tokens::Distinct},  // every token at most once
         {1, 1, 16, 6, true, Tokens::Mixed},        // a single position
+        {2, 6, 2056, 10, true, Tokens::Mixed},     // 257 bf16 / 514 fp32 vectors: the backward's threads stride past 256
     };
     Checker ck;
     auto t0 = std::chrono::steady_clock::now();
