@@ -31,8 +31,9 @@
 //     the addressing and which registers form which fragment.
 //   - The accumulator layout of a 16 x 8 product (lane holds rows g = lane/4 and g+8, columns
 //     2t, 2t+1 with t = lane%4) is what the next product needs as its A operand, so scores
-//     turn into probabilities in registers: row maxima and sums are reduced over the 4 lanes
-//     of a row (xor shuffles 1, 2), and P or dS never touch shared memory.
+//     turn into probabilities in registers: row maxima are reduced over the 4 lanes of a row
+//     (xor shuffles 1, 2), row sums of P come from one more product (P times a block of
+//     ones), and P or dS never touch shared memory.
 //   - The streamed tiles are double-buffered: while the warps compute on one buffer, cp.async
 //     copies the next tile into the other (global -> shared, no registers), so the load
 //     latency hides behind the mma work. Four (64 x HD) tiles in all: the block's own rows are
@@ -114,10 +115,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     memcpy(&u, &v, 4);
     return u;
 }
-// the sum of the two bf16 of a register, in fp32
-__device__ __forceinline__ float sum_bf16x2(uint32_t u) {   // a bf16 is the top half of its fp32
-    return __uint_as_float(u << 16) + __uint_as_float(u & 0xffff0000u);
-}
 // the accumulators of two adjacent 16 x 8 blocks (columns 16kk.. 16kk+15) as the A fragment
 // of the next product, rounded to bf16
 __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const float hi[4]) {
@@ -147,10 +144,6 @@ __device__ __forceinline__ void store_acc(__nv_bfloat16* dst, size_t ld, int col
 __device__ __forceinline__ float quad_max(float v) {   // over the 4 lanes of a row
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 // acc (16 x 16 block pair) = A (16 x HD, fragments a[kc]) @ X^T for rows n0.. n0+15 of tile X:
 // scores of the warp's rows against 16 of the tile's rows
@@ -241,17 +234,21 @@ __global__ void __launch_bounds__(FA_THREADS)
                 m[hf] = m_new;
             }
             // P = exp2(S s log2e - m), rounded to bf16 once: the A fragments of P V (keys
-            // 16kk.. 16kk+15), and l sums exactly the values P V multiplies
+            // 16kk.. 16kk+15)
             uint32_t pa[FA_ROWS / 16][4];
-            float sum[2] = {0.0f, 0.0f};
             for (int j = 0; j < NS; j++)
-                for (int hf = 0; hf < 2; hf++) {
-                    const uint32_t p = pack_bf16(exp2_ftz(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
-                                                 exp2_ftz(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
-                    pa[j / 2][hf + 2 * (j % 2)] = p;
-                    sum[hf] += sum_bf16x2(p);
-                }
-            for (int hf = 0; hf < 2; hf++) l[hf] = l[hf] * alpha[hf] + quad_sum(sum[hf]);
+                for (int hf = 0; hf < 2; hf++)
+                    pa[j / 2][hf + 2 * (j % 2)] = pack_bf16(exp2_ftz(fmaf(s[j][2 * hf], scale_log2, -use[hf])),
+                                                            exp2_ftz(fmaf(s[j][2 * hf + 1], scale_log2, -use[hf])));
+            // the row sums of exactly those bf16 values, on the tensor cores: P (16 x 64) @ a
+            // 64 x 8 matrix of ones puts row g's sum in every column, so this lane's rsum[0]
+            // (row g) and rsum[2] (row g + 8) need no shuffles (four mma instead of about 70
+            // conversions, adds and shuffles per lane)
+            float rsum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u};   // two bf16 1.0 per register
+            for (int kk = 0; kk < FA_ROWS / 16; kk++) mma_bf16_16816(rsum, pa[kk], ones);
+            l[0] = l[0] * alpha[0] + rsum[0];
+            l[1] = l[1] * alpha[1] + rsum[2];
             // rescale O only when some row of the warp has a new maximum (alpha < 1): past
             // the first tiles of a row that is rare, and a factor of exactly 1 changes nothing
             if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f))
