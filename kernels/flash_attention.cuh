@@ -249,8 +249,9 @@ __global__ void __launch_bounds__(FA_THREADS)
             for (int kk = 0; kk < FA_ROWS / 16; kk++) mma_bf16_16816(rsum, pa[kk], ones);
             l[0] = l[0] * alpha[0] + rsum[0];
             l[1] = l[1] * alpha[1] + rsum[2];
-            // rescale O only when some row of the warp has a new maximum (alpha < 1): past
-            // the first tiles of a row that is rare, and a factor of exactly 1 changes nothing
+            // rescale O only when some row of the warp has a new maximum (alpha < 1; a factor
+            // of exactly 1 would change nothing): once the rows' maxima have settled, as they
+            // tend to in trained attention, the 32 multiplies per lane are skipped
             if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f))
                 for (int nb = 0; nb < NB; nb++) {
                     o[nb][0] *= alpha[0]; o[nb][1] *= alpha[0];
