@@ -291,53 +291,43 @@ __global__ void __launch_bounds__(NORM_BLOCK, norm_bwd_regs_min_blocks(VEC, J, R
     //   round 2: warps 1-3 store into slots 1-3; barrier; warp 0 adds slots 1, 2, 3 in order
     // In round 2 a warp overwrites only the slot that it read itself in round 1. Every thread
     // reaches both barriers (no early exit above).
-    if (warp >= 4) {
+    // each_channel(f): f(j, k, c) for this lane's channels c = (32 j + lane) VEC + k below C
+    auto each_channel = [&](auto&& f) {
 #pragma unroll
         for (int j = 0; j < J; j++) {
             const int i = j * 32 + lane;
             if (i >= nvec) continue;
 #pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                red[warp - 4][0][i * VEC + k] = dw[j][k];
-                if (!RMS) red[warp - 4][NACC - 1][i * VEC + k] = db[j][k];
-            }
+            for (int k = 0; k < VEC; k++) f(j, k, i * VEC + k);
         }
-    }
+    };
+    if (warp >= 4)
+        each_channel([&](int j, int k, int c) {
+            red[warp - 4][0][c] = dw[j][k];
+            if (!RMS) red[warp - 4][NACC - 1][c] = db[j][k];
+        });
     __syncthreads();
-    if (warp < 4) {
-#pragma unroll
-        for (int j = 0; j < J; j++) {
-            const int i = j * 32 + lane;
-            if (i >= nvec) continue;
-#pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                dw[j][k] += red[warp][0][i * VEC + k];
-                if (!RMS) db[j][k] += red[warp][NACC - 1][i * VEC + k];
-                if (warp > 0) {  // round 2's store, same element
-                    red[warp][0][i * VEC + k] = dw[j][k];
-                    if (!RMS) red[warp][NACC - 1][i * VEC + k] = db[j][k];
-                }
+    if (warp < 4)
+        each_channel([&](int j, int k, int c) {
+            dw[j][k] += red[warp][0][c];
+            if (!RMS) db[j][k] += red[warp][NACC - 1][c];
+            if (warp > 0) {  // round 2's store, same element
+                red[warp][0][c] = dw[j][k];
+                if (!RMS) red[warp][NACC - 1][c] = db[j][k];
             }
-        }
-    }
+        });
     __syncthreads();
     if (warp == 0) {
         float* pw = partial + (size_t)blockIdx.x * 2 * C;  // dweight partial; dbias partial at pw + C
-#pragma unroll
-        for (int j = 0; j < J; j++) {
-            const int i = j * 32 + lane;
-            if (i >= nvec) continue;
-#pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                float w_sum = dw[j][k], b_sum = db[j][k];
-                for (int slot = 1; slot < 4; slot++) {
-                    w_sum += red[slot][0][i * VEC + k];
-                    if (!RMS) b_sum += red[slot][NACC - 1][i * VEC + k];
-                }
-                pw[i * VEC + k] = w_sum;
-                if (!RMS) pw[C + i * VEC + k] = b_sum;
+        each_channel([&](int j, int k, int c) {
+            float w_sum = dw[j][k], b_sum = db[j][k];
+            for (int slot = 1; slot < 4; slot++) {
+                w_sum += red[slot][0][c];
+                if (!RMS) b_sum += red[slot][NACC - 1][c];
             }
-        }
+            pw[c] = w_sum;
+            if (!RMS) pw[C + c] = b_sum;
+        });
     }
 }
 
