@@ -46,6 +46,7 @@ kernel_case kernels/bug_nosync/tsan    'fail:ThreadSanitizer: data race'        
 kernel_case kernels/bug_oob/asan       'fail:AddressSanitizer: heap-buffer-overflow'  asan "$KB/asan/bug_oob"
 kernel_case kernels/bug_shfl/gxx       'fail:MISMATCH'                                gxx  "$KB/gxx/bug_shfl"
 kernel_case kernels/bug_divergent/gxx  'fail:cuda_emu: divergent __syncthreads\(\)'  gxx  "$KB/gxx/bug_divergent"
+kernel_case kernels/bug_deadlock/gxx   'fail:cuda_emu: deadlock in a kernel'           gxx  "$KB/gxx/bug_deadlock"
 
 # real GPU: the nvcc builds of the same sources
 if [ -x "$KB/nvcc/test_norm" ]; then

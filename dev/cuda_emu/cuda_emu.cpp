@@ -315,18 +315,23 @@ void wait_block(Block& b) {
     std::unique_lock<std::mutex> lk(b.dm);
     while (b.exited < b.nthreads) {
         if (b.dcv.wait_for(lk, std::chrono::milliseconds(200), [&] { return b.exited == b.nthreads; })) break;
-        // deadlock: no thread running, and nothing was released while we looked
+        // deadlock: no thread running, some waiting, and nothing was released while we
+        // looked. (Threads that have all exited but not yet been counted in b.exited, which
+        // needs b.dm, held here, are a block finishing, not a deadlock.)
         auto sum_steps = [&] {
             uint64_t s = 0;
             for (int t = 0; t < b.nthreads; t++) s += b.diag[t].steps.load();
             return s;
         };
         uint64_t s0 = sum_steps();
-        bool any_running = false;
-        for (int t = 0; t < b.nthreads; t++)
-            if (b.diag[t].state.load() == S_RUN) any_running = true;
+        bool any_running = false, any_waiting = false;
+        for (int t = 0; t < b.nthreads; t++) {
+            const int st = b.diag[t].state.load();
+            if (st == S_RUN) any_running = true;
+            if (st == S_BAR || st == S_WARP) any_waiting = true;
+        }
         uint64_t s1 = sum_steps();
-        if (!any_running && s0 == s1) {
+        if (!any_running && any_waiting && s0 == s1) {
             fprintf(stderr, "cuda_emu: deadlock in a kernel launched with grid (%u,%u,%u) block (%u,%u,%u), block (%u,%u,%u): "
                             "every live thread waits and none can proceed\n",
                     b.grid.x, b.grid.y, b.grid.z, b.block.x, b.block.y, b.block.z, b.bidx.x, b.bidx.y, b.bidx.z);
