@@ -15,11 +15,11 @@ kernels, whose speed its timing alone cannot explain.
     python3 dev/ncu_limits.py NCU.csv [--top-stalls K]
 """
 import argparse
-import csv
-import io
 import re
 import sys
 from collections import defaultdict
+
+from ncu_summary import read_ncu_csv
 
 # (label, metric column) in print order; the first that a CSV has is used per label
 LIMITS = [
@@ -48,20 +48,7 @@ def main():
     ap.add_argument("csv")
     ap.add_argument("--top-stalls", type=int, default=5)
     a = ap.parse_args()
-    text = open(a.csv, errors="replace").read()
-    start = text.find('"ID"')
-    if start < 0:
-        sys.exit(f"error: {a.csv}: no ncu CSV header (\"ID\",...) found")
-    rows = list(csv.reader(io.StringIO(text[start:])))
-    head = rows[0]
-    if "Kernel Name" not in head:
-        sys.exit(f"error: {a.csv}: CSV lacks a 'Kernel Name' column")
-    kn = head.index("Kernel Name")
-    # the row after the header holds the units (its Kernel Name cell is empty)
-    if len(rows) > 1 and len(rows[1]) == len(head) and rows[1][kn] == "":
-        units, body = rows[1], rows[2:]
-    else:
-        units, body = [""] * len(head), rows[1:]
+    head, units, body, kn = read_ncu_csv(a.csv)
     sums = defaultdict(lambda: defaultdict(float))
     count = defaultdict(int)
     for r in body:

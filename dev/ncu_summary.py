@@ -13,27 +13,37 @@ import sys
 from collections import defaultdict
 
 
+def read_ncu_csv(path):
+    """The per-launch rows of an ncu --csv --page raw file: (header, units, rows, the Kernel
+    Name column). Lines before the header (ncu's ==PROF== notes, the program's own output)
+    are skipped; the units row (its Kernel Name cell empty) is split off when present.
+    Exits with a one-line error when there is no header. dev/ncu_limits.py reads it too."""
+    text = open(path, errors="replace").read()
+    start = text.find('"ID"')
+    if start < 0:
+        sys.exit(f"error: {path}: no ncu CSV header (\"ID\",...) found")
+    rows = list(csv.reader(io.StringIO(text[start:])))
+    head = rows[0]
+    if "Kernel Name" not in head:
+        sys.exit(f"error: {path}: CSV lacks a 'Kernel Name' column")
+    kn = head.index("Kernel Name")
+    if len(rows) > 1 and len(rows[1]) == len(head) and rows[1][kn] == "":
+        return head, rows[1], rows[2:], kn
+    return head, [""] * len(head), rows[1:], kn
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--steps", type=int, default=1, help="training steps the profile covers (times are divided by it)")
     ap.add_argument("--top", type=int, default=30)
     a = ap.parse_args()
-    text = open(a.csv, errors="replace").read()
-    start = text.find('"ID"')
-    if start < 0:
-        sys.exit(f"error: {a.csv}: no ncu CSV header (\"ID\",...) found")
-    rows = list(csv.reader(io.StringIO(text[start:])))
-    head = rows[0]
-    try:
-        kn, tm = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
-    except ValueError:
-        sys.exit(f"error: {a.csv}: CSV lacks 'Kernel Name' or 'gpu__time_duration.sum'")
-    unit = rows[1][tm] if len(rows) > 1 else ""
-    scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}.get(unit.strip(), None)
-    body = rows[2:] if scale is not None else rows[1:]
-    if scale is None:
-        scale = 1e-6   # ncu's default unit for durations is ns
+    head, units, body, kn = read_ncu_csv(a.csv)
+    if "gpu__time_duration.sum" not in head:
+        sys.exit(f"error: {a.csv}: CSV lacks 'gpu__time_duration.sum'")
+    tm = head.index("gpu__time_duration.sum")
+    # to milliseconds; ncu's default unit for durations is ns
+    scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}.get(units[tm].strip(), 1e-6)
     tot = defaultdict(float)
     cnt = defaultdict(int)
     for r in body:

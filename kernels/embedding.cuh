@@ -41,6 +41,23 @@ __global__ void embedding_forward_kernel(T* __restrict__ out, const int* __restr
     }
 }
 
+// dst[0 .. VEC) += the sum, in order j = 0 .. count-1, of the VEC values at src(j) (fp32 sums)
+template <typename T, int VEC, typename Src>
+__device__ __forceinline__ void add_vector_sum(T* dst, int count, Src src) {
+    float acc[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
+    for (int j = 0; j < count; j++) {
+        const Packed<T, VEC> d = load_packed<T, VEC>(src(j));
+#pragma unroll
+        for (int k = 0; k < VEC; k++) acc[k] += to_float(d.v[k]);
+    }
+    Packed<T, VEC> r = load_packed<T, VEC>(dst);
+#pragma unroll
+    for (int k = 0; k < VEC; k++) r.v[k] = from_float<T>(to_float(r.v[k]) + acc[k]);
+    store_packed<T, VEC>(dst, r);
+}
+
 // block b: distinct token bucket_tok[b]; its positions are bucket_pos[bucket_start[b] ..
 // bucket_start[b+1]); threads stride over the row in vectors of VEC channels (16 bytes; VEC = 1
 // when C or the pointers do not allow it). Every channel adds the positions in the same order
@@ -51,20 +68,8 @@ __global__ void embedding_backward_wte_kernel(T* __restrict__ dwte, const T* __r
     const int b = blockIdx.x, nvec = C / VEC;
     const int begin = bucket_start[b], end = bucket_start[b + 1];
     T* row = dwte + (size_t)bucket_tok[b] * C;
-    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x) {
-        float acc[VEC];
-#pragma unroll
-        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
-        for (int j = begin; j < end; j++) {
-            const Packed<T, VEC> d = load_packed<T, VEC>(dout + (size_t)bucket_pos[j] * C + cv * VEC);
-#pragma unroll
-            for (int k = 0; k < VEC; k++) acc[k] += to_float(d.v[k]);
-        }
-        Packed<T, VEC> r = load_packed<T, VEC>(row + cv * VEC);
-#pragma unroll
-        for (int k = 0; k < VEC; k++) r.v[k] = from_float<T>(to_float(r.v[k]) + acc[k]);
-        store_packed<T, VEC>(row + cv * VEC, r);
-    }
+    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x)
+        add_vector_sum<T, VEC>(row + cv * VEC, end - begin, [&](int j) { return dout + (size_t)bucket_pos[begin + j] * C + cv * VEC; });
 }
 
 // block t: dwpe[t, :] += sum over b of dout[b*T + t, :] (vectors of VEC channels as above)
@@ -72,20 +77,8 @@ template <typename T, int VEC>
 __global__ void embedding_backward_wpe_kernel(T* __restrict__ dwpe, const T* __restrict__ dout, int B, int T_, int C) {
     const int t = blockIdx.x, nvec = C / VEC;
     T* row = dwpe + (size_t)t * C;
-    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x) {
-        float acc[VEC];
-#pragma unroll
-        for (int k = 0; k < VEC; k++) acc[k] = 0.0f;
-        for (int b = 0; b < B; b++) {
-            const Packed<T, VEC> d = load_packed<T, VEC>(dout + ((size_t)b * T_ + t) * C + cv * VEC);
-#pragma unroll
-            for (int k = 0; k < VEC; k++) acc[k] += to_float(d.v[k]);
-        }
-        Packed<T, VEC> r = load_packed<T, VEC>(row + cv * VEC);
-#pragma unroll
-        for (int k = 0; k < VEC; k++) r.v[k] = from_float<T>(to_float(r.v[k]) + acc[k]);
-        store_packed<T, VEC>(row + cv * VEC, r);
-    }
+    for (int cv = threadIdx.x; cv < nvec; cv += blockDim.x)
+        add_vector_sum<T, VEC>(row + cv * VEC, B, [&](int b) { return dout + ((size_t)b * T_ + t) * C + cv * VEC; });
 }
 
 // ----------------------------------------------------------------------------

@@ -151,6 +151,14 @@ for t in $CKTESTS; do
   fi
 done
 
+# out_has TEXT REGEX...: print TEXT; succeed if every REGEX matches a line of it (the checks
+# of the dev/ scripts below, which read profiler CSVs)
+out_has() {
+  local out=$1 re; shift
+  echo "$out"
+  for re in "$@"; do grep -q -- "$re" <<<"$out" || { echo "missing: $re"; return 1; }; done
+}
+
 # dev/nsys_gaps.py (gpu_check's timeline of a step) on a synthetic trace worked out by hand:
 # AdamW ends at 1, 11, 21, 31 us; --skip 1 keeps the steps (11, 21] and (21, 31] us; in each,
 # two overlapping kernels 0.5-3.0 us into the step (busy 2.5 us, counted once), one at 9.0-9.5,
@@ -166,29 +174,36 @@ nsys_gaps_check() {
       echo "$((base + 10600)),400,5,\"void adamw_kernel<float, float>(...)\""
     done; } > "$CSCRATCH/trace.csv"
   out=$($CPY dev/nsys_gaps.py "$CSCRATCH/trace.csv" --skip 1) || return 1
-  echo "$out"
-  grep -q "over 2 step(s): span 0.010 ms/step, busy 0.003 ms (34.0%), idle 0.007 ms: 2 gaps < 5 us (0.001 ms), 1 longer (0.006 ms)" <<<"$out" &&
-    grep -q "^ *6.0 us  after k2, overlapping  before k3" <<<"$out"
+  out_has "$out" "over 2 step(s): span 0.010 ms/step, busy 0.003 ms (34.0%), idle 0.007 ms: 2 gaps < 5 us (0.001 ms), 1 longer (0.006 ms)" \
+    "^ *6.0 us  after k2, overlapping  before k3"
 }
 run_test cuda/nsys_gaps_synthetic pass nsys_gaps_check
 run_test cuda/nsys_gaps_no_header 'fail:^nsys_gaps: no cuda_gpu_trace CSV header' $CPY dev/nsys_gaps.py dev/model.py
 
 # dev/ncu_limits.py (gpu_check's flash-attention limiters) on a hand-made ncu CSV: two launches
-# of one kernel averaged (time in us, a thousands separator), stall reasons sorted with their
-# shares of the sum, a metric it does not know ignored, a kernel without stall columns said so
-ncu_limits_check() {
+# of one kernel averaged (times in ns with a thousands separator, printed in us), stall
+# reasons sorted with their shares of the sum, the top 2 kept, a metric it does not know ignored
+ncu_csv() {
   { echo '==PROF== Connected to process 1'
     echo '"ID","Kernel Name","gpu__time_duration.sum","sm__warps_active.avg.pct_of_peak_sustained_active","smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio","smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio","smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio","some__other_metric"'
     echo '"","","nsecond","%","ratio","ratio","ratio","x"'
     echo '"0","fwd","200,000","20","1.0","3.0","0.5","7"'
     echo '"1","fwd","202,000","22","1.4","2.6","0.5","7"'; } > "$CSCRATCH/limits.csv"
+}
+ncu_limits_check() {
+  ncu_csv
   out=$($CPY dev/ncu_limits.py "$CSCRATCH/limits.csv" --top-stalls 2) || return 1
-  echo "$out"
-  grep -q "^fwd  (2 launches)$" <<<"$out" &&
-    grep -q "^  time/launch 201.0 us, achieved occupancy % 21.0$" <<<"$out" &&
-    grep -q "^  stalls (cycles per issued instruction, 4.50 in all): long_scoreboard 2.80 (62%), barrier 1.20 (27%)$" <<<"$out"
+  out_has "$out" "^fwd  (2 launches)$" "^  time/launch 201.0 us, achieved occupancy % 21.0$" \
+    "^  stalls (cycles per issued instruction, 4.50 in all): long_scoreboard 2.80 (62%), barrier 1.20 (27%)$"
 }
 run_test cuda/ncu_limits_synthetic pass ncu_limits_check
+# dev/ncu_summary.py (gpu_check's per-kernel table) on the same CSV: 402 us over 2 steps
+ncu_summary_check() {
+  ncu_csv
+  out=$($CPY dev/ncu_summary.py "$CSCRATCH/limits.csv" --steps 2) || return 1
+  out_has "$out" "^2 launches, 0.20 ms of kernel time per step (2 step(s) profiled)$" "^    0.201 100.0%        2  fwd$"
+}
+run_test cuda/ncu_summary_synthetic pass ncu_summary_check
 run_test cuda/ncu_limits_no_header 'fail:^error: .*: no ncu CSV header' $CPY dev/ncu_limits.py dev/model.py
 
 # nvcc builds: on a GPU they run the same checks for real; without one they must say so
