@@ -60,7 +60,7 @@ __device__ __forceinline__ void adamw_elems(size_t i, TP* __restrict__ param, fl
 // One block per chunk. VEC = 4: every array moves in groups of 4 elements (16 bytes of an
 // fp32 array, 8 of a bf16 one) starting at arena indices that are multiples of 4 (the launcher
 // checks the base pointers are aligned for that); a chunk's elements before its first such
-// index (head) and after its last whole group (tail) go one at a time. VEC = 1: all one at a
+// index (head) and after its last whole group (tail) go one at a time (vec_split, common.cuh). VEC = 1: all one at a
 // time. The element math is the same either way, so both give the same bits.
 template <typename TP, typename TS, int VEC>
 __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m, TS* __restrict__ v,
@@ -73,11 +73,11 @@ __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master,
     const size_t o = (size_t)chunk_off[blockIdx.x];
     const int n = chunk_len[blockIdx.x];
     const float decay = chunk_decay[blockIdx.x] ? a.decay : 1.0f;
-    const int head = min(n, (int)((VEC - o % VEC) % VEC));
-    const int groups = (n - head) / VEC, body_end = head + groups * VEC;
-    for (int j = threadIdx.x; j < head; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
-    for (int q = threadIdx.x; q < groups; q += blockDim.x) adamw_elems<VEC>(o + head + (size_t)q * VEC, param, master, m, v, grad, decay, a);
-    for (int j = body_end + threadIdx.x; j < n; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
+    const VecSplit sp = vec_split<VEC>(o, n);
+    for (int j = threadIdx.x; j < sp.head; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
+    for (int q = threadIdx.x; q < sp.groups; q += blockDim.x)
+        adamw_elems<VEC>(o + sp.head + (size_t)q * VEC, param, master, m, v, grad, decay, a);
+    for (int j = sp.tail + threadIdx.x; j < n; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
 }
 
 // the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset;

@@ -116,6 +116,19 @@ __device__ __forceinline__ void store_packed(T* p, const Packed<T, VEC>& x) {
 // true if p is aligned to `bytes` (nullptr counts as aligned)
 inline bool is_aligned(const void* p, size_t bytes) { return (reinterpret_cast<size_t>(p) % bytes) == 0; }
 
+// n elements from array index o, cut for VEC-wide accesses that must start at indices that
+// are multiples of VEC: [0, head) before the first such index, `groups` whole vectors from
+// head, and [tail, n) after them (offsets relative to o). AdamW and the gradient norm's
+// chunks use it (a chunk starts wherever its tensor does).
+struct VecSplit {
+    int head, groups, tail;
+};
+template <int VEC>
+__device__ __forceinline__ VecSplit vec_split(size_t o, int n) {
+    const int head = min(n, (int)((VEC - o % VEC) % VEC)), groups = (n - head) / VEC;
+    return VecSplit{head, groups, head + groups * VEC};
+}
+
 // ----------------------------------------------------------------------------
 // 2^x with subnormal inputs and results flushed to zero: one MUFU.EX2 instruction (PTX
 // ex2.approx.ftz.f32, max relative error about 2^-22). CUDA's exp2f without --use_fast_math

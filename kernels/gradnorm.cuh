@@ -21,7 +21,7 @@ constexpr int GRADNORM_BLOCK = EW_BLOCK;
 
 // VEC = 16 / sizeof(T): a thread reads groups of VEC elements (16 bytes) starting at indices
 // that are multiples of VEC (the launcher checks g is 16-byte aligned); the chunk's elements
-// before the first group (head) and after the last (tail) one at a time. VEC = 1: all one at
+// before the first group (head) and after the last (tail) one at a time (vec_split). VEC = 1: all one at
 // a time. One running sum per thread either way, in index order.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(GRADNORM_BLOCK)
@@ -30,23 +30,22 @@ __global__ void __launch_bounds__(GRADNORM_BLOCK)
     __shared__ float scratch[32];
     const size_t o = (size_t)chunk_off[blockIdx.x];
     const int n = chunk_len[blockIdx.x];
-    const int head = min(n, (int)((VEC - o % VEC) % VEC));
-    const int groups = (n - head) / VEC, body_end = head + groups * VEC;
+    const VecSplit sp = vec_split<VEC>(o, n);
     const T* p = g + o;
     float s = 0.0f;
-    for (int i = threadIdx.x; i < head; i += blockDim.x) {
+    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) {
         const float x = to_float(p[i]);
         s += x * x;
     }
-    for (int q = threadIdx.x; q < groups; q += blockDim.x) {
-        const Packed<T, VEC> v = load_packed<T, VEC>(p + head + (size_t)q * VEC);
+    for (int q = threadIdx.x; q < sp.groups; q += blockDim.x) {
+        const Packed<T, VEC> v = load_packed<T, VEC>(p + sp.head + (size_t)q * VEC);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
             const float x = to_float(v.v[k]);
             s += x * x;
         }
     }
-    for (int i = body_end + threadIdx.x; i < n; i += blockDim.x) {
+    for (int i = sp.tail + threadIdx.x; i < n; i += blockDim.x) {
         const float x = to_float(p[i]);
         s += x * x;
     }
