@@ -64,6 +64,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "kernels/flash_attention.cuh"
 #include "kernels/gradnorm.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/nccl_wrap.cuh"
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
 
@@ -96,13 +97,15 @@ template <> inline __nv_bfloat16 host_cast<__nv_bfloat16>(float x) { return __fl
 static inline float host_float(float x) { return x; }
 static inline float host_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-// Fail cleanly when there is no device (an nvcc build on a machine without a GPU).
-[[maybe_unused]] static void require_cuda_device() {
+// Fail cleanly when there is no device (an nvcc build on a machine without a GPU); take
+// device `index` (a data-parallel rank's local rank: one process per GPU of the node).
+[[maybe_unused]] static void require_cuda_device(int index = 0, int local_size = 1) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0)
         fatal("no CUDA device found (cudaGetDeviceCount: %s, %d devices)", e == cudaSuccess ? "no error" : cudaGetErrorString(e), n);
-    cudaCheck(cudaSetDevice(0));
+    if (local_size > n) fatal("%d processes on this node but %d CUDA device(s): start one process per GPU (mpirun -np)", local_size, n);
+    cudaCheck(cudaSetDevice(index));
 }
 
 // Dense peak FLOP/s of the device for MFU (bf16 tensor cores, or fp32 without them);
@@ -245,6 +248,7 @@ struct Model {
     BiasGrad bias_grad = BiasGrad::Epilogue;  // bias gradients in GEMM epilogues or kernels (set_bias_grad)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
+    const Comm* comm = nullptr;               // data parallel: gradients averaged over its ranks (end_step)
 
     // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
     // the AdamW moments m, v (fp32, or T in pure bf16)
@@ -764,7 +768,10 @@ struct Model {
     // host never waits for the GPU: the loss, the gradient norm, the clipping factor and the
     // decision to skip a non-finite step are formed on the device (StepStats, gradnorm.cuh),
     // AdamW reads them there, and one synchronisation at the end brings back the numbers
-    // (and, for the per-layer norms, the chunk partials) in pinned memory. (Before, the
+    // (and, for the per-layer norms, the chunk partials) in pinned memory. Data parallel
+    // (comm with more than one rank): each rank's gradients and loss are first averaged over
+    // the ranks (kernels/nccl_wrap.cuh, on the same stream), so the norm, the clipping, the
+    // skip decision and the update are the same on every rank. (Before, the
     // loss download after every forward and the norm download before the update each left
     // the GPU idle while the host caught up.)
     struct StepResult {
@@ -779,6 +786,10 @@ struct Model {
     }
     StepResult end_step(int accum, float lr, float beta1, float beta2, float eps, float wd, float max_norm, bool want_tensor_sq) {
         const int nch = (int)chunks.off.size();
+        if (comm && comm->nranks > 1) {
+            allreduce_mean(grads, dtable.total, *comm, stream);
+            allreduce_mean(&d_stats->loss_sum, 1, *comm, stream);
+        }
         sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
         grad_norm_finalize(d_stats, d_partial, nch, max_norm, stream);
         adamw_update(lr, beta1, beta2, eps, wd, 1.f, d_stats);
@@ -803,16 +814,18 @@ struct Model {
     }
 };
 
-// Mean loss over `steps` batches of a loader (validation).
+// Mean loss over `steps` batches of a loader (validation). Data parallel: the loader's rank
+// r of `world` reads batches r, r + world, ... of the same sequence of batches, and the sum
+// over the ranks covers each of the `steps` batches once.
 template <typename T>
-[[maybe_unused]] static float evaluate(Model<T>& model, DataLoader& loader, int steps) {
+[[maybe_unused]] static float evaluate(Model<T>& model, DataLoader& loader, int steps, const Comm& comm) {
     loader.reset();
     double s = 0.0;
-    for (int i = 0; i < steps; i++) {
+    for (int i = loader.rank; i < steps; i += loader.world) {
         loader.next_batch();
         s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T);
     }
-    return (float)(s / steps);
+    return (float)(comm_sum(s, comm) / steps);
 }
 
 // Autoregressive sampling (temperature 1) from a prompt token, as train_gpt.cpp; the
@@ -850,14 +863,18 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad, const Comm& comm) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
     std::vector<float> h_params, h_m, h_v;
     bool have_opt = false;
-    if (!tc.out_dir.empty()) make_dirs(tc.out_dir);
-    if (tc.resume) resume_from = find_resume_checkpoint(tc.out_dir);
+    // Data parallel (comm.nranks > 1): rank 0 alone writes the log and the checkpoints and
+    // prints (main mutes the others' stdout); every rank reads the same starting point.
+    const bool rank0 = comm.rank == 0;
+    if (rank0 && !tc.out_dir.empty()) make_dirs(tc.out_dir);
+    if (tc.resume && rank0) resume_from = find_resume_checkpoint(tc.out_dir);
+    if (tc.resume) comm_bcast(&resume_from, comm);
     if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
     if (!tc.init_from.empty()) {
         CheckpointHeader h;
@@ -877,26 +894,31 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         }
     }
     tc.model = model.cfg;
-    check_train_config(tc);
+    check_train_config(tc, comm.nranks);
     if (tc.mode != "train")
         fatal("--mode %s is not in the CUDA trainer; run train_gpt (CPU) with --init_from on this run's checkpoint", tc.mode.c_str());
     if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
     const ModelConfig& c = model.cfg;
-    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T));
+    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T * comm.nranks));   // micro-steps per rank
 
     cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    int device = 0;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaGetDeviceProperties(&prop, device));
     printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
            prop.totalGlobalMem / (double)(1 << 30));
     model.set_attention(want_flash);
     model.set_gelu_fusion(gelu_fusion);
     model.set_bias_grad(bias_grad);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
+    model.comm = &comm;
 
+    // rank r of n reads global batches r, r + n, ... (common/dataloader.h): one optimizer step
+    // covers the same tokens as a single process with n times the micro-steps
     DataLoader train, val;
-    train.init(tc.train_data, tc.B, tc.T, c.vocab, 0, 1, (uint64_t)tc.shuffle_seed);
+    train.init(tc.train_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks, (uint64_t)tc.shuffle_seed);
     bool have_val = !tc.val_data.empty();
-    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
+    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks);
     if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
         h_params.assign(model.table.total, 0.f);
         init_params(model.table, c, (uint64_t)tc.seed, h_params.data());   // common/init.h, as train_gpt.cpp
@@ -927,8 +949,12 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
            placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
     printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
            fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
-    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
-           tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
+    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps%s), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
+           tc.B, tc.T, tc.total_batch, accum, comm.nranks > 1 ? " per rank" : "", tc.steps, tc.lr, tc.warmup, tc.lr_floor,
+           tc.weight_decay, tc.grad_clip);
+    if (comm.nranks > 1)
+        printf("data parallel: %d ranks, %d on this node (this one: rank %d, device %d); gradients and loss averaged over the "
+               "ranks every step; tok/s counts all ranks, MFU is per GPU\n", comm.nranks, comm.local_size, comm.rank, device);
     printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
            train.shards.size(), have_val ? "" : " (no validation data)", model.plan.acts / (double)(1 << 20));
     if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, bf16 ? "bf16" : "fp32", prop.name);
@@ -938,7 +964,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
                (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
 
     Logger log;
-    log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
+    if (rank0) log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
     if (resume_from.empty())
         log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
                       .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
@@ -956,19 +982,20 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     long timed_steps = 0;
     auto do_val = [&](long step) {
         if (!have_val || tc.val_steps == 0) return;
-        float vl = evaluate(model, val, tc.val_steps);
+        float vl = evaluate(model, val, tc.val_steps, comm);
         printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
         log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
     };
     auto do_sample = [&]() {
-        if (tc.sample_tokens == 0) return;
+        if (tc.sample_tokens == 0 || !rank0) return;
         std::vector<int> s = sample_tokens(model, train.inputs[0], tc.sample_tokens, c.max_seq_len, sample_rng);
         printf("sample (token ids):");
         for (int t : s) printf(" %d", t);
         printf("\n");
     };
-    auto save = [&](long step) -> bool {
-        if (tc.out_dir.empty()) return false;
+    // rank 0 writes; every rank learns whether it worked (the call is a collective, so no rank
+    // exits while rank 0 is still writing)
+    auto save_rank0 = [&](long step) -> bool {
         TrainState ts;
         ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
         memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
@@ -985,6 +1012,11 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         printf("wrote checkpoint %s\n", path.c_str());
         prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
         return true;
+    };
+    auto save = [&](long step) -> bool {
+        if (tc.out_dir.empty()) return false;
+        const int failed = rank0 ? !save_rank0(step) : 0;
+        return comm_max(failed, comm) == 0;
     };
 
     for (long step = start_step; step < tc.steps; step++) {
@@ -1012,7 +1044,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
         double tok_s = tc.total_batch / (ms / 1000.0);
         double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
-        double mfu = peak > 0 ? 100.0 * flops_tok * tok_s / peak : -1.0;
+        double mfu = peak > 0 ? 100.0 * flops_tok * tok_s / (peak * comm.nranks) : -1.0;   // per GPU
         if (step % tc.print_every == 0 || step == tc.steps - 1) {
             char mfu_s[32];
             if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, "MFU %.1f%%", mfu);
@@ -1026,6 +1058,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
             add_layer_norms(j, model.layer_norms(r.sq), model.group_norm(r.sq, "w"), model.group_norm(r.sq, "norm_f"), !c.gpt(),
                             model.group_norm(r.sq, "lm_head"));
         log.write(j);
+        if (comm.nranks > 1) g_stop_signal = comm_max((int)g_stop_signal, comm);   // a signal to any rank stops all at this step
         int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save);
         if (rc >= 0) return rc;
         if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
@@ -1041,7 +1074,8 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     if (timed_steps) {
         double avg = total_ms / timed_steps, tok_s = tc.total_batch / (avg / 1000.0);
         printf("summary: %.1f ms/step, %.0f tok/s, MFU %s over %ld timed steps\n", avg, tok_s,
-               peak > 0 ? (std::to_string(100.0 * flops_tok * tok_s / peak).substr(0, 5) + "%").c_str() : "n/a", timed_steps);
+               peak > 0 ? (std::to_string(100.0 * flops_tok * tok_s / (peak * comm.nranks)).substr(0, 5) + "%").c_str() : "n/a",
+               timed_steps);
     }
     model.free_all();
     gemm_shutdown();
@@ -1050,6 +1084,10 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
 
 int main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
+    // data parallel under mpirun (kernels/nccl_wrap.cuh): rank 0 prints, the others only report errors
+    Comm comm;
+    comm_init(&comm, &argc, &argv);
+    if (comm.rank > 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot mute stdout", comm.rank);
     TrainConfig tc;
     std::string precision_s = "bf16", attention_s = "flash", bias_grad_s = "epilogue";
     int gelu_fusion = 1;
@@ -1063,16 +1101,22 @@ int main(int argc, char** argv) {
         {"bias_grad", 0, 's', &bias_grad_s,
          "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
     };
-    if (!parse_train_flags(argc, argv, tc, extra)) return 0;
+    if (!parse_train_flags(argc, argv, tc, extra)) {   // --help
+        comm_destroy(&comm);
+        return 0;
+    }
     int precision = parse_precision(precision_s);
     if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
     const bool want_flash = attention_s == "flash";
     if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
     if (bias_grad_s != "epilogue" && bias_grad_s != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad_s.c_str());
     const BiasGrad bias_grad = bias_grad_s == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
-    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
-    require_cuda_device();
-    if (precision == PREC_FP32) return train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad);
-    return train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad);
+    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T * comm.nranks;
+    require_cuda_device(comm.local_rank, comm.local_size);
+    comm_connect(&comm);
+    const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad, comm)
+                                          : train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad, comm);
+    comm_destroy(&comm);
+    return rc;
 }
 #endif

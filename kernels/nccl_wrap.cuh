@@ -1,18 +1,48 @@
-// nccl_wrap.cuh - the project's thin wrapper over NCCL for data-parallel gradient
-// all-reduce. On a GPU build it calls NCCL when there is more than one rank; with one rank,
-// and always in the emulated build (dev/cuda_emu, -DCUDA_EMU, single rank only), the
-// all-reduce of a buffer with itself is the identity and nothing is launched.
+// nccl_wrap.cuh - the project's thin wrapper over MPI (process launch) and NCCL (gradient
+// all-reduce) for data-parallel training: one process per GPU, every process holds the
+// whole model, each trains on its own slice of the global batch, and the gradients are
+// averaged over the processes before the update, so every process applies the same update
+// to the same weights.
 //
-//   Comm comm; comm_init_single(&comm);            // one process, one GPU
-//   allreduce_sum(grads, n, comm, stream);         // in place, sum over ranks
-//   allreduce_mean(grads, n, comm, stream);        // in place, average over ranks
-//   comm_destroy(&comm);
-// Multi-rank setup (GPU build only): comm_init(&comm, rank, nranks, id) with an
-// ncclUniqueId made by rank 0 (ncclGetUniqueId) and shared by the launcher (MPI, a file).
+//   mpirun -np 8 build/cuda/train_gpt_nvcc ...     (one process per GPU of the node)
+//
+//   Comm comm;
+//   comm_init(&comm, &argc, &argv);                // MPI ranks (or a single process)
+//   cudaSetDevice(comm.local_rank);                // rank r uses GPU local_rank of its node
+//   comm_connect(&comm);                           // NCCL communicator (more than one rank)
+//   allreduce_mean(grads, n, comm, stream);        // in place, average over ranks (device buffer)
+//   double s = comm_sum(x, comm);                  // host scalars: sum / max over ranks,
+//   int m = comm_max(i, comm);                     //   a string from rank 0 (blocking)
+//   comm_bcast(&path, comm);
+//   comm_destroy(&comm);                           // NCCL, then MPI_Finalize
+//
+// Builds:
+//   - USE_MPI (the Makefile defines it where MPI's headers are installed: Debian's
+//     libopenmpi-dev): ranks come from MPI, rank 0 makes the ncclUniqueId and MPI_Bcast
+//     hands it to the others, host scalars go through MPI_Allreduce / MPI_Bcast.
+//   - without it, one process only; a launch under mpirun with more than one process
+//     (OMPI_COMM_WORLD_SIZE / PMI_SIZE set) is an error rather than N independent runs.
+//   - the CPU emulation (dev/cuda_emu, -DCUDA_EMU) has no NCCL: "device" buffers are host
+//     memory there, and with USE_MPI the all-reduce of a device buffer goes through MPI
+//     instead (reduce to rank 0 in fp32 / double, divide, broadcast: every rank gets the same
+//     bits, as with NCCL), so the data-parallel trainer runs on a CPU in the tests.
+// NCCL's mean (ncclAvg) and the emulation's may round differently; both give every rank the
+// same result, which is what keeps the replicas' weights identical.
 #pragma once
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 #include "common.cuh"
 
+#if defined(USE_MPI)
+#define OMPI_SKIP_MPICXX 1   // MPI's C API only (no C++ bindings)
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
 #if !defined(CUDA_EMU)
 #include <nccl.h>
 inline void nccl_check(ncclResult_t r, const char* file, int line) {
@@ -25,46 +55,169 @@ inline void nccl_check(ncclResult_t r, const char* file, int line) {
 #endif
 
 struct Comm {
-    int rank = 0, nranks = 1;
+    int rank = 0, nranks = 1;           // this process among all of them
+    int local_rank = 0, local_size = 1; // among the processes of its node (which GPU it takes)
+    bool mpi = false;                   // MPI_Init was called (comm_destroy finalizes)
 #if !defined(CUDA_EMU)
     ncclComm_t nccl = nullptr;
 #endif
 };
 
-inline void comm_init_single(Comm* c) {
-    c->rank = 0;
-    c->nranks = 1;
+[[noreturn]] inline void comm_fail(const char* msg, const char* detail = "") {
+    fflush(stdout);
+    fprintf(stderr, "error: %s%s\n", msg, detail);
+    exit(EXIT_FAILURE);
 }
-#if !defined(CUDA_EMU)
-inline void comm_init(Comm* c, int rank, int nranks, const ncclUniqueId& id) {
-    c->rank = rank;
-    c->nranks = nranks;
-    if (nranks > 1) ncclCheck(ncclCommInitRank(&c->nccl, nranks, id, rank));
+
+inline void comm_init_single(Comm* c) { *c = Comm{}; }
+
+// The launcher's process count when started by mpirun / mpiexec (Open MPI, MPICH), else 1.
+inline int launcher_world_size() {
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+        const char* s = getenv(v);
+        if (s && atoi(s) > 0) return atoi(s);
+    }
+    return 1;
 }
+
+// Ranks of this process (MPI where built with it, else a single one).
+inline void comm_init(Comm* c, int* argc, char*** argv) {
+    comm_init_single(c);
+#if defined(USE_MPI)
+    if (launcher_world_size() == 1) return;   // a plain run: no MPI start-up at all
+    MPI_Init(argc, argv);
+    c->mpi = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->nranks);
+    MPI_Comm node;   // the processes sharing this node (and its GPUs)
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_size(node, &c->local_size);
+    MPI_Comm_free(&node);
+#else
+    (void)argc;
+    (void)argv;
+    if (launcher_world_size() > 1)
+        comm_fail("started as one of several processes (mpirun), but this build has no MPI: install libopenmpi-dev "
+                  "and rebuild (make finds it), or run a single process");
 #endif
+}
+
+// The NCCL communicator over all ranks (after the device is chosen); nothing with one rank
+// or in the emulation (whose all-reduce goes through MPI).
+inline void comm_connect(Comm* c) {
+#if !defined(CUDA_EMU) && defined(USE_MPI)
+    if (c->nranks == 1) return;
+    ncclUniqueId id;
+    if (c->rank == 0) ncclCheck(ncclGetUniqueId(&id));
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    ncclCheck(ncclCommInitRank(&c->nccl, c->nranks, id, c->rank));
+#else
+    (void)c;
+#endif
+}
+
 inline void comm_destroy(Comm* c) {
 #if !defined(CUDA_EMU)
     if (c->nccl) ncclCheck(ncclCommDestroy(c->nccl));
     c->nccl = nullptr;
 #endif
+#if defined(USE_MPI)
+    if (c->mpi) MPI_Finalize();
+#endif
+    c->mpi = false;
     c->nranks = 1;
 }
+
+// ----------------------------------------------------------------------------
+// host scalars (blocking; every rank must call them in the same order)
+
+inline double comm_sum(double x, const Comm& c) {
+#if defined(USE_MPI)
+    if (c.nranks > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+#else
+    (void)c;
+#endif
+    return x;
+}
+inline int comm_max(int x, const Comm& c) {
+#if defined(USE_MPI)
+    if (c.nranks > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+#else
+    (void)c;
+#endif
+    return x;
+}
+inline void comm_bcast(std::string* s, const Comm& c) {   // rank 0's string to every rank
+#if defined(USE_MPI)
+    if (c.nranks == 1) return;
+    unsigned long long n = s->size();
+    MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    s->resize(n);
+    if (n) MPI_Bcast(&(*s)[0], (int)n, MPI_CHAR, 0, MPI_COMM_WORLD);
+#else
+    (void)s;
+    (void)c;
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// device buffers: all-reduce in place on `stream`
 
 namespace nccl_detail {
 #if !defined(CUDA_EMU)
 template <typename T> ncclDataType_t dtype();
 template <> inline ncclDataType_t dtype<float>() { return ncclFloat32; }
+template <> inline ncclDataType_t dtype<double>() { return ncclFloat64; }
 template <> inline ncclDataType_t dtype<__nv_bfloat16>() { return ncclBfloat16; }
+#endif
+#if defined(CUDA_EMU) && defined(USE_MPI)
+// The emulation's stand-in for ncclAllReduce: kernels have run by the time a launch returns
+// (streams are no-ops), so buf holds the values. Sum in A (float for float and bf16, double
+// for double) on rank 0, in rank order; divide for the mean; round to T; broadcast.
+template <typename T> struct EmuAcc { using type = float; };
+template <> struct EmuAcc<double> { using type = double; };
+template <typename A> MPI_Datatype mpi_type();
+template <> inline MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <> inline MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+inline float emu_to(float x) { return x; }
+inline double emu_to(double x) { return x; }
+inline float emu_to(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T, typename A> T emu_from(A x) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __float2bfloat16_rn((float)x);
+    else return (T)x;
+}
+template <typename T>
+void emu_allreduce(T* buf, size_t n, const Comm& c, bool mean) {
+    using A = typename EmuAcc<T>::type;
+    std::vector<A> mine(n);
+    for (size_t i = 0; i < n; i++) mine[i] = emu_to(buf[i]);
+    for (size_t i0 = 0; i0 < n; i0 += (1u << 26)) {   // MPI counts are ints: pieces of 64M
+        const int m = (int)std::min<size_t>(n - i0, 1u << 26);
+        std::vector<A> got(c.rank == 0 ? (size_t)m * c.nranks : 0);
+        MPI_Gather(mine.data() + i0, m, mpi_type<A>(), got.data(), m, mpi_type<A>(), 0, MPI_COMM_WORLD);
+        if (c.rank == 0)
+            for (int i = 0; i < m; i++) {
+                A s = got[i];
+                for (int r = 1; r < c.nranks; r++) s += got[(size_t)r * m + i];
+                mine[i0 + i] = mean ? s / (A)c.nranks : s;
+            }
+        MPI_Bcast(mine.data() + i0, m, mpi_type<A>(), 0, MPI_COMM_WORLD);
+    }
+    for (size_t i = 0; i < n; i++) buf[i] = emu_from<T, A>(mine[i]);
+}
 #endif
 template <typename T>
 void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) {
     if (c.nranks == 1 || n == 0) return;  // one rank: the sum (and mean) of one buffer is itself
-#if defined(CUDA_EMU)
+#if defined(CUDA_EMU) && defined(USE_MPI)
+    (void)stream;
+    emu_allreduce(buf, n, c, mean);
+#elif defined(CUDA_EMU)
     (void)buf;
     (void)stream;
     (void)mean;
-    fprintf(stderr, "allreduce: the emulated build has a single rank\n");
-    exit(EXIT_FAILURE);
+    comm_fail("allreduce: this emulated build has no MPI (a single rank only)");
 #else
     ncclCheck(ncclAllReduce(buf, buf, n, dtype<T>(), mean ? ncclAvg : ncclSum, c.nccl, stream));
 #endif

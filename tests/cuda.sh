@@ -3,7 +3,8 @@
 # CPU emulation of CUDA (dev/cuda_emu): test_gpt.cu against the stored PyTorch states in fp32,
 # bf16 and pure bf16 with the bitwise resume check (gpt's GELU and bias gradients in the GEMM
 # epilogues, and once, fp32, in separate kernels), negative tests, the emulated trainer
-# against the CPU trainer, its own checkpoint/resume, and bad input. The nvcc builds run on a
+# against the CPU trainer, its own checkpoint/resume, bad input, and the data-parallel trainer
+# under `mpirun -np 2` (where MPI is installed) against the CPU trainer. The nvcc builds run on a
 # GPU when there is one, and otherwise must say so (exit 77 / a one-line error), never crash.
 CB=${BUILD:-build}/cuda
 CPY=/usr/bin/python3
@@ -53,14 +54,20 @@ if [ -x "$CB/train_gpt_cuda_emu" ]; then
   CTINY_GPT=(--arch gpt --n_layer 2 --n_head 2 --d_model 32 --ffn 88 --vocab 300 --max_seq_len 16 -k 1 -b 2 -t 16 -d 64
              -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0)
   # the emulated CUDA trainer (fp32) follows the CPU trainer step for step (args: the flags of
-  # both; CU_FLAGS: flags of the CUDA trainer only)
+  # both; CU_FLAGS: flags of the CUDA trainer only; LAUNCH: a launcher for it, e.g. mpirun);
+  # validation lines too, where there are some
   cuda_vs_cpu() {
-    "$T" "$@" ${CU_FLAGS:-} --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
+    ${LAUNCH:-} "$T" "$@" ${CU_FLAGS:-} --precision fp32 -x 4 -o "$CSCRATCH/cu.jsonl" || return 1
     ${BUILD:-build}/train_gpt "$@" -x 4 -o "$CSCRATCH/cpu.jsonl" || return 1
     $CPY - "$CSCRATCH/cu.jsonl" "$CSCRATCH/cpu.jsonl" <<'PYEOF'
 import json, sys
-a, b = ([json.loads(l) for l in open(p) if '"step"' in l] for p in sys.argv[1:3])
+a, b = ([json.loads(l) for l in open(p) if '"kind":"step"' in l] for p in sys.argv[1:3])
 assert len(a) == len(b) == 4, (len(a), len(b))
+va, vb = ([json.loads(l) for l in open(p) if '"kind":"val"' in l] for p in sys.argv[1:3])
+assert len(va) == len(vb), ("val lines", len(va), len(vb))
+for x, y in zip(va, vb):
+    assert x["step"] == y["step"] and abs(x["val_loss"] - y["val_loss"]) <= 1e-5 * abs(y["val_loss"]), (x, y)
+    print("val at step", x["step"], "cuda", x["val_loss"], "cpu", y["val_loss"])
 for x, y in zip(a, b):
     assert x.get("skipped") == y.get("skipped"), (x["step"], "skipped", x.get("skipped"), y.get("skipped"))
     for k in ("loss", "grad_norm"):
@@ -94,6 +101,67 @@ PYEOF
     $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
   }
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
+  # data parallel (kernels/nccl_wrap.cuh): the emulated trainer under mpirun, 2 ranks, each with
+  # its own emulated device (CUDA_EMU_DEVICES); the emulation's all-reduce goes through MPI
+  if command -v mpicxx >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then
+    MPIRUN=(mpirun --oversubscribe --allow-run-as-root -np 2 -x CUDA_EMU_DEVICES=2)
+    CVAL=(--val_data "$CSCRATCH/val_*.bin" -v 3 --val_every 2)
+    # one step = 2 ranks x 1 micro-batch against the CPU trainer's 2 micro-batches (gpt, 64
+    # tokens); then llama, 2 ranks x 2 micro-batches against 4; 3 validation batches split 2 + 1
+    LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_gpt pass cuda_vs_cpu "${CTINY_GPT[@]}" "${CVAL[@]}"
+    LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_llama_accum pass cuda_vs_cpu "${CTINY[@]}" -d 128 "${CVAL[@]}"
+    # resume under 2 ranks from a 2-rank checkpoint: bitwise (bf16); the same checkpoint
+    # continued by one process (2 micro-steps) follows the 2-rank run within rounding
+    cuda_ddp_resume() {
+      rm -rf "$CSCRATCH/drun"
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 4 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/drun" \
+        -o "$CSCRATCH/dfull.jsonl" || return 1
+      [ "$(grep -c '"kind":"step"' "$CSCRATCH/dfull.jsonl")" = 4 ] || { echo "the log is not rank 0's alone"; return 1; }
+      cp "$CSCRATCH/dfull.jsonl" "$CSCRATCH/dpart.jsonl"
+      cp "$CSCRATCH/dfull.jsonl" "$CSCRATCH/dsingle.jsonl"
+      mv "$CSCRATCH/drun/ckpt_00000004.bin" "$CSCRATCH/dckpt4.bin"
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 4 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/drun" \
+        -o "$CSCRATCH/dpart.jsonl" --resume 1 > "$CSCRATCH/dresume.txt" || return 1
+      grep -q "resume: .*ckpt_00000002.bin (step 2" "$CSCRATCH/dresume.txt" || { echo "did not resume from step 2"; return 1; }
+      $CPY dev/compare_logs.py "$CSCRATCH/dfull.jsonl" "$CSCRATCH/dpart.jsonl" || return 1
+      rm "$CSCRATCH/drun/ckpt_00000004.bin"
+      "$T" "${CTINY[@]}" -d 64 -x 4 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/drun" -o "$CSCRATCH/dsingle.jsonl" \
+        --resume 1 || return 1
+      $CPY - "$CSCRATCH/dfull.jsonl" "$CSCRATCH/dsingle.jsonl" <<'PYEOF'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"kind":"step"' in l] for p in sys.argv[1:3])
+assert [x["step"] for x in a] == [x["step"] for x in b] == [0, 1, 2, 3], "steps"
+for x, y in zip(a[2:], b[2:]):   # bf16 gradients: the two sums round differently
+    for k in ("loss", "grad_norm"):
+        assert abs(x[k] - y[k]) <= 2e-2 * abs(x[k]), (x["step"], k, x[k], y[k])
+    print("step", x["step"], "2 ranks", x["loss"], "1 process", y["loss"])
+PYEOF
+    }
+    run_test cuda/train_emu_ddp_resume pass cuda_ddp_resume
+    # SIGTERM to rank 1 alone: every rank stops after the same step, rank 0 checkpoints it, exit 0
+    cuda_ddp_signal() {
+      rm -rf "$CSCRATCH/dsig" "$CSCRATCH/dsig.jsonl"
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 500 --out_dir "$CSCRATCH/dsig" -o "$CSCRATCH/dsig.jsonl" > "$CSCRATCH/dsig.txt" 2>&1 &
+      local mp=$! i p sent=0
+      for i in $(seq 600); do grep -q '"kind":"step"' "$CSCRATCH/dsig.jsonl" 2>/dev/null && break; sleep 0.1; done
+      for p in $(pgrep -P "$mp"); do
+        if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then kill -TERM "$p"; sent=1; fi
+      done
+      [ $sent = 1 ] || { echo "rank 1 not found among mpirun's children"; kill "$mp"; return 1; }
+      wait "$mp" || { echo "mpirun exit $?"; cat "$CSCRATCH/dsig.txt"; return 1; }
+      cat "$CSCRATCH/dsig.txt"
+      local n; n=$(grep -c '"kind":"step"' "$CSCRATCH/dsig.jsonl")
+      grep -q "received SIGTERM at step $n: wrote checkpoint" "$CSCRATCH/dsig.txt" || { echo "no checkpoint at step $n"; return 1; }
+      [ -f "$CSCRATCH/dsig/ckpt_$(printf %08d "$n").bin" ] && [ "$n" -lt 500 ]
+    }
+    run_test cuda/train_emu_ddp_signal pass cuda_ddp_signal
+    run_test cuda/bad_ddp_devices 'fail:^error: 2 processes on this node but 1 CUDA device' \
+      mpirun --oversubscribe --allow-run-as-root -np 2 -x CUDA_EMU_DEVICES=1 "$T" "${CTINY[@]}" -x 1
+    run_test cuda/bad_ddp_total_batch 'fail:^error: --total_batch 32 is not a multiple of B\*T\*ranks = 64' \
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 32 -x 1
+  else
+    skip_test cuda/train_emu_ddp "no MPI (libopenmpi-dev, openmpi-bin)"
+  fi
   # bad input: one-line errors
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa

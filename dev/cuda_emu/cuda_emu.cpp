@@ -770,13 +770,25 @@ cudaError_t cudaMemGetInfo(size_t* free_, size_t* total) {
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSetLimit(enum cudaLimit, size_t) { return cudaSuccess; }
+// One emulated device, or CUDA_EMU_DEVICES of them (1..64) for a data-parallel launch of
+// several processes (each process has its own memory anyway; the devices differ only in number).
+static int emu_device_count() {
+    const char* s = std::getenv("CUDA_EMU_DEVICES");
+    const int n = s ? std::atoi(s) : 1;
+    return n >= 1 && n <= 64 ? n : 1;
+}
+static int emu_current_device = 0;
 cudaError_t cudaGetDeviceCount(int* count) {
-    *count = 1;
+    *count = emu_device_count();
     return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= emu_device_count()) return fail(cudaErrorInvalidDevice);
+    emu_current_device = device;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDevice(int* device) {
-    *device = 0;
+    *device = emu_current_device;
     return cudaSuccess;
 }
 cudaError_t cudaRuntimeGetVersion(int* v) {
@@ -784,7 +796,7 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
     return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
-    if (device != 0) return fail(cudaErrorInvalidDevice);
+    if (device < 0 || device >= emu_device_count()) return fail(cudaErrorInvalidDevice);
     std::memset(prop, 0, sizeof *prop);
     std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation)");
     prop->major = 9;
