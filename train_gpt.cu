@@ -248,7 +248,15 @@ struct Model {
     BiasGrad bias_grad = BiasGrad::Epilogue;  // bias gradients in GEMM epilogues or kernels (set_bias_grad)
     cudaStream_t stream = 0;
     NormType norm_type = NormType::LayerNorm;
-    const Comm* comm = nullptr;               // data parallel: gradients averaged over its ranks (end_step)
+    // Data parallel (set_comm, more than one rank): the step's last backward averages each
+    // bucket of gradients over the ranks as soon as the bucket is final (reduce_bucket), on a
+    // stream of its own, so the all-reduce of layer l overlaps the backward of layers < l.
+    const Comm* comm = nullptr;
+    cudaStream_t comm_stream = nullptr;       // non-blocking: runs beside the legacy default stream
+    cudaEvent_t bucket_ready = nullptr, comm_done = nullptr;
+    bool reduce_in_backward = false;          // the current backward is the step's last micro-step
+    bool comm_pending = false;                // reductions queued on comm_stream not yet waited for
+    bool grads_reduced = false;               // this step's gradients were reduced (begin_step clears it)
 
     // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
     // the AdamW moments m, v (fp32, or T in pure bf16)
@@ -434,7 +442,20 @@ struct Model {
         cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
     }
 
+    void set_comm(const Comm* c) {
+        comm = c;
+        if (!data_parallel() || comm_stream) return;
+        cudaCheck(cudaStreamCreateWithFlags(&comm_stream, cudaStreamNonBlocking));
+        cudaCheck(cudaEventCreateWithFlags(&bucket_ready, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&comm_done, cudaEventDisableTiming));
+    }
+    bool data_parallel() const { return comm && comm->nranks > 1; }
+
     void free_all() {
+        if (comm_stream) {
+            cudaStreamDestroy(comm_stream); cudaEventDestroy(bucket_ready); cudaEventDestroy(comm_done);
+            comm_stream = nullptr;
+        }
         cudaFree(param_arena.base); cudaFree(grad_arena.base); cudaFree(act_arena.base);
         param_arena.base = grad_arena.base = act_arena.base = nullptr;
         cudaFreeHost(h_stats); cudaFreeHost(h_partial);
@@ -654,7 +675,13 @@ struct Model {
     // ------------------------------------------------------------------ backward
     // Accumulates d(loss * grad_scale)/d(params) into grads (call zero_grad first;
     // grad_scale = 1/accumulation steps, the same value a fused forward was given).
-    void backward(int B_, int T_, float grad_scale = 1.f) {
+    // last_micro (data parallel): this is the step's last micro-batch, so each gradient
+    // bucket is final once its part of the backward has run and is averaged over the ranks
+    // then: the head (norm_f, lm_head: the end of the table) after the classifier and the
+    // final norm, layer l after its backward, the embeddings (the start of the table; gpt's
+    // tied lm_head is wte) at the end. A bucket is a contiguous range of the gradient arena.
+    void backward(int B_, int T_, float grad_scale = 1.f, bool last_micro = true) {
+        reduce_in_backward = last_micro && data_parallel();
         const ModelConfig& c = cfg;
         int N = B_ * T_, C = c.d_model, F = ffn_dev, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;   // F: padded hidden width
         int fcw = c.gpt() ? F : 2 * F;
@@ -666,6 +693,7 @@ struct Model {
         const BiasGrad bg = bias_grad;
         linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, bg, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
+        reduce_bucket(layer_begin(c.n_layer), dtable.total);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
             const LayerTensors<T>& w = W.layer[l];
@@ -713,8 +741,32 @@ struct Model {
                 linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             }
+            reduce_bucket(layer_begin(l), layer_begin(l + 1));
         }
         embedding_backward(G.wte, G.wpe, dx, d_btok, d_bstart, d_bpos, nbuckets, B_, T_, C, st);
+        reduce_bucket(0, layer_begin(0));
+    }
+    // first element of layer l's tensors in the device table (l = n_layer: of the final norm)
+    size_t layer_begin(int l) const {
+        for (const ParamTensor& t : dtable.t)
+            if (t.layer == l) return t.offset;
+        fatal("internal: no tensor of layer %d", l);
+    }
+    // average grads[begin, end) over the ranks on comm_stream once the default stream has
+    // written them (an event orders the two streams)
+    void reduce_bucket(size_t begin, size_t end) {
+        if (!reduce_in_backward || end <= begin) return;
+        cudaCheck(cudaEventRecord(bucket_ready, stream));
+        cudaCheck(cudaStreamWaitEvent(comm_stream, bucket_ready, 0));
+        allreduce_mean(grads + begin, end - begin, *comm, comm_stream);
+        comm_pending = grads_reduced = true;
+    }
+    // the default stream waits for every queued reduction (before anything reads the gradients)
+    void wait_reductions() {
+        if (!comm_pending) return;
+        cudaCheck(cudaEventRecord(comm_done, comm_stream));
+        cudaCheck(cudaStreamWaitEvent(stream, comm_done, 0));
+        comm_pending = false;
     }
 
     void zero_grad() { cudaCheck(cudaMemsetAsync(grads, 0, dtable.total * sizeof(T), stream)); }
@@ -741,6 +793,8 @@ struct Model {
     // test hook (--inject_nan_at): one gradient element becomes NaN, the first element of
     // the middle tensor (element (0, 0) of a tensor is never a padded one)
     void poison_grad() {
+        wait_reductions();
+        cudaCheck(cudaStreamSynchronize(stream));
         T nan = host_cast<T>(NAN);
         cudaCheck(cudaMemcpy(grads + dtable.t[dtable.t.size() / 2].offset, &nan, sizeof(T), cudaMemcpyHostToDevice));
     }
@@ -768,12 +822,12 @@ struct Model {
     // host never waits for the GPU: the loss, the gradient norm, the clipping factor and the
     // decision to skip a non-finite step are formed on the device (StepStats, gradnorm.cuh),
     // AdamW reads them there, and one synchronisation at the end brings back the numbers
-    // (and, for the per-layer norms, the chunk partials) in pinned memory. Data parallel
-    // (comm with more than one rank): each rank's gradients and loss are first averaged over
-    // the ranks (kernels/nccl_wrap.cuh, on the same stream), so the norm, the clipping, the
-    // skip decision and the update are the same on every rank. (Before, the
+    // (and, for the per-layer norms, the chunk partials) in pinned memory. (Before, the
     // loss download after every forward and the norm download before the update each left
-    // the GPU idle while the host caught up.)
+    // the GPU idle while the host caught up.) Data parallel (set_comm, more than one rank):
+    // the gradients were averaged over the ranks during the last backward (reduce_bucket)
+    // and the loss is averaged here (kernels/nccl_wrap.cuh), so the norm, the clipping, the
+    // skip decision and the update are the same on every rank.
     struct StepResult {
         double loss;             // the mean loss over the step's micro-batches
         float norm;              // the global gradient norm before clipping
@@ -781,13 +835,15 @@ struct Model {
         std::vector<double> sq;  // per tensor (table order) sum of g^2, when asked for
     };
     void begin_step() {
+        grads_reduced = false;
         zero_grad();
         cudaCheck(cudaMemsetAsync(d_stats, 0, sizeof(StepStats), stream));
     }
     StepResult end_step(int accum, float lr, float beta1, float beta2, float eps, float wd, float max_norm, bool want_tensor_sq) {
         const int nch = (int)chunks.off.size();
-        if (comm && comm->nranks > 1) {
-            allreduce_mean(grads, dtable.total, *comm, stream);
+        if (data_parallel()) {   // the gradients were averaged bucket by bucket in the last backward
+            if (!grads_reduced) fatal("internal: a data-parallel step whose last backward did not reduce the gradients");
+            wait_reductions();
             allreduce_mean(&d_stats->loss_sum, 1, *comm, stream);
         }
         sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
@@ -911,7 +967,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     model.set_gelu_fusion(gelu_fusion);
     model.set_bias_grad(bias_grad);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
-    model.comm = &comm;
+    model.set_comm(&comm);
 
     // rank r of n reads global batches r, r + n, ... (common/dataloader.h): one optimizer step
     // covers the same tokens as a single process with n times the micro-steps
@@ -1030,7 +1086,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         for (int micro = 0; micro < accum; micro++) {
             train.next_batch();
             model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
-            model.backward(tc.B, tc.T, 1.f / accum);
+            model.backward(tc.B, tc.T, 1.f / accum, micro == accum - 1);
         }
         if (step == tc.inject_nan_at) model.poison_grad();
         float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);

@@ -110,6 +110,8 @@ PYEOF
     # tokens); then llama, 2 ranks x 2 micro-batches against 4; 3 validation batches split 2 + 1
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_gpt pass cuda_vs_cpu "${CTINY_GPT[@]}" "${CVAL[@]}"
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_llama_accum pass cuda_vs_cpu "${CTINY[@]}" -d 128 "${CVAL[@]}"
+    # a NaN in a gradient at step 2: every rank skips that update, as the CPU trainer does
+    LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 --inject_nan_at 1 --nonfinite skip
     # resume under 2 ranks from a 2-rank checkpoint: bitwise (bf16); the same checkpoint
     # continued by one process (2 micro-steps) follows the 2-rank run within rounding
     cuda_ddp_resume() {
