@@ -104,16 +104,20 @@ inline void comm_init(Comm* c, int* argc, char*** argv) {
 }
 
 // The NCCL communicator over all ranks (after the device is chosen); nothing with one rank
-// or in the emulation (whose all-reduce goes through MPI).
-inline void comm_connect(Comm* c) {
-#if !defined(CUDA_EMU) && defined(USE_MPI)
-    if (c->nranks == 1) return;
+// (unless single_too: a real one-rank NCCL communicator, so that a test on one GPU runs
+// ncclAllReduce itself) or in the emulation (whose all-reduce goes through MPI).
+inline void comm_connect(Comm* c, bool single_too = false) {
+#if !defined(CUDA_EMU)
+    if (c->nranks == 1 && !single_too) return;
     ncclUniqueId id;
     if (c->rank == 0) ncclCheck(ncclGetUniqueId(&id));
-    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+#if defined(USE_MPI)
+    if (c->nranks > 1) MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+#endif
     ncclCheck(ncclCommInitRank(&c->nccl, c->nranks, id, c->rank));
 #else
     (void)c;
+    (void)single_too;
 #endif
 }
 
@@ -209,7 +213,13 @@ void emu_allreduce(T* buf, size_t n, const Comm& c, bool mean) {
 #endif
 template <typename T>
 void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) {
-    if (c.nranks == 1 || n == 0) return;  // one rank: the sum (and mean) of one buffer is itself
+    // one rank: the sum (and mean) of one buffer is itself (NCCL runs anyway on a one-rank
+    // communicator made with comm_connect(c, true))
+#if defined(CUDA_EMU)
+    if (c.nranks == 1 || n == 0) return;
+#else
+    if ((c.nranks == 1 && !c.nccl) || n == 0) return;
+#endif
 #if defined(CUDA_EMU) && defined(USE_MPI)
     (void)stream;
     emu_allreduce(buf, n, c, mean);
