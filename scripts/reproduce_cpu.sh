@@ -20,11 +20,14 @@
 # ffn 344, vocab 8192, T 256, B 8, 600 steps, K in {0, 2, 3, 4, 6, 12}; measured:
 # 5 runs of 400 steps took 58 min on 2 cores shared with other jobs (~1800 tok/s;
 # ~4300 tok/s when the cores are free).
-# Every size is a flag; the paper's 71M study on a GPU would be e.g.
-#   --trainer ./build/train_gpt_cuda --d_model 512 --n_head 8 --ffn 1368 --vocab 32000 \
-#   --batch 64 --total_batch 131072 --steps 10000 --warmup 1000 --coretype none
-# (with a 32000-token tokenizer: --tokenizer spm32000). A finished run whose
-# command is unchanged is not trained again (delete OUT/runs/NAME to redo one).
+# Every size is a flag; the paper's 71M study on a node of 8 GPUs would be e.g.
+#   --trainer ./build/cuda/train_gpt_nvcc --launch "mpirun -np 8" --d_model 512 --n_head 8 \
+#   --ffn 1368 --batch 64 --total_batch 131072 --steps 10000 --warmup 1000 \
+#   --extra "--precision pure_bf16" --tokenizer spm32000 --coretype none
+# (--launch: a launcher for the training runs, one process per GPU; the analyses always
+# run with the CPU trainer build/train_gpt, the CUDA trainer has no analysis modes).
+# A finished run whose command is unchanged is not trained again (delete OUT/runs/NAME
+# to redo one).
 set -euo pipefail
 CALLER=$(pwd)
 cd "$(dirname "$0")/.."
@@ -35,6 +38,7 @@ PY=/usr/bin/python3
 # ---------------------------------------------------------------- flags
 OUT=build/reproduce_cpu
 TRAINER=./build/train_gpt
+LAUNCH=""
 N_LAYER=12; D_MODEL=128; N_HEAD=4; FFN=344; SEQ_LEN=256; BATCH=8; TOTAL_BATCH=0
 STEPS=600; WARMUP=60; LR=1e-3; LR_FLOOR=0.1; SEED=1; SHUFFLE_SEED=1
 ALPHAS="0 0.167 0.25 0.333 0.5 1"; KS=""
@@ -43,6 +47,7 @@ THREADS=2; CORETYPE=auto; TOKENIZER=spm8192; TRAIN_GLOB=""; VAL_GLOB=""; EXTRA="
 usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; cat <<EOF
 flags (default):
   --out DIR ($OUT)            --trainer PATH ($TRAINER)
+  --launch "CMD" (a launcher for the training runs, e.g. "mpirun -np 8"; default none)
   --n_layer ($N_LAYER) --d_model ($D_MODEL) --n_head ($N_HEAD) --ffn ($FFN) --seq_len ($SEQ_LEN)
   --batch B ($BATCH) --total_batch TOKENS ($TOTAL_BATCH = B*T) --steps ($STEPS) --warmup ($WARMUP)
   --lr ($LR) --lr_floor ($LR_FLOOR) --seed ($SEED) --shuffle_seed ($SHUFFLE_SEED)
@@ -62,7 +67,7 @@ while [ $# -gt 0 ]; do
   case "$1" in -h|--help) usage; exit 0;; esac
   [ $# -ge 2 ] || { echo "error: reproduce_cpu: $1 needs a value" >&2; exit 2; }
   case "$1" in
-    --out) OUT=$(abs "$2");; --trainer) TRAINER=$(abs "$2");;
+    --out) OUT=$(abs "$2");; --trainer) TRAINER=$(abs "$2");; --launch) LAUNCH=$2;;
     --n_layer) N_LAYER=$2;; --d_model) D_MODEL=$2;; --n_head) N_HEAD=$2;; --ffn) FFN=$2;; --seq_len) SEQ_LEN=$2;;
     --batch) BATCH=$2;; --total_batch) TOTAL_BATCH=$2;; --steps) STEPS=$2;; --warmup) WARMUP=$2;;
     --lr) LR=$2;; --lr_floor) LR_FLOOR=$2;; --seed) SEED=$2;; --shuffle_seed) SHUFFLE_SEED=$2;;
@@ -153,7 +158,9 @@ PYEOF
 }
 prepare_data
 log "data: train $TRAIN_GLOB, val $VAL_GLOB, vocab $VOCAB"
-[ -x "$TRAINER" ] || make -s build/train_gpt
+ANALYZER=./build/train_gpt   # --mode angular / layer_drop: the CPU trainer reads any run's checkpoints
+[ -x "$ANALYZER" ] || make -s build/train_gpt
+[ -x "$TRAINER" ] || { echo "error: reproduce_cpu: --trainer $TRAINER is not an executable (make builds it)" >&2; exit 2; }
 
 # ---------------------------------------------------------------- 2 + 3. runs and analyses
 [ "$TOTAL_BATCH" = 0 ] && TOTAL_BATCH=$((BATCH * SEQ_LEN))
@@ -164,7 +171,7 @@ RECIPE="$RECIPE --threads $THREADS --print_every 50"
 RUN_DIRS=()
 for K in $KS; do
   name=$(printf 'k%02d' "$K"); dir="$OUT/runs/$name"; RUN_DIRS+=("$dir")
-  cmd="$TRAINER $MODEL -k $K $RECIPE $EXTRA -i '$TRAIN_GLOB' -j '$VAL_GLOB' -o $dir/log.jsonl --out_dir $dir"
+  cmd="${LAUNCH:+$LAUNCH }$TRAINER $MODEL -k $K $RECIPE $EXTRA -i '$TRAIN_GLOB' -j '$VAL_GLOB' -o $dir/log.jsonl --out_dir $dir"
   if [ -f "$dir/done" ] && [ "$(cat "$dir/cmd.txt" 2>/dev/null)" = "$cmd" ]; then
     log "run $name (K=$K): done before with the same command, kept"; continue
   fi
@@ -172,14 +179,14 @@ for K in $KS; do
   log "run $name (K=$K of $N_LAYER): training $STEPS steps"
   t0=$(date +%s)
   # shellcheck disable=SC2086
-  $TRAINER $MODEL -k "$K" $RECIPE $EXTRA -i "$TRAIN_GLOB" -j "$VAL_GLOB" -o "$dir/log.jsonl" --out_dir "$dir" \
+  $LAUNCH $TRAINER $MODEL -k "$K" $RECIPE $EXTRA -i "$TRAIN_GLOB" -j "$VAL_GLOB" -o "$dir/log.jsonl" --out_dir "$dir" \
     > "$dir/train.txt" 2>&1 || { tail -5 "$dir/train.txt"; echo "error: run $name failed, log $dir/train.txt" >&2; exit 1; }
   ckpt=$(shopt -s nullglob; for f in "$dir"/ckpt_*.bin "$dir"/model_*.bin; do echo "$f"; done | sort | tail -n 1)
   [ -n "$ckpt" ] || { echo "error: run $name wrote no checkpoint in $dir" >&2; exit 1; }
   t1=$(date +%s)
   grep -E "val loss" "$dir/train.txt" | tail -n 1 | sed "s/^/  $name: /" || true
   for mode in angular layer_drop; do
-    $TRAINER --mode $mode -e "$ckpt" -j "$VAL_GLOB" -b "$BATCH" -t "$SEQ_LEN" -m "$ANALYSIS_BATCHES" \
+    $ANALYZER --mode $mode -e "$ckpt" -j "$VAL_GLOB" -b "$BATCH" -t "$SEQ_LEN" -m "$ANALYSIS_BATCHES" \
       --threads "$THREADS" --analysis_out "$dir/$mode.json" > "$dir/$mode.txt" 2>&1 \
       || { tail -5 "$dir/$mode.txt"; echo "error: $mode on $ckpt failed" >&2; exit 1; }
   done

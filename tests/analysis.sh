@@ -53,6 +53,25 @@ analysis_neg_seed() {
 }
 run_test analysis/neg_reproduce_seed 'fail:differ' analysis_neg_seed
 run_test analysis/bad_reproduce_flag "fail:^error: reproduce_cpu: unknown flag --layers" bash scripts/reproduce_cpu.sh --layers 3
+# the study's GPU path: the CUDA trainer (here its CPU emulation) under a launcher, 2 processes
+# (data parallel), and the CPU trainer's analyses on its checkpoints
+if [ -x $B/cuda/train_gpt_cuda_emu ] && command -v mpicxx >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then
+  analysis_reproduce_cuda() {
+    bash scripts/reproduce_cpu.sh --out $AN/rc "${REPRO[@]}" --ks "1" --steps 6 --val_every 3 --total_batch 256 \
+      --trainer $B/cuda/train_gpt_cuda_emu --launch "mpirun --oversubscribe --allow-run-as-root -np 2 -x CUDA_EMU_DEVICES=2" \
+      --extra "--precision fp32" || return 1
+    for f in REPORT.md results.json figs/grad_norms.png figs/angular.png runs/k01/angular.json runs/k01/layer_drop.json; do
+      [ -s $AN/rc/$f ] || { echo "missing $AN/rc/$f"; return 1; }
+    done
+    grep -q 'data parallel: 2 ranks' $AN/rc/runs/k01/train.txt || { echo "not a 2-rank run"; return 1; }
+    grep -q '| k01 | Mix-LN | 1 |' $AN/rc/REPORT.md || { echo "REPORT.md has no Mix-LN row"; return 1; }
+  }
+  run_test analysis/reproduce_toy_cuda_mpirun pass analysis_reproduce_cuda
+else
+  skip_test analysis/reproduce_toy_cuda_mpirun "no emulated CUDA trainer or no MPI"
+fi
+run_test analysis/bad_reproduce_trainer "fail:^error: reproduce_cpu: --trainer .*nope is not an executable" \
+  bash scripts/reproduce_cpu.sh --trainer $AN/nope --train_glob "$AN/train_*.bin" --val_glob "$AN/val_*.bin" --ks 0
 
 # --- the overhead benchmark runs (the figure itself: bash scripts/bench_layer_norms.sh)
 run_test analysis/bench_layer_norms_smoke pass env MODEL="--arch llama --n_layer 4 --n_head 2 --d_model 32 --ffn 64 --vocab 8192" \
