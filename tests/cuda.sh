@@ -161,6 +161,9 @@ PYEOF
       mpirun --oversubscribe --allow-run-as-root -np 2 -x CUDA_EMU_DEVICES=1 "$T" "${CTINY[@]}" -x 1
     run_test cuda/bad_ddp_total_batch 'fail:^error: --total_batch 32 is not a multiple of B\*T\*ranks = 64' \
       "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 32 -x 1
+    # a build without MPI refuses a launch of several processes instead of training twice alone
+    run_test cuda/bad_ddp_no_mpi_build 'fail:^error: started as one of several processes \(mpirun\), but this build has no MPI' \
+      "${MPIRUN[@]}" "$CB/train_gpt_cuda_emu_nompi" "${CTINY[@]}" -x 1
   else
     skip_test cuda/train_emu_ddp "no MPI (libopenmpi-dev, openmpi-bin)"
   fi

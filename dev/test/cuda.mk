@@ -31,6 +31,14 @@ $(CUDA_BUILD)/test_gpt_cuda_emu: test_gpt.cu $(KBUILD)/gxx/cuda_emu.o
 $(CUDA_BUILD)/train_gpt_cuda_emu: train_gpt.cu $(KBUILD)/gxx/cuda_emu.o
 	@mkdir -p $(@D)
 	$(EMU_GXX) $(MPI_FLAGS) $(EMU_INCLUDE) -x c++ $< -x none $(KBUILD)/gxx/cuda_emu.o -o $@ $(MPI_LIBS)
+ifneq ($(MPI_FLAGS),)
+# the trainer as built where MPI is absent (its refusal of a several-process launch is tested)
+CUDA_EMU_BINS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi
+TEST_DEPS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi
+$(CUDA_BUILD)/train_gpt_cuda_emu_nompi: train_gpt.cu $(KBUILD)/gxx/cuda_emu.o
+	@mkdir -p $(@D)
+	$(EMU_GXX) $(EMU_INCLUDE) -x c++ $< -x none $(KBUILD)/gxx/cuda_emu.o -o $@
+endif
 endif
 
 ifneq ($(NVCC),)
