@@ -1158,6 +1158,15 @@ int main(int argc, char** argv) {
          "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) {   // --help
+        printf("\nseveral GPUs: mpirun -np N %s [flags], one process per GPU (data parallel: each trains on its\n"
+               "own B x T micro-batches, --total_batch a multiple of B*T*N; rank 0 logs and checkpoints; docs/CUDA.md)%s\n",
+               argv[0],
+#if defined(USE_MPI)
+               ""
+#else
+               "\n(this build has no MPI: install libopenmpi-dev and rebuild)"
+#endif
+        );
         comm_destroy(&comm);
         return 0;
     }
