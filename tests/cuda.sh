@@ -144,8 +144,8 @@ PYEOF
     cuda_ddp_signal() {
       rm -rf "$CSCRATCH/dsig" "$CSCRATCH/dsig.jsonl"
       "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 500 --out_dir "$CSCRATCH/dsig" -o "$CSCRATCH/dsig.jsonl" > "$CSCRATCH/dsig.txt" 2>&1 &
-      local mp=$! i p sent=0
-      for i in $(seq 600); do grep -q '"kind":"step"' "$CSCRATCH/dsig.jsonl" 2>/dev/null && break; sleep 0.1; done
+      local mp=$! p sent=0
+      for _ in $(seq 600); do grep -q '"kind":"step"' "$CSCRATCH/dsig.jsonl" 2>/dev/null && break; sleep 0.1; done
       for p in $(pgrep -P "$mp"); do
         if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then kill -TERM "$p"; sent=1; fi
       done
