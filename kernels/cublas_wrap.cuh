@@ -297,49 +297,50 @@ bool run(GemmEpilogue epi, T* out, const T* cin, const T* A, const T* B, const T
     // CPU stand-in: plain loops, fp32 accumulation in k order; epilogues as cuBLASLt's, from
     // the fp32 accumulator (alpha * A@B + beta * out + bias), each output rounded once to T;
     // the bias gradients summed in fp32 in index order (of the unrounded DGELU outputs),
-    // rounded once to T
-    (void)stream;
-    std::vector<float> colsum(epi == GemmEpilogue::DGeluBGrad ? N : 0, 0.0f);
-    for (int b = 0; b < batch_count; b++) {
-        const T* a = A + b * strideA;
-        const T* bb = B + b * strideB;
-        T* o = out + b * strideOut;
-        const T* c_in = cin ? cin + b * strideOut : o;
-        for (int i = 0; i < M; i++) {
-            if (epi == GemmEpilogue::BGradB) {  // row i of op(A), summed over k
-                float s = 0.0f;
-                for (int k = 0; k < K; k++) s += to_float(transA ? a[(size_t)k * M + i] : a[(size_t)i * K + k]);
-                bgrad[i] = from_float<T>(s);
-            }
-            for (int j = 0; j < N; j++) {
-                float acc = 0.0f;
-                for (int k = 0; k < K; k++) {
-                    const float x = to_float(transA ? a[(size_t)k * M + i] : a[(size_t)i * K + k]);
-                    const float y = to_float(transB ? bb[(size_t)j * K + k] : bb[(size_t)k * N + j]);
-                    acc += x * y;
+    // rounded once to T. Queued on `stream` like the kernels (cuda_emu::enqueue).
+    cuda_emu::enqueue(stream, [=]() {
+        std::vector<float> colsum(epi == GemmEpilogue::DGeluBGrad ? N : 0, 0.0f);
+        for (int b = 0; b < batch_count; b++) {
+            const T* a = A + b * strideA;
+            const T* bb = B + b * strideB;
+            T* o = out + b * strideOut;
+            const T* c_in = cin ? cin + b * strideOut : o;
+            for (int i = 0; i < M; i++) {
+                if (epi == GemmEpilogue::BGradB) {  // row i of op(A), summed over k
+                    float s = 0.0f;
+                    for (int k = 0; k < K; k++) s += to_float(transA ? a[(size_t)k * M + i] : a[(size_t)i * K + k]);
+                    bgrad[i] = from_float<T>(s);
                 }
-                if (accumulate) acc += to_float(c_in[(size_t)i * N + j]);
-                const size_t ij = (size_t)i * N + j;
-                switch (epi) {
-                    case GemmEpilogue::GeluAuxBias:
-                        acc += to_float(bias[j]);
-                        aux[ij] = from_float<T>(acc);
-                        o[ij] = from_float<T>(gelu_forward_elem(acc));
-                        break;
-                    case GemmEpilogue::DGeluBGrad: {
-                        const float d = gelu_backward_elem(to_float(aux[ij]), acc);
-                        o[ij] = from_float<T>(d);
-                        colsum[j] += d;
-                        break;
+                for (int j = 0; j < N; j++) {
+                    float acc = 0.0f;
+                    for (int k = 0; k < K; k++) {
+                        const float x = to_float(transA ? a[(size_t)k * M + i] : a[(size_t)i * K + k]);
+                        const float y = to_float(transB ? bb[(size_t)j * K + k] : bb[(size_t)k * N + j]);
+                        acc += x * y;
                     }
-                    case GemmEpilogue::Bias: acc += to_float(bias[j]); [[fallthrough]];
-                    default: o[ij] = from_float<T>(acc);
+                    if (accumulate) acc += to_float(c_in[(size_t)i * N + j]);
+                    const size_t ij = (size_t)i * N + j;
+                    switch (epi) {
+                        case GemmEpilogue::GeluAuxBias:
+                            acc += to_float(bias[j]);
+                            aux[ij] = from_float<T>(acc);
+                            o[ij] = from_float<T>(gelu_forward_elem(acc));
+                            break;
+                        case GemmEpilogue::DGeluBGrad: {
+                            const float d = gelu_backward_elem(to_float(aux[ij]), acc);
+                            o[ij] = from_float<T>(d);
+                            colsum[j] += d;
+                            break;
+                        }
+                        case GemmEpilogue::Bias: acc += to_float(bias[j]); [[fallthrough]];
+                        default: o[ij] = from_float<T>(acc);
+                    }
                 }
             }
         }
-    }
-    if (epi == GemmEpilogue::DGeluBGrad)
-        for (int j = 0; j < N; j++) bgrad[j] = from_float<T>(colsum[j]);
+        if (epi == GemmEpilogue::DGeluBGrad)
+            for (int j = 0; j < N; j++) bgrad[j] = from_float<T>(colsum[j]);
+    });
     return true;
 #else
     gemm_init();

@@ -221,8 +221,8 @@ void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) 
     if ((c.nranks == 1 && !c.nccl) || n == 0) return;
 #endif
 #if defined(CUDA_EMU) && defined(USE_MPI)
-    (void)stream;
-    emu_allreduce(buf, n, c, mean);
+    const Comm cc = c;   // queued on `stream` like the kernels (cuda_emu::enqueue)
+    cuda_emu::enqueue(stream, [=]() { emu_allreduce(buf, n, cc, mean); });
 #elif defined(CUDA_EMU)
     (void)buf;
     (void)stream;

@@ -86,6 +86,12 @@ PYEOF
   run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu "${CTINY[@]}"
   run_test cuda/train_emu_vs_cpu_gpt_accum pass cuda_vs_cpu "${CTINY_GPT[@]}"
   CU_FLAGS="--bias_grad kernel" run_test cuda/train_emu_vs_cpu_gpt_accum_bias_kernel pass cuda_vs_cpu "${CTINY_GPT[@]}"
+  # the emulation's deferred streams (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): the async
+  # uploads from the two alternating pinned staging sets (3 micro-steps: each set refilled),
+  # the device-side step and its downloads must not depend on work having run early or late
+  for m in late early; do
+    LAUNCH="env CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_vs_cpu_gpt_accum3_streams_$m pass cuda_vs_cpu "${CTINY_GPT[@]}" -d 96
+  done
   # a NaN planted in a gradient at step 2 (of 4): the device must skip that update (AdamW reads
   # the finite flag on the device) and the next steps follow the CPU trainer's, which skipped too
   run_test cuda/train_emu_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" --inject_nan_at 1 --nonfinite skip
@@ -110,6 +116,12 @@ PYEOF
     # tokens); then llama, 2 ranks x 2 micro-batches against 4; 3 validation batches split 2 + 1
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_gpt pass cuda_vs_cpu "${CTINY_GPT[@]}" "${CVAL[@]}"
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_llama_accum pass cuda_vs_cpu "${CTINY[@]}" -d 128 "${CVAL[@]}"
+    # the gradient buckets' all-reduce on its own stream, run as late and as early as the
+    # stream order allows (a missing wait shows: dev/test/bug_stream_order.cu)
+    for m in late early; do
+      LAUNCH="${MPIRUN[*]} -x CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_ddp_vs_cpu_llama_streams_$m pass cuda_vs_cpu "${CTINY[@]}" \
+        -d 128 "${CVAL[@]}"
+    done
     # a NaN in a gradient at step 2: every rank skips that update, as the CPU trainer does
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 --inject_nan_at 1 --nonfinite skip
     # resume under 2 ranks from a 2-rank checkpoint: bitwise (bf16); the same checkpoint

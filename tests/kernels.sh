@@ -47,6 +47,18 @@ kernel_case kernels/bug_oob/asan       'fail:AddressSanitizer: heap-buffer-overf
 kernel_case kernels/bug_shfl/gxx       'fail:MISMATCH'                                gxx  "$KB/gxx/bug_shfl"
 kernel_case kernels/bug_divergent/gxx  'fail:cuda_emu: divergent __syncthreads\(\)'  gxx  "$KB/gxx/bug_divergent"
 kernel_case kernels/bug_deadlock/gxx   'fail:cuda_emu: deadlock in a kernel'           gxx  "$KB/gxx/bug_deadlock"
+# the order between streams (dev/test/bug_stream_order.cu): with every wait in place the
+# result is right in each stream mode of the emulation; a missing wait for the producer shows
+# when the side stream runs as early as it may, a missing wait for the consumer as late
+if [ -x "$KB/gxx/bug_stream_order" ]; then
+  for m in sync late early; do
+    run_test "kernels/streams/$m" pass env CUDA_EMU_STREAMS=$m "$KB/gxx/bug_stream_order" --missing none
+  done
+  run_test kernels/bug_stream_producer/early 'fail:^MISMATCH' env CUDA_EMU_STREAMS=early "$KB/gxx/bug_stream_order" --missing producer
+  run_test kernels/bug_stream_consumer/late 'fail:^MISMATCH' env CUDA_EMU_STREAMS=late "$KB/gxx/bug_stream_order" --missing consumer
+else
+  skip_test kernels/streams "no emulated build (CUDA headers)"
+fi
 
 # real GPU: the nvcc builds of the same sources
 if [ -x "$KB/nvcc/test_norm" ]; then

@@ -641,7 +641,7 @@ void* dynamic_smem() {
     return bp->dsmem;
 }
 
-void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t, const std::function<void()>& body) {
+bool launch_ok(const void* func, dim3 grid, dim3 block, size_t smem) {
     if (tl_block) fatal("kernel launched from inside a kernel (dynamic parallelism is not emulated)");
     unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
@@ -652,7 +652,7 @@ void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t
         // thread limits is cudaErrorInvalidValue; other bad shapes cudaErrorInvalidConfiguration
         const bool bad_block = nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64;
         tl_last_error = bad_block ? cudaErrorInvalidValue : cudaErrorInvalidConfiguration;
-        return;
+        return false;
     }
     size_t smem_limit = 48 * 1024;
     {
@@ -665,8 +665,13 @@ void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t
                         "(raise it with cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize))\n",
                 smem, smem_limit);
         tl_last_error = cudaErrorInvalidValue;
-        return;
+        return false;
     }
+    return true;
+}
+
+void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+    const unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
     static Block b;  // launches are serialised (one host thread drives the emulated device)
     static std::mutex launch_mutex;
     std::lock_guard<std::mutex> launch_lock(launch_mutex);
@@ -706,16 +711,91 @@ void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t
     b.body = nullptr;
 }
 
+// --- streams (CUDA_EMU_STREAMS: see cuda_emu.h) -----------------------------------------
+// Every queued operation has a global sequence number. A stream runs its queue in order; an
+// event remembers the stream and the sequence number of its record; a wait on an event runs
+// the recording stream up to there. The legacy default stream (handle 0) and the blocking
+// streams are ordered with each other: before an operation of one of them runs, the others'
+// operations queued before it run.
+enum class StreamMode { Sync, Late, Early };
+static StreamMode stream_mode() {
+    static const StreamMode m = [] {
+        const char* s = std::getenv("CUDA_EMU_STREAMS");
+        if (!s || !*s || !std::strcmp(s, "sync")) return StreamMode::Sync;
+        if (!std::strcmp(s, "late")) return StreamMode::Late;
+        if (!std::strcmp(s, "early")) return StreamMode::Early;
+        fatal("CUDA_EMU_STREAMS must be sync, late or early, got '%s'", s);
+    }();
+    return m;
+}
+struct Op {
+    unsigned long long seq;
+    std::function<void()> fn;
+};
+struct Stream {
+    bool blocking = true;      // false: cudaStreamNonBlocking (not ordered with the legacy stream)
+    std::deque<Op> q;
+    unsigned long long ran = 0;   // sequence number of the last operation run
+};
+struct Event {
+    Stream* s = nullptr;          // where it was last recorded (null: never, or run at once)
+    unsigned long long seq = 0;   // the record's sequence number
+    std::chrono::steady_clock::time_point t{};
+};
+static unsigned long long g_seq = 0;
+static Stream g_legacy;
+static std::vector<Stream*> g_streams = {&g_legacy};   // every live stream
+static Stream* stream_of(cudaStream_t s) { return s ? reinterpret_cast<Stream*>(s) : &g_legacy; }
+
+static void run_until(Stream* s, unsigned long long upto);
+// the implicit order between the legacy stream and the blocking streams
+static void run_implicit_deps(Stream* s, unsigned long long seq) {
+    if (!s->blocking) return;
+    for (Stream* o : g_streams)
+        if (o != s && o->blocking && (s == &g_legacy || o == &g_legacy)) run_until(o, seq - 1);
+}
+static void run_until(Stream* s, unsigned long long upto) {
+    while (!s->q.empty() && s->q.front().seq <= upto) {
+        Op op = std::move(s->q.front());
+        s->q.pop_front();
+        run_implicit_deps(s, op.seq);
+        op.fn();
+        s->ran = op.seq;
+    }
+}
+static void run_all() {
+    for (bool again = true; again;) {
+        again = false;
+        for (Stream* s : g_streams)
+            if (!s->q.empty()) {
+                run_until(s, ~0ull);
+                again = true;
+            }
+    }
+}
+void enqueue(cudaStream_t stream, std::function<void()> op) {
+    if (stream_mode() == StreamMode::Sync) {
+        op();
+        return;
+    }
+    Stream* s = stream_of(stream);
+    s->q.push_back(Op{++g_seq, std::move(op)});
+    if (stream_mode() == StreamMode::Early && s != &g_legacy) run_until(s, g_seq);
+}
+// a synchronous call on the legacy stream (cudaMemcpy, cudaMemset): queued, then run with
+// everything it is ordered after
+static void run_sync(std::function<void()> op) {
+    enqueue(nullptr, std::move(op));
+    run_until(&g_legacy, g_seq);
+}
+
 }  // namespace cuda_emu
 
 // =======================================================================================
-// runtime API (single emulated device, host memory, synchronous)
+// runtime API (emulated devices, host memory; streams as above)
 using cuda_emu::tl_last_error;
 
 namespace {
-struct FakeHandle {
-    std::chrono::steady_clock::time_point t{};
-};
 cudaError_t fail(cudaError_t e) {
     tl_last_error = e;
     return e;
@@ -739,35 +819,45 @@ cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t) { return c
 cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaMalloc(ptr, size); }
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMalloc(ptr, size); }
 cudaError_t cudaFree(void* p) {
+    cuda_emu::run_all();   // as on a GPU, a free waits for the device
     std::free(p);
     return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
 cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind) {
-    if (count) std::memmove(dst, src, count);
+    cuda_emu::run_sync([=] { if (count) std::memmove(dst, src, count); });
     return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t) {
-    return cudaMemcpy(dst, src, count, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind, cudaStream_t s) {
+    cuda_emu::enqueue(s, [=] { if (count) std::memmove(dst, src, count); });
+    return cudaSuccess;
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          enum cudaMemcpyKind) {
-    for (size_t r = 0; r < height; r++) std::memmove((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+    cuda_emu::run_sync([=] {
+        for (size_t r = 0; r < height; r++) std::memmove((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+    });
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t count) {
-    if (count) std::memset(p, value, count);
+    cuda_emu::run_sync([=] { if (count) std::memset(p, value, count); });
     return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) { return cudaMemset(p, value, count); }
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t s) {
+    cuda_emu::enqueue(s, [=] { if (count) std::memset(p, value, count); });
+    return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free_, size_t* total) {
     if (free_) *free_ = (size_t)8 << 30;
     if (total) *total = (size_t)8 << 30;
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    cuda_emu::run_all();
+    return cudaSuccess;
+}
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSetLimit(enum cudaLimit, size_t) { return cudaSuccess; }
 // One emulated device, or CUDA_EMU_DEVICES of them (1..64) for a data-parallel launch of
@@ -820,7 +910,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
     return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
-    if (device != 0) return fail(cudaErrorInvalidDevice);
+    if (device < 0 || device >= emu_device_count()) return fail(cudaErrorInvalidDevice);
     switch (attr) {
         case cudaDevAttrMultiProcessorCount: *value = 4; break;
         case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
@@ -853,35 +943,69 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const 
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t* s) {
-    *s = reinterpret_cast<cudaStream_t>(new FakeHandle);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+    auto* st = new cuda_emu::Stream;
+    st->blocking = !(flags & cudaStreamNonBlocking);
+    cuda_emu::g_streams.push_back(st);
+    *s = reinterpret_cast<cudaStream_t>(st);
     return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    delete reinterpret_cast<FakeHandle*>(s);
+    if (!s) return fail(cudaErrorInvalidValue);
+    cuda_emu::Stream* st = cuda_emu::stream_of(s);
+    cuda_emu::run_until(st, ~0ull);   // its queued work still runs (as on a GPU)
+    auto& v = cuda_emu::g_streams;
+    v.erase(std::remove(v.begin(), v.end(), st), v.end());
+    delete st;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    cuda_emu::run_until(cuda_emu::stream_of(s), ~0ull);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
-    *e = reinterpret_cast<cudaEvent_t>(new FakeHandle);
+    *e = reinterpret_cast<cudaEvent_t>(new cuda_emu::Event);
     return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete reinterpret_cast<FakeHandle*>(e);
+    delete reinterpret_cast<cuda_emu::Event*>(e);
     return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-    reinterpret_cast<FakeHandle*>(e)->t = std::chrono::steady_clock::now();
+// the record is an operation of the stream: the event's time is when the stream reaches it
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    auto* ev = reinterpret_cast<cuda_emu::Event*>(e);
+    if (cuda_emu::stream_mode() == cuda_emu::StreamMode::Sync) {
+        ev->t = std::chrono::steady_clock::now();
+        return cudaSuccess;
+    }
+    ev->s = cuda_emu::stream_of(s);
+    cuda_emu::enqueue(s, [ev] { ev->t = std::chrono::steady_clock::now(); });
+    ev->seq = cuda_emu::g_seq;
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+// the stream's later work runs after the recording stream has reached the record
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+    auto* ev = reinterpret_cast<cuda_emu::Event*>(e);
+    if (!ev->s) return cudaSuccess;
+    cuda_emu::Stream* from = ev->s;
+    const unsigned long long seq = ev->seq;
+    cuda_emu::enqueue(s, [from, seq] { cuda_emu::run_until(from, seq); });
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    auto* ev = reinterpret_cast<cuda_emu::Event*>(e);
+    if (ev->s) cuda_emu::run_until(ev->s, ev->seq);
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
-    *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<FakeHandle*>(b)->t - reinterpret_cast<FakeHandle*>(a)->t).count();
+    cudaEventSynchronize(a);
+    cudaEventSynchronize(b);
+    *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<cuda_emu::Event*>(b)->t - reinterpret_cast<cuda_emu::Event*>(a)->t)
+              .count();
     return cudaSuccess;
 }
 

@@ -74,20 +74,35 @@ inline void check_vector_aligned(const void* p, size_t bytes, const char* file, 
         fatal("misaligned address at %s:%d: a %zu-byte vector access at %p (a fault on a GPU)", file, line, bytes, p);
 }
 
+// --- streams ----------------------------------------------------------------------------
+// Work given to a stream (a kernel, an async copy or memset, a library call's CPU stand-in)
+// goes through enqueue(). With CUDA_EMU_STREAMS unset (or "sync") it runs at once, so every
+// call is synchronous. With CUDA_EMU_STREAMS=late it waits in its stream's queue until the
+// host needs it (a stream / event / device synchronisation, a synchronous copy, a free), as
+// late as a GPU may run it; with CUDA_EMU_STREAMS=early the legacy default stream waits the
+// same way but the other streams run their work at once, as early as their event waits
+// allow. Streams keep CUDA's order (in order within a stream, cudaStreamWaitEvent, the legacy
+// default stream ordered with blocking streams), so a missing event wait or synchronisation
+// that a GPU could expose shows up as wrong data in one of the two modes.
+void enqueue(cudaStream_t stream, std::function<void()> op);
+
 // --- launches ---------------------------------------------------------------------------
-// run_grid validates the configuration (sets the last error like a failed launch), then runs
-// `body` once per CUDA thread, block after block.
-void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-              const std::function<void()>& body);
+// launch_ok validates the configuration (sets the last error like a failed launch);
+// run_grid runs `body` once per CUDA thread, block after block.
+bool launch_ok(const void* func, dim3 grid, dim3 block, size_t smem);
+void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 
 template <typename... KParams, typename... Args>
 void launch(void (*kernel)(KParams...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             Args&&... args) {
+    const void* func = reinterpret_cast<const void*>(kernel);
+    if (!launch_ok(func, grid, block, smem)) return;
     // kernel arguments are copied once (as a real launch does); every thread gets its own
     // by-value copy when the body calls the kernel
     std::tuple<std::decay_t<KParams>...> params(std::forward<Args>(args)...);
-    run_grid(reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
-             [&]() { std::apply(kernel, params); });
+    enqueue(stream, [func, grid, block, smem, kernel, params]() {
+        run_grid(func, grid, block, smem, [&]() { std::apply(kernel, params); });
+    });
 }
 
 template <typename T>

@@ -18,12 +18,13 @@ KBUILD      := $(BUILD)/kernels
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
 KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention test_activation test_embedding test_rope \
                test_matmul test_adamw test_gradnorm
-KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent bug_deadlock
+KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent bug_deadlock bug_stream_order
 KBUG_FLAVOR_bug_nosync    := tsan
 KBUG_FLAVOR_bug_oob       := asan
 KBUG_FLAVOR_bug_shfl      := gxx
 KBUG_FLAVOR_bug_divergent := gxx
 KBUG_FLAVOR_bug_deadlock  := gxx
+KBUG_FLAVOR_bug_stream_order := gxx
 # CUDA sources gated with nvcc besides the tests (one line each; they must exist)
 NVCC_GATE_SRCS := $(wildcard train_gpt.cu test_gpt.cu)
 
