@@ -19,6 +19,12 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
+  # the same checks with the emulation's streams run as late / as early as CUDA allows
+  # (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): no result may depend on when queued work runs
+  for m in late early; do
+    run_test cuda/test_gpt_emu_bf16_streams_$m pass env CUDA_EMU_STREAMS=$m "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3 \
+      dev/reference/gpt_mix.bin dev/reference/llama_mix.bin
+  done
   # the runs above put gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1
   # and --bias_grad epilogue, the defaults); the unfused path (GELU kernels, column-sum bias
   # gradients, fc's inside the GELU gradient) and level 2 (the GELU gradient in the epilogue
