@@ -136,34 +136,27 @@ inline void comm_destroy(Comm* c) {
 // ----------------------------------------------------------------------------
 // host scalars (blocking; every rank must call them in the same order)
 
-inline double comm_sum(double x, const Comm& c) {
 #if defined(USE_MPI)
+inline double comm_sum(double x, const Comm& c) {
     if (c.nranks > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-#else
-    (void)c;
-#endif
     return x;
 }
 inline int comm_max(int x, const Comm& c) {
-#if defined(USE_MPI)
     if (c.nranks > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-#else
-    (void)c;
-#endif
     return x;
 }
 inline void comm_bcast(std::string* s, const Comm& c) {   // rank 0's string to every rank
-#if defined(USE_MPI)
     if (c.nranks == 1) return;
     unsigned long long n = s->size();
     MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
     s->resize(n);
     if (n) MPI_Bcast(&(*s)[0], (int)n, MPI_CHAR, 0, MPI_COMM_WORLD);
-#else
-    (void)s;
-    (void)c;
-#endif
 }
+#else   // one process: each is the identity
+inline double comm_sum(double x, const Comm&) { return x; }
+inline int comm_max(int x, const Comm&) { return x; }
+inline void comm_bcast(std::string*, const Comm&) {}
+#endif
 
 // ----------------------------------------------------------------------------
 // device buffers: all-reduce in place on `stream`

@@ -745,6 +745,9 @@ struct Event {
 static unsigned long long g_seq = 0;
 static Stream g_legacy;
 static std::vector<Stream*> g_streams = {&g_legacy};   // every live stream
+// every stream ever created, kept until exit: an event may still name a destroyed stream
+// (its queue is empty then, so waiting on it does nothing)
+static std::vector<std::unique_ptr<Stream>> g_stream_store;
 static Stream* stream_of(cudaStream_t s) { return s ? reinterpret_cast<Stream*>(s) : &g_legacy; }
 
 static void run_until(Stream* s, unsigned long long upto);
@@ -944,7 +947,8 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const 
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
-    auto* st = new cuda_emu::Stream;
+    cuda_emu::g_stream_store.emplace_back(new cuda_emu::Stream);
+    cuda_emu::Stream* st = cuda_emu::g_stream_store.back().get();
     st->blocking = !(flags & cudaStreamNonBlocking);
     cuda_emu::g_streams.push_back(st);
     *s = reinterpret_cast<cudaStream_t>(st);
@@ -956,8 +960,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     cuda_emu::Stream* st = cuda_emu::stream_of(s);
     cuda_emu::run_until(st, ~0ull);   // its queued work still runs (as on a GPU)
     auto& v = cuda_emu::g_streams;
-    v.erase(std::remove(v.begin(), v.end(), st), v.end());
-    delete st;
+    v.erase(std::remove(v.begin(), v.end(), st), v.end());   // its storage stays (g_stream_store)
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
