@@ -257,6 +257,9 @@ struct Model {
     bool reduce_in_backward = false;          // the current backward is the step's last micro-step
     bool comm_pending = false;                // reductions queued on comm_stream not yet waited for
     bool grads_reduced = false;               // this step's gradients were reduced (begin_step clears it)
+    // bucket k is grads[bucket_bounds[k], bucket_bounds[k + 1]): k = 0 the embeddings (the start
+    // of the table), k = l + 1 layer l, k = n_layer + 1 the final norm and the head (the end)
+    std::vector<size_t> bucket_bounds;
 
     // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
     // the AdamW moments m, v (fp32, or T in pure bf16)
@@ -445,6 +448,15 @@ struct Model {
     void set_comm(const Comm* c) {
         comm = c;
         if (!data_parallel() || comm_stream) return;
+        bucket_bounds.assign(1, 0);
+        for (int l = 0; l <= cfg.n_layer; l++)   // the first tensor of layer l (l = n_layer: the final norm)
+            for (const ParamTensor& t : dtable.t)
+                if (t.layer == l) {
+                    bucket_bounds.push_back(t.offset);
+                    break;
+                }
+        bucket_bounds.push_back(dtable.total);
+        if ((int)bucket_bounds.size() != cfg.n_layer + 3) fatal("internal: a layer without tensors in the parameter table");
         cudaCheck(cudaStreamCreateWithFlags(&comm_stream, cudaStreamNonBlocking));
         cudaCheck(cudaEventCreateWithFlags(&bucket_ready, cudaEventDisableTiming));
         cudaCheck(cudaEventCreateWithFlags(&comm_done, cudaEventDisableTiming));
@@ -693,7 +705,7 @@ struct Model {
         const BiasGrad bg = bias_grad;
         linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, bg, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
-        reduce_bucket(layer_begin(c.n_layer), dtable.total);
+        reduce_bucket(c.n_layer + 1);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
             const LayerTensors<T>& w = W.layer[l];
@@ -741,21 +753,17 @@ struct Model {
                 linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             }
-            reduce_bucket(layer_begin(l), layer_begin(l + 1));
+            reduce_bucket(l + 1);
         }
         embedding_backward(G.wte, G.wpe, dx, d_btok, d_bstart, d_bpos, nbuckets, B_, T_, C, st);
-        reduce_bucket(0, layer_begin(0));
+        reduce_bucket(0);
     }
-    // first element of layer l's tensors in the device table (l = n_layer: of the final norm)
-    size_t layer_begin(int l) const {
-        for (const ParamTensor& t : dtable.t)
-            if (t.layer == l) return t.offset;
-        fatal("internal: no tensor of layer %d", l);
-    }
-    // average grads[begin, end) over the ranks on comm_stream once the default stream has
-    // written them (an event orders the two streams)
-    void reduce_bucket(size_t begin, size_t end) {
-        if (!reduce_in_backward || end <= begin) return;
+    // average bucket k over the ranks on comm_stream once the default stream has written it
+    // (an event orders the two streams)
+    void reduce_bucket(int k) {
+        if (!reduce_in_backward) return;
+        const size_t begin = bucket_bounds[k], end = bucket_bounds[k + 1];
+        if (end <= begin) return;
         cudaCheck(cudaEventRecord(bucket_ready, stream));
         cudaCheck(cudaStreamWaitEvent(comm_stream, bucket_ready, 0));
         allreduce_mean(grads + begin, end - begin, *comm, comm_stream);
