@@ -260,9 +260,20 @@ struct Model {
     // bucket k is grads[bucket_bounds[k], bucket_bounds[k + 1]): k = 0 the embeddings (the start
     // of the table), k = l + 1 layer l, k = n_layer + 1 the final norm and the head (the end)
     std::vector<size_t> bucket_bounds;
+    // ZeRO-1 (set_comm with zero, more than one rank): the optimizer state is sharded. Rank r
+    // owns chunks [shard_chunk[r], shard_chunk[r + 1]) of the chunk table (gradnorm.cuh), which
+    // are arena elements [shard_off[r], shard_off[r + 1]) (about 1/n of the parameters each,
+    // cut at chunk boundaries). Only rank r keeps their master weights and AdamW moments,
+    // receives their averaged gradients (reduce_bucket: a reduce to the owner instead of an
+    // all-reduce), forms their gradient-norm partials and updates them; then each rank's
+    // updated weights go to all (end_step). Not sharded: one shard, the whole arena.
+    bool zero = false;
+    std::vector<int> shard_chunk;
+    std::vector<size_t> shard_off;
+    size_t state_base = 0, state_len = 0;    // this rank's master / m / v: arena elements [state_base, state_base + state_len)
 
     // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
-    // the AdamW moments m, v (fp32, or T in pure bf16)
+    // the AdamW moments m, v (fp32, or T in pure bf16); the last three for this rank's shard
     Arena param_arena, grad_arena, act_arena;
     T* params = nullptr;
     float* master = nullptr;
@@ -326,15 +337,40 @@ struct Model {
         chunks = gradnorm_chunks(spans);
     }
 
+    bool sharded() const { return zero && data_parallel(); }
+    int my_shard() const { return sharded() ? comm->rank : 0; }
+    // The shards of the optimizer state (see zero above): rank r's starts at the first chunk
+    // at or past r/n of the arena. state_base is rounded down to a multiple of 4, so that
+    // AdamW's groups of 4 stay aligned in the state arrays too (the few elements before the
+    // shard's start that this adds are never read or written).
+    void plan_shards() {
+        const size_t P = dtable.total;
+        const int n = sharded() ? comm->nranks : 1, nch = (int)chunks.off.size();
+        shard_chunk.assign(n + 1, nch);
+        shard_off.assign(n + 1, P);
+        shard_chunk[0] = 0;
+        shard_off[0] = 0;
+        for (int r = 1; r < n; r++) {
+            int k = shard_chunk[r - 1];
+            while (k < nch && (size_t)chunks.off[k] < P / n * r) k++;
+            shard_chunk[r] = k;
+            shard_off[r] = k < nch ? (size_t)chunks.off[k] : P;
+        }
+        state_base = shard_off[my_shard()] / 4 * 4;
+        state_len = shard_off[my_shard() + 1] - state_base;
+    }
+
     // Lay the three arenas out for batches up to B_ x T_ (base pointers null: count only).
     void layout(int B_, int T_) {
         B = B_; T_cap = T_;
         size_t P = dtable.total;   // the device layout (padded hidden width)
+        plan_shards();
+        const size_t S = state_len;
         param_arena.used = 0;
         params = param_arena.take<T>(P);
-        master = precision == PREC_BF16 ? param_arena.take<float>(P) : nullptr;
-        m = pure() ? (void*)param_arena.take<T>(P) : (void*)param_arena.take<float>(P);
-        v = pure() ? (void*)param_arena.take<T>(P) : (void*)param_arena.take<float>(P);
+        master = precision == PREC_BF16 ? param_arena.take<float>(S) : nullptr;
+        m = pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
+        v = pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
         grad_arena.used = 0;
         grads = grad_arena.take<T>(P);
         if (param_arena.base) {
@@ -400,6 +436,10 @@ struct Model {
                    "device free %.1f of %.1f MiB\n",
                    precision_name(precision), plan.params / MiB, pdesc, plan.grads / MiB, plan.acts / MiB, B_, T_, plan.total() / MiB,
                    free_b / MiB, total_b / MiB);
+            if (sharded())
+                printf("memory plan: ZeRO-1, this rank holds the master weights and AdamW moments of %zu of the %zu parameters "
+                       "(%.1f%%, shard %d of %d)\n", shard_off[comm->rank + 1] - shard_off[comm->rank], dtable.total,
+                       100.0 * (shard_off[comm->rank + 1] - shard_off[comm->rank]) / dtable.total, comm->rank, comm->nranks);
             if (ffn_dev != cfg.ffn)
                 printf("memory plan: ffn %d padded to %d on the device (zero units, for aligned GEMM rows; %.2fM parameters stored)\n",
                        cfg.ffn, ffn_dev, dtable.total / 1e6);
@@ -445,8 +485,11 @@ struct Model {
         cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
     }
 
-    void set_comm(const Comm* c) {
+    // Call before allocate() (the shards of the optimizer state decide the memory plan).
+    void set_comm(const Comm* c, bool zero_ = false) {
+        if (param_arena.base) fatal("internal: set_comm after allocate");
         comm = c;
+        zero = zero_;
         if (!data_parallel() || comm_stream) return;
         bucket_bounds.assign(1, 0);
         for (int l = 0; l <= cfg.n_layer; l++)   // the first tensor of layer l (l = n_layer: the final norm)
@@ -484,41 +527,68 @@ struct Model {
     // Every transfer goes through the logical <-> padded mapping (remap_params): the host
     // side holds logical fp32 vectors (table), the device the padded layout (dtable) in its
     // storage type X (T, or float for the master weights and the fp32 optimizer state).
+    // state = true: dst is an optimizer-state array (master, m, v), which holds arena elements
+    // [state_base, state_base + state_len) only.
     template <typename X>
-    void upload_flat(X* dst, const std::vector<float>& src) const {
+    void upload_flat(X* dst, const std::vector<float>& src, bool state = false) const {
         if (src.size() != table.total) fatal("internal: %zu values given, the model has %zu parameters", src.size(), table.total);
         std::vector<X> tmp(dtable.total);
         remap_params(table, cfg.ffn, src.data(), dtable, ffn_dev, tmp.data(), [](float x) { return host_cast<X>(x); });
-        cudaCheck(cudaMemcpy(dst, tmp.data(), tmp.size() * sizeof(X), cudaMemcpyHostToDevice));
+        const size_t lo = state ? state_base : 0, n = state ? state_len : tmp.size();
+        cudaCheck(cudaMemcpy(dst, tmp.data() + lo, n * sizeof(X), cudaMemcpyHostToDevice));
     }
     template <typename X>
     std::vector<float> download_flat(const X* src) const {
         std::vector<X> tmp(dtable.total);
         cudaCheck(cudaMemcpy(tmp.data(), src, tmp.size() * sizeof(X), cudaMemcpyDeviceToHost));
+        return to_logical(tmp);
+    }
+    template <typename X>
+    std::vector<float> to_logical(const std::vector<X>& padded) const {
         std::vector<float> out(table.total);
-        remap_params(dtable, ffn_dev, tmp.data(), table, cfg.ffn, out.data(), [](X x) { return host_float(x); });
+        remap_params(dtable, ffn_dev, padded.data(), table, cfg.ffn, out.data(), [](X x) { return host_float(x); });
         return out;
     }
+    // An optimizer-state array, whole, on rank 0: each rank's shard of it is sent there (a
+    // collective when sharded; the other ranks get an empty vector).
+    template <typename X>
+    std::vector<float> gather_state(const X* src) const {
+        std::vector<X> tmp(dtable.total);
+        const size_t lo = shard_off[my_shard()], hi = shard_off[my_shard() + 1];
+        cudaCheck(cudaMemcpy(tmp.data() + lo, src + (lo - state_base), (hi - lo) * sizeof(X), cudaMemcpyDeviceToHost));
+        if (sharded()) {
+            comm_gather_ranges(tmp.data(), sizeof(X), shard_off, *comm);
+            if (comm->rank != 0) return {};
+        }
+        return to_logical(tmp);
+    }
     // fp32 values (a checkpoint's) -> the device: master (bf16 mode) and the compute copy
-    // (rounded to T); m and v (zero when null).
+    // (rounded to T); m and v (zero when null). Sharded: this rank's part of the state.
     void upload_state(const std::vector<float>& p, const std::vector<float>* mm, const std::vector<float>* vv) {
         upload_flat(params, p);
-        if (master) upload_flat(master, p);
+        if (master) upload_flat(master, p, true);
         for (int k = 0; k < 2; k++) {
             const std::vector<float>* src = k ? vv : mm;
             void* dst = k ? v : m;
-            if (!src) cudaCheck(cudaMemset(dst, 0, dtable.total * state_elem_bytes()));
-            else if (pure()) upload_flat((T*)dst, *src);
-            else upload_flat((float*)dst, *src);
+            if (!src) cudaCheck(cudaMemset(dst, 0, state_len * state_elem_bytes()));
+            else if (pure()) upload_flat((T*)dst, *src, true);
+            else upload_flat((float*)dst, *src, true);
         }
     }
-    // the device state as fp32: the master weights where there are some, else the weights
+    // The device state as fp32: the master weights where there are some, else the weights.
+    // Data parallel, every rank calls it (a collective when sharded); rank 0 gets the whole
+    // state, the other ranks empty vectors.
     void download_state(std::vector<float>& p, std::vector<float>* mm, std::vector<float>* vv) const {
-        p = master ? download_flat(master) : download_flat(params);
+        p.clear();
+        if (mm) mm->clear();
+        if (vv) vv->clear();
+        if (data_parallel() && !sharded() && comm->rank != 0) return;
+        if (master) p = gather_state(master);
+        else if (!data_parallel() || comm->rank == 0) p = download_flat(params);   // the same on every rank
         for (int k = 0; k < 2; k++) {
             std::vector<float>* dst = k ? vv : mm;
             const void* src = k ? v : m;
-            if (dst) *dst = pure() ? download_flat((const T*)src) : download_flat((const float*)src);
+            if (dst) *dst = pure() ? gather_state((const T*)src) : gather_state((const float*)src);
         }
     }
     // the gradient of every parameter as fp32 (tests)
@@ -766,7 +836,8 @@ struct Model {
         if (end <= begin) return;
         cudaCheck(cudaEventRecord(bucket_ready, stream));
         cudaCheck(cudaStreamWaitEvent(comm_stream, bucket_ready, 0));
-        allreduce_mean(grads + begin, end - begin, *comm, comm_stream);
+        if (sharded()) reduce_mean_to_owners(grads, begin, end, shard_off, *comm, comm_stream);   // ZeRO-1: each part to its owner
+        else allreduce_mean(grads + begin, end - begin, *comm, comm_stream);
         comm_pending = grads_reduced = true;
     }
     // the default stream waits for every queued reduction (before anything reads the gradients)
@@ -810,18 +881,20 @@ struct Model {
     // ------------------------------------------------------------------ AdamW
     // As train_gpt.cpp (torch.optim.AdamW; decay on 2-D tensors), one launch over the whole
     // device layout, chunk by chunk (the gradient norm's chunk table + a decay flag per chunk;
-    // padded elements: g = m = v = w = 0 stay 0).
+    // padded elements: g = m = v = w = 0 stay 0). Sharded (ZeRO-1): this rank's chunks only.
     // stats non-null: the gradient scale and whether to update come from the device (end_step).
     void adamw_update(float lr, float beta1, float beta2, float eps, float wd, float grad_scale, const StepStats* stats = nullptr) {
         step++;
         double bc1 = 1.0 - pow((double)beta1, step), bc2_sqrt = sqrt(1.0 - pow((double)beta2, step));
         const AdamWArgs a{(float)(lr / bc1), (float)(1.0 / bc2_sqrt), beta1, beta2, eps, 1.f - lr * wd, grad_scale};
-        const int nch = (int)chunks.off.size();
+        const int c0 = shard_chunk[my_shard()], nch = shard_chunk[my_shard() + 1] - c0;
+        const long long* off = d_chunk_off + c0;
+        const int* len = d_chunk_len + c0;
+        const unsigned char* dec = d_chunk_decay + c0;
         if (pure())
-            ::adamw_update<T, T>(params, nullptr, (T*)m, (T*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream, stats);
+            ::adamw_update<T, T>(params, nullptr, (T*)m, (T*)v, grads, off, len, dec, nch, a, stream, stats, true, state_base);
         else
-            ::adamw_update<T, float>(params, master, (float*)m, (float*)v, grads, d_chunk_off, d_chunk_len, d_chunk_decay, nch, a, stream,
-                                     stats);
+            ::adamw_update<T, float>(params, master, (float*)m, (float*)v, grads, off, len, dec, nch, a, stream, stats, true, state_base);
     }
 
     // ------------------------------------------------------------------ a training step
@@ -835,7 +908,11 @@ struct Model {
     // the GPU idle while the host caught up.) Data parallel (set_comm, more than one rank):
     // the gradients were averaged over the ranks during the last backward (reduce_bucket)
     // and the loss is averaged here (kernels/nccl_wrap.cuh), so the norm, the clipping, the
-    // skip decision and the update are the same on every rank.
+    // skip decision and the update are the same on every rank. Sharded (ZeRO-1): a rank holds
+    // the averaged gradients of its shard only, so it forms the norm partials of its chunks,
+    // the ranks sum the partial arrays (each chunk is non-zero on its owner alone: the sums
+    // are exact and the norm is the unsharded one, bit for bit), each updates its shard, and
+    // the updated weights are gathered on every rank before the next forward.
     struct StepResult {
         double loss;             // the mean loss over the step's micro-batches
         float norm;              // the global gradient norm before clipping
@@ -854,9 +931,17 @@ struct Model {
             wait_reductions();
             allreduce_mean(&d_stats->loss_sum, 1, *comm, stream);
         }
-        sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
+        if (sharded()) {
+            const int c0 = shard_chunk[comm->rank], c1 = shard_chunk[comm->rank + 1];
+            cudaCheck(cudaMemsetAsync(d_partial, 0, nch * sizeof(float), stream));
+            sumsq_chunks(d_partial + c0, grads, d_chunk_off + c0, d_chunk_len + c0, c1 - c0, stream);
+            allreduce_sum(d_partial, nch, *comm, stream);
+        } else {
+            sumsq_chunks(d_partial, grads, d_chunk_off, d_chunk_len, nch, stream);
+        }
         grad_norm_finalize(d_stats, d_partial, nch, max_norm, stream);
         adamw_update(lr, beta1, beta2, eps, wd, 1.f, d_stats);
+        if (sharded()) allgather_ranges(params, shard_off, *comm, stream);   // every shard's new weights to every rank
         cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, stream));
         if (want_tensor_sq) cudaCheck(cudaMemcpyAsync(h_partial, d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost, stream));
         cudaCheck(cudaStreamSynchronize(stream));
@@ -927,7 +1012,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad, const Comm& comm) {
+static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad, int zero, const Comm& comm) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -974,8 +1059,8 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     model.set_attention(want_flash);
     model.set_gelu_fusion(gelu_fusion);
     model.set_bias_grad(bias_grad);
+    model.set_comm(&comm, zero == 1);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
-    model.set_comm(&comm);
 
     // rank r of n reads global batches r, r + n, ... (common/dataloader.h): one optimizer step
     // covers the same tokens as a single process with n times the micro-steps
@@ -1019,6 +1104,10 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     if (comm.nranks > 1)
         printf("data parallel: %d ranks, %d on this node (this one: rank %d, device %d); gradients and loss averaged over the "
                "ranks every step; tok/s counts all ranks, MFU is per GPU\n", comm.nranks, comm.local_size, comm.rank, device);
+    if (comm.nranks > 1)
+        printf("zero: %s\n", model.sharded() ? "1 (the master weights and AdamW moments sharded over the ranks; gradients reduced to "
+                                               "their shard's owner, updated weights gathered on every rank after each step)"
+                                             : "0 (every rank holds and updates the whole optimizer state)");
     printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
            train.shards.size(), have_val ? "" : " (no validation data)", model.plan.acts / (double)(1 << 20));
     if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, bf16 ? "bf16" : "fp32", prop.name);
@@ -1058,16 +1147,15 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         printf("\n");
     };
     // rank 0 writes; every rank learns whether it worked (the call is a collective, so no rank
-    // exits while rank 0 is still writing)
-    auto save_rank0 = [&](long step) -> bool {
+    // exits while rank 0 is still writing); with the optimizer state sharded (--zero 1) every
+    // rank first sends its shard to rank 0 (Model::download_state)
+    auto save_rank0 = [&](long step, const std::vector<float>& p, const std::vector<float>& mm, const std::vector<float>& vv) -> bool {
         TrainState ts;
         ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
         memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
         ts.log_offset = log.offset();
         ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
         ts.precision = precision;
-        std::vector<float> p, mm, vv;
-        model.download_state(p, &mm, &vv);
         std::string path = ckpt_path(tc.out_dir, step), err;
         if (!write_checkpoint(path, c, (int)step, p.data(), mm.data(), vv.data(), &ts, &err, tc.debug_slow_ckpt_ms)) {
             fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
@@ -1079,7 +1167,9 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     };
     auto save = [&](long step) -> bool {
         if (tc.out_dir.empty()) return false;
-        const int failed = rank0 ? !save_rank0(step) : 0;
+        std::vector<float> p, mm, vv;
+        model.download_state(p, &mm, &vv);
+        const int failed = rank0 ? !save_rank0(step, p, mm, vv) : 0;
         return comm_max(failed, comm) == 0;
     };
 
@@ -1154,7 +1244,7 @@ int main(int argc, char** argv) {
     if (comm.rank > 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot mute stdout", comm.rank);
     TrainConfig tc;
     std::string precision_s = "bf16", attention_s = "flash", bias_grad_s = "epilogue";
-    int gelu_fusion = 1;
+    int gelu_fusion = 1, zero = 0;
     std::vector<FlagSpec> extra = {
         {"precision", 0, 's', &precision_s,
          "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
@@ -1164,6 +1254,9 @@ int main(int argc, char** argv) {
          "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
         {"bias_grad", 0, 's', &bias_grad_s,
          "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
+        {"zero", 0, 'i', &zero,
+         "several GPUs: 0 (default): every rank holds the whole optimizer state | 1: ZeRO-1, the fp32 master weights and AdamW "
+         "moments sharded over the ranks (12 of 16 bytes per parameter divided by the rank count; same results)"},
     };
     if (!parse_train_flags(argc, argv, tc, extra)) {   // --help
         printf("\nseveral GPUs: mpirun -np N %s [flags], one process per GPU (data parallel: each trains on its\n"
@@ -1183,12 +1276,13 @@ int main(int argc, char** argv) {
     const bool want_flash = attention_s == "flash";
     if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
     if (bias_grad_s != "epilogue" && bias_grad_s != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad_s.c_str());
+    if (zero != 0 && zero != 1) fatal("--zero must be 0 or 1, got %d", zero);
     const BiasGrad bias_grad = bias_grad_s == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T * comm.nranks;
     require_cuda_device(comm.local_rank, comm.local_size);
     comm_connect(&comm);
-    const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad, comm)
-                                          : train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad, comm);
+    const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad, zero, comm)
+                                          : train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad, zero, comm);
     comm_destroy(&comm);
     return rc;
 }

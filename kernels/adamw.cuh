@@ -21,6 +21,11 @@
 // table the gradient norm uses) plus a per-chunk flag chunk_decay (1: the chunk's tensor is
 // decayed, a.decay applies; 0: decay 1). One block per chunk, threads striding over it in
 // groups of 4 elements (see adamw_kernel).
+//
+// Sharded optimizer state (the trainer's ZeRO-1, --zero 1): a rank updates only its own
+// chunks (the launcher is given that part of the chunk table) and holds master, m and v
+// only for them: state element s is arena element state_base + s (the groups of 4 need
+// state_base to be a multiple of 4, else one element at a time); param and grad are whole arenas as always.
 #pragma once
 
 #include "common.cuh"
@@ -30,15 +35,16 @@ struct AdamWArgs {
     float step_size, inv_bc2, beta1, beta2, eps, decay, grad_scale;
 };
 
-// K consecutive elements from arena index i (one aligned load/store per array when K > 1)
+// K consecutive elements from arena index i, state index s = i - state_base (one aligned
+// load/store per array when K > 1)
 template <int K, typename TP, typename TS>
-__device__ __forceinline__ void adamw_elems(size_t i, TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m,
+__device__ __forceinline__ void adamw_elems(size_t i, size_t s, TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m,
                                             TS* __restrict__ v, const TP* __restrict__ grad, float decay, const AdamWArgs& a) {
     const Packed<TP, K> g = load_packed<TP, K>(grad + i);
-    Packed<TS, K> mv = load_packed<TS, K>(m + i), vv = load_packed<TS, K>(v + i);
+    Packed<TS, K> mv = load_packed<TS, K>(m + s), vv = load_packed<TS, K>(v + s);
     Packed<TP, K> p = load_packed<TP, K>(param + i);   // the weights themselves unless there is a master
     Packed<float, K> w;
-    if (master) w = load_packed<float, K>(master + i);
+    if (master) w = load_packed<float, K>(master + s);
 #pragma unroll
     for (int k = 0; k < K; k++) {
         const float gk = to_float(g.v[k]) * a.grad_scale;
@@ -51,9 +57,9 @@ __device__ __forceinline__ void adamw_elems(size_t i, TP* __restrict__ param, fl
         w.v[k] = w_new;
         p.v[k] = from_float<TP>(w_new);
     }
-    store_packed<TS, K>(m + i, mv);
-    store_packed<TS, K>(v + i, vv);
-    if (master) store_packed<float, K>(master + i, w);
+    store_packed<TS, K>(m + s, mv);
+    store_packed<TS, K>(v + s, vv);
+    if (master) store_packed<float, K>(master + s, w);
     store_packed<TP, K>(param + i, p);
 }
 
@@ -65,7 +71,8 @@ __device__ __forceinline__ void adamw_elems(size_t i, TP* __restrict__ param, fl
 template <typename TP, typename TS, int VEC>
 __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master, TS* __restrict__ m, TS* __restrict__ v,
                              const TP* __restrict__ grad, const long long* __restrict__ chunk_off, const int* __restrict__ chunk_len,
-                             const unsigned char* __restrict__ chunk_decay, AdamWArgs a, const StepStats* __restrict__ stats) {
+                             const unsigned char* __restrict__ chunk_decay, AdamWArgs a, const StepStats* __restrict__ stats,
+                             size_t state_base) {
     if (stats) {
         if (!stats->finite) return;   // a skipped step: every array keeps its bits
         a.grad_scale = stats->clip;
@@ -74,27 +81,31 @@ __global__ void adamw_kernel(TP* __restrict__ param, float* __restrict__ master,
     const int n = chunk_len[blockIdx.x];
     const float decay = chunk_decay[blockIdx.x] ? a.decay : 1.0f;
     const VecSplit sp = vec_split<VEC>(o, n);
-    for (int j = threadIdx.x; j < sp.head; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
-    for (int q = threadIdx.x; q < sp.groups; q += blockDim.x)
-        adamw_elems<VEC>(o + sp.head + (size_t)q * VEC, param, master, m, v, grad, decay, a);
-    for (int j = sp.tail + threadIdx.x; j < n; j += blockDim.x) adamw_elems<1>(o + j, param, master, m, v, grad, decay, a);
+    const size_t so = o - state_base;
+    for (int j = threadIdx.x; j < sp.head; j += blockDim.x) adamw_elems<1>(o + j, so + j, param, master, m, v, grad, decay, a);
+    for (int q = threadIdx.x; q < sp.groups; q += blockDim.x) {
+        const size_t j = sp.head + (size_t)q * VEC;
+        adamw_elems<VEC>(o + j, so + j, param, master, m, v, grad, decay, a);
+    }
+    for (int j = sp.tail + threadIdx.x; j < n; j += blockDim.x) adamw_elems<1>(o + j, so + j, param, master, m, v, grad, decay, a);
 }
 
 // the update of every chunk (nchunks = 0: no launch); arrays indexed by the arena offset;
 // stats non-null: the device's clip and finite flag instead of a.grad_scale (see above);
-// vectorize = false: the one-element kernel even where groups of 4 would fit (for tests)
+// vectorize = false: the one-element kernel even where groups of 4 would fit (for tests);
+// state_base: master / m / v start at that arena element (sharded state, see the top)
 template <typename TP, typename TS>
 void adamw_update(TP* param, float* master, TS* m, TS* v, const TP* grad, const long long* chunk_off, const int* chunk_len,
                   const unsigned char* chunk_decay, int nchunks, const AdamWArgs& a, cudaStream_t st,
-                  const StepStats* stats = nullptr, bool vectorize = true) {
+                  const StepStats* stats = nullptr, bool vectorize = true, size_t state_base = 0) {
     if (nchunks == 0) return;
     // groups of 4 need arena index 4k at a 4-element boundary of every array
     const bool vec = is_aligned(param, 4 * sizeof(TP)) && is_aligned(grad, 4 * sizeof(TP)) && is_aligned(master, 16) &&
-                     is_aligned(m, 4 * sizeof(TS)) && is_aligned(v, 4 * sizeof(TS)) && vectorize;
+                     is_aligned(m, 4 * sizeof(TS)) && is_aligned(v, 4 * sizeof(TS)) && state_base % 4 == 0 && vectorize;
     if (vec)
         launch_kernel(adamw_kernel<TP, TS, 4>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
-                      stats);
+                      stats, state_base);
     else
         launch_kernel(adamw_kernel<TP, TS, 1>, nchunks, EW_BLOCK, 0, st, param, master, m, v, grad, chunk_off, chunk_len, chunk_decay, a,
-                      stats);
+                      stats, state_base);
 }

@@ -16,6 +16,13 @@
 //   comm_bcast(&path, comm);
 //   comm_destroy(&comm);                           // NCCL, then MPI_Finalize
 //
+// ZeRO-1 (the trainer's --zero 1) cuts a buffer into one range per rank, rank r's being
+// [bounds[r], bounds[r + 1]) (any sizes, empty ones too):
+//   reduce_mean_to_owners(grads, begin, end, bounds, comm, stream);   // device: the mean over the
+//        ranks of grads[begin, end), each element delivered to the rank whose range holds it
+//   allgather_ranges(params, bounds, comm, stream);                   // device: rank r's range to all
+//   comm_gather_ranges(host_buf, elem_bytes, bounds, comm);           // host: every range to rank 0
+//
 // Builds:
 //   - USE_MPI (the Makefile defines it where MPI's headers are installed: Debian's
 //     libopenmpi-dev): ranks come from MPI, rank 0 makes the ncclUniqueId and MPI_Bcast
@@ -152,10 +159,28 @@ inline void comm_bcast(std::string* s, const Comm& c) {   // rank 0's string to 
     s->resize(n);
     if (n) MPI_Bcast(&(*s)[0], (int)n, MPI_CHAR, 0, MPI_COMM_WORLD);
 }
+// Rank 0's copy of the host buffer buf (elements of elem_bytes) receives every other rank's
+// range [bounds[r], bounds[r + 1]) from that rank; the others' buffers are unchanged. (MPI
+// counts are ints: pieces of at most 1 GiB.)
+inline void comm_gather_ranges(void* buf, size_t elem_bytes, const std::vector<size_t>& bounds, const Comm& c) {
+    if (c.nranks == 1) return;
+    char* b = (char*)buf;
+    const size_t piece = (size_t)1 << 30;
+    for (int r = 1; r < c.nranks; r++) {
+        if (c.rank != 0 && c.rank != r) continue;
+        const size_t lo = bounds[r] * elem_bytes, hi = bounds[r + 1] * elem_bytes;
+        for (size_t o = lo; o < hi; o += piece) {
+            const int n = (int)std::min(piece, hi - o);
+            if (c.rank == r) MPI_Send(b + o, n, MPI_BYTE, 0, 0, MPI_COMM_WORLD);
+            else MPI_Recv(b + o, n, MPI_BYTE, r, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }
+    }
+}
 #else   // one process: each is the identity
 inline double comm_sum(double x, const Comm&) { return x; }
 inline int comm_max(int x, const Comm&) { return x; }
 inline void comm_bcast(std::string*, const Comm&) {}
+inline void comm_gather_ranges(void*, size_t, const std::vector<size_t>&, const Comm&) {}
 #endif
 
 // ----------------------------------------------------------------------------
@@ -184,24 +209,36 @@ template <typename T, typename A> T emu_from(A x) {
     if constexpr (std::is_same<T, __nv_bfloat16>::value) return __float2bfloat16_rn((float)x);
     else return (T)x;
 }
+// root >= 0: the result goes to rank root only (ncclReduce), the others' buf is unchanged;
+// root < 0: to every rank (ncclAllReduce: formed on rank 0, then broadcast). The same
+// arithmetic either way, so a reduce and an all-reduce of the same values give the same bits.
 template <typename T>
-void emu_allreduce(T* buf, size_t n, const Comm& c, bool mean) {
+void emu_reduce(T* buf, size_t n, const Comm& c, bool mean, int root) {
     using A = typename EmuAcc<T>::type;
+    const int at = root < 0 ? 0 : root;
     std::vector<A> mine(n);
     for (size_t i = 0; i < n; i++) mine[i] = emu_to(buf[i]);
     for (size_t i0 = 0; i0 < n; i0 += (1u << 26)) {   // MPI counts are ints: pieces of 64M
         const int m = (int)std::min<size_t>(n - i0, 1u << 26);
-        std::vector<A> got(c.rank == 0 ? (size_t)m * c.nranks : 0);
-        MPI_Gather(mine.data() + i0, m, mpi_type<A>(), got.data(), m, mpi_type<A>(), 0, MPI_COMM_WORLD);
-        if (c.rank == 0)
+        std::vector<A> got(c.rank == at ? (size_t)m * c.nranks : 0);
+        MPI_Gather(mine.data() + i0, m, mpi_type<A>(), got.data(), m, mpi_type<A>(), at, MPI_COMM_WORLD);
+        if (c.rank == at)
             for (int i = 0; i < m; i++) {
                 A s = got[i];
                 for (int r = 1; r < c.nranks; r++) s += got[(size_t)r * m + i];
                 mine[i0 + i] = mean ? s / (A)c.nranks : s;
             }
-        MPI_Bcast(mine.data() + i0, m, mpi_type<A>(), 0, MPI_COMM_WORLD);
+        if (root < 0) MPI_Bcast(mine.data() + i0, m, mpi_type<A>(), 0, MPI_COMM_WORLD);
     }
-    for (size_t i = 0; i < n; i++) buf[i] = emu_from<T, A>(mine[i]);
+    if (root < 0 || c.rank == root)
+        for (size_t i = 0; i < n; i++) buf[i] = emu_from<T, A>(mine[i]);
+}
+// ncclBroadcast's stand-in: rank root's buf[0, n) to every rank
+template <typename T>
+void emu_bcast(T* buf, size_t n, int root) {
+    char* b = (char*)buf;
+    const size_t bytes = n * sizeof(T), piece = (size_t)1 << 30;
+    for (size_t o = 0; o < bytes; o += piece) MPI_Bcast(b + o, (int)std::min(piece, bytes - o), MPI_BYTE, root, MPI_COMM_WORLD);
 }
 #endif
 template <typename T>
@@ -215,7 +252,7 @@ void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) 
 #endif
 #if defined(CUDA_EMU) && defined(USE_MPI)
     const Comm cc = c;   // queued on `stream` like the kernels (cuda_emu::enqueue)
-    cuda_emu::enqueue(stream, [=]() { emu_allreduce(buf, n, cc, mean); });
+    cuda_emu::enqueue(stream, [=]() { emu_reduce(buf, n, cc, mean, -1); });
 #elif defined(CUDA_EMU)
     (void)buf;
     (void)stream;
@@ -224,6 +261,16 @@ void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) 
 #else
     ncclCheck(ncclAllReduce(buf, buf, n, dtype<T>(), mean ? ncclAvg : ncclSum, c.nccl, stream));
 #endif
+}
+
+// The ranges of `bounds` that meet [begin, end), one call per owner rank: f(rank, lo, hi).
+template <typename F>
+void for_owned_pieces(size_t begin, size_t end, const std::vector<size_t>& bounds, const Comm& c, F f) {
+    if ((int)bounds.size() != c.nranks + 1) comm_fail("internal: ranges for another number of ranks");
+    for (int r = 0; r < c.nranks; r++) {
+        const size_t lo = std::max(begin, bounds[r]), hi = std::min(end, bounds[r + 1]);
+        if (lo < hi) f(r, lo, hi);
+    }
 }
 }  // namespace nccl_detail
 
@@ -234,4 +281,64 @@ void allreduce_sum(T* buf, size_t n, const Comm& c, cudaStream_t stream) {
 template <typename T>
 void allreduce_mean(T* buf, size_t n, const Comm& c, cudaStream_t stream) {
     nccl_detail::allreduce(buf, n, c, stream, true);
+}
+
+// ZeRO-1's gradient reduction: the mean over the ranks of buf[begin, end) (in place), each
+// element written only on the rank whose range [bounds[r], bounds[r + 1]) holds it (what
+// the other ranks hold there afterwards is unspecified: their own values). A reduce-scatter
+// whose pieces may have any size (ncclReduceScatter wants equal ones): one ncclReduce per
+// rank whose range meets [begin, end), grouped, so each element crosses the links once, as
+// in a reduce-scatter, half the traffic of an all-reduce.
+template <typename T>
+void reduce_mean_to_owners(T* buf, size_t begin, size_t end, const std::vector<size_t>& bounds, const Comm& c, cudaStream_t stream) {
+#if defined(CUDA_EMU)
+    if (c.nranks == 1) return;
+#else
+    if (c.nranks == 1 && !c.nccl) return;
+    ncclCheck(ncclGroupStart());
+#endif
+    nccl_detail::for_owned_pieces(begin, end, bounds, c, [&](int r, size_t lo, size_t hi) {
+#if defined(CUDA_EMU) && defined(USE_MPI)
+        const Comm cc = c;
+        T* p = buf + lo;
+        const size_t n = hi - lo;
+        cuda_emu::enqueue(stream, [=]() { nccl_detail::emu_reduce(p, n, cc, true, r); });
+#elif defined(CUDA_EMU)
+        (void)r; (void)lo; (void)hi; (void)buf; (void)stream;
+        comm_fail("reduce: this emulated build has no MPI (a single rank only)");
+#else
+        ncclCheck(ncclReduce(buf + lo, buf + lo, hi - lo, nccl_detail::dtype<T>(), ncclAvg, r, c.nccl, stream));
+#endif
+    });
+#if !defined(CUDA_EMU)
+    ncclCheck(ncclGroupEnd());
+#endif
+}
+
+// ZeRO-1's weight exchange: every rank's range [bounds[r], bounds[r + 1]) of buf copied into
+// the same range of every other rank's buf (an all-gather with ranges of any size: one
+// ncclBroadcast per non-empty range, grouped).
+template <typename T>
+void allgather_ranges(T* buf, const std::vector<size_t>& bounds, const Comm& c, cudaStream_t stream) {
+#if defined(CUDA_EMU)
+    if (c.nranks == 1) return;
+#else
+    if (c.nranks == 1 && !c.nccl) return;
+    ncclCheck(ncclGroupStart());
+#endif
+    nccl_detail::for_owned_pieces(0, bounds.back(), bounds, c, [&](int r, size_t lo, size_t hi) {
+#if defined(CUDA_EMU) && defined(USE_MPI)
+        T* p = buf + lo;
+        const size_t n = hi - lo;
+        cuda_emu::enqueue(stream, [=]() { nccl_detail::emu_bcast(p, n, r); });
+#elif defined(CUDA_EMU)
+        (void)r; (void)lo; (void)hi; (void)buf; (void)stream;
+        comm_fail("broadcast: this emulated build has no MPI (a single rank only)");
+#else
+        ncclCheck(ncclBroadcast(buf + lo, buf + lo, hi - lo, nccl_detail::dtype<T>(), r, c.nccl, stream));
+#endif
+    });
+#if !defined(CUDA_EMU)
+    ncclCheck(ncclGroupEnd());
+#endif
 }

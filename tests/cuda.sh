@@ -175,6 +175,50 @@ PYEOF
       [ -f "$CSCRATCH/dsig/ckpt_$(printf %08d "$n").bin" ] && [ "$n" -lt 500 ]
     }
     run_test cuda/train_emu_ddp_signal pass cuda_ddp_signal
+    # ZeRO-1 (--zero 1, the optimizer state sharded over the ranks): the same run as --zero 0,
+    # bit for bit: the logs (loss, norms, per-layer norms, validation) and the step-2 and
+    # step-4 checkpoints' parameters and AdamW state (all but the header, whose log offset
+    # counts the digits of the timing fields). args: the number of ranks, then the flags;
+    # ZENV: more of mpirun's -x settings.
+    cuda_zero_same() {
+      local np=$1; shift
+      local M=(mpirun --oversubscribe --allow-run-as-root -np "$np" -x CUDA_EMU_DEVICES="$np" ${ZENV:-})
+      for z in 0 1; do
+        rm -rf "$CSCRATCH/z$z"
+        "${M[@]}" "$T" "$@" -x 4 --ckpt_every 2 --keep_ckpts 5 --zero $z --out_dir "$CSCRATCH/z$z" -o "$CSCRATCH/z$z.jsonl" \
+          > "$CSCRATCH/z$z.txt" || { cat "$CSCRATCH/z$z.txt"; return 1; }
+      done
+      grep "ZeRO-1, this rank holds" "$CSCRATCH/z1.txt" || { echo "--zero 1 did not shard"; return 1; }
+      $CPY dev/compare_logs.py "$CSCRATCH/z0.jsonl" "$CSCRATCH/z1.jsonl" || return 1
+      for s in 00000002 00000004; do cmp -i 1024 "$CSCRATCH/z0/ckpt_$s.bin" "$CSCRATCH/z1/ckpt_$s.bin" || return 1; done
+      echo "checkpoints at steps 2 and 4: parameters and AdamW state identical"
+    }
+    # bf16: llama on 2 ranks with validation; gpt on 3 (three uneven shards, one starting
+    # inside a layer); fp32 and pure bf16 (bf16 moments) llama on 3
+    run_test cuda/train_emu_zero1_same_llama_bf16 pass cuda_zero_same 2 "${CTINY[@]}" -d 64 "${CVAL[@]}"
+    run_test cuda/train_emu_zero1_same_gpt_bf16_3ranks pass cuda_zero_same 3 "${CTINY_GPT[@]}" -d 96
+    run_test cuda/train_emu_zero1_same_llama_fp32_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 96 --precision fp32
+    run_test cuda/train_emu_zero1_same_llama_pure_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 96 --precision pure_bf16
+    # the reductions to the owners on their stream, run late and early (stream order)
+    for m in late early; do
+      ZENV="-x CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_zero1_same_llama_streams_$m pass cuda_zero_same 2 "${CTINY[@]}" -d 64
+    done
+    # resume with --zero 1 from a sharded run's step-2 checkpoint (each rank loads its shard
+    # of the state): the log continues bitwise, the step-4 checkpoint is the same file
+    cuda_zero_resume() {
+      rm -rf "$CSCRATCH/zr"
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 4 --zero 1 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/zr" \
+        -o "$CSCRATCH/zfull.jsonl" > /dev/null || return 1
+      cp "$CSCRATCH/zfull.jsonl" "$CSCRATCH/zpart.jsonl"
+      mv "$CSCRATCH/zr/ckpt_00000004.bin" "$CSCRATCH/zckpt4.bin"
+      "${MPIRUN[@]}" "$T" "${CTINY[@]}" -d 64 -x 4 --zero 1 --ckpt_every 2 --keep_ckpts 5 --out_dir "$CSCRATCH/zr" \
+        -o "$CSCRATCH/zpart.jsonl" --resume 1 > "$CSCRATCH/zresume.txt" || return 1
+      grep -q "resume: .*ckpt_00000002.bin (step 2" "$CSCRATCH/zresume.txt" || { echo "did not resume from step 2"; return 1; }
+      $CPY dev/compare_logs.py "$CSCRATCH/zfull.jsonl" "$CSCRATCH/zpart.jsonl" || return 1
+      cmp -i 1024 "$CSCRATCH/zckpt4.bin" "$CSCRATCH/zr/ckpt_00000004.bin" && echo "step-4 checkpoints: parameters and AdamW state identical"
+    }
+    run_test cuda/train_emu_zero1_resume pass cuda_zero_resume
+    run_test cuda/bad_zero 'fail:^error: --zero must be 0 or 1, got 2' "$T" "${CTINY[@]}" --zero 2
     run_test cuda/bad_ddp_devices 'fail:^error: 2 processes on this node but 1 CUDA device' \
       mpirun --oversubscribe --allow-run-as-root -np 2 -x CUDA_EMU_DEVICES=1 "$T" "${CTINY[@]}" -x 1
     run_test cuda/bad_ddp_total_batch 'fail:^error: --total_batch 32 is not a multiple of B\*T\*ranks = 64' \

@@ -24,7 +24,8 @@
 // others not) updated by one launch must give, bit for bit, what each tensor gives alone;
 // the same with the clipping factor read from a StepStats in device memory (the trainer's
 // path; the host's grad_scale then holds a wrong value that must be ignored), and a step
-// whose StepStats says non-finite must leave every array bit for bit as it was.
+// whose StepStats says non-finite must leave every array bit for bit as it was. Then the
+// sharded optimizer state of the trainer's ZeRO-1 (run_arena_sharded).
 // Inputs are fresh random numbers each run (seed printed; SEED=... replays). Exit status
 // non-zero on any mismatch. The update moves 4 elements at a time where the arrays allow
 // (adamw_kernel's groups); every case also runs the one-element kernel and with arrays one
@@ -399,6 +400,92 @@ static void run_arena(Checker& ck, Rng& rng, Mode mode, bool device_stats) {
                "MISMATCH: an element past the arena was written");
 }
 
+// Sharded state (the trainer's ZeRO-1): the arena of run_arena cut into three shards at
+// chunk boundaries (chunks [0,1), [1,3), [3,4): the middle one spans two tensors and starts at
+// the odd offset 37). Each shard runs STEPS updates of its chunks alone, with full-size param
+// and grad but master / m / v holding only its range from state_base on (exactly sized,
+// guarded): state_base at the shard's first element, or rounded down to a multiple of 4 (the
+// trainer's choice: the groups of 4 stay usable). Against one launch over the whole arena:
+// inside the shard param, master, m, v bit for bit the same at every step, outside it param
+// untouched, and nothing written past the state arrays.
+template <typename TP, typename TS>
+static void run_arena_sharded(Checker& ck, Rng& rng, Mode mode) {
+    const bool use_master = mode == Mode::BF16;
+    const std::vector<size_t> sizes = {37, (size_t)GRADNORM_CHUNK + 3, 5};
+    const std::vector<bool> decayed = {false, true, false};
+    std::vector<std::pair<size_t, size_t>> spans;
+    size_t total = 0;
+    for (size_t n : sizes) spans.push_back({total, n}), total += n;
+    const DeviceChunks ch(spans, decayed);
+    const std::vector<int> shard_chunk = {0, 1, 3, ch.n};
+    printf("%s arena of 3 tensors (%d chunks) in 3 shards: sharded AdamW state\n", mode_name(mode), ch.n);
+    std::vector<float> w0 = rng.normal(total, 0.0f, 0.02f);
+    if (!use_master) w0 = round_to<TP>(w0);
+    std::vector<std::vector<float>> grads;
+    for (int s = 0; s < STEPS; s++) grads.push_back(make_grad<TP>(rng, total, s));
+    auto args = [&](int s) { return trainer_args(s + 1, LR[s], BETA1, 0.95f, EPS, 0.1f, GSCALE[s]); };
+    // the whole arena, one launch per step: [step] param, master, m, v
+    std::vector<std::vector<float>> fw, fmaster, fm, fv;
+    {
+        Guarded<TP> param(total);
+        DeviceBuffer<TP> grad(total);
+        Guarded<float> master(total);
+        Guarded<TS> m(total), v(total);
+        param.upload(w0);
+        master.upload(w0);
+        m.upload(std::vector<float>(total, 0.0f));
+        v.upload(std::vector<float>(total, 0.0f));
+        for (int s = 0; s < STEPS; s++) {
+            grad.upload(grads[s]);
+            adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr, ch.len.ptr,
+                                 ch.decay.ptr, ch.n, args(s), 0);
+            cudaCheck(cudaDeviceSynchronize());
+            fw.push_back(param.download()), fmaster.push_back(master.download()), fm.push_back(m.download()), fv.push_back(v.download());
+        }
+    }
+    const std::vector<float> w0_stored = [&] {   // w0 as the param array stores it
+        Guarded<TP> p(total);
+        p.upload(w0);
+        return p.download();
+    }();
+    for (bool round_base : {true, false})
+        for (int r = 0; r < 3; r++) {
+            const int c0 = shard_chunk[r], c1 = shard_chunk[r + 1];
+            const size_t lo = (size_t)ch.c.off[c0], hi = c1 < ch.n ? (size_t)ch.c.off[c1] : total;
+            const size_t base = round_base ? lo / 4 * 4 : lo, len = hi - base;
+            Guarded<TP> param(total);
+            DeviceBuffer<TP> grad(total);
+            Guarded<float> master(len);
+            Guarded<TS> m(len), v(len);
+            param.upload(w0);
+            master.upload(std::vector<float>(w0.begin() + base, w0.begin() + hi));
+            m.upload(std::vector<float>(len, 0.0f));
+            v.upload(std::vector<float>(len, 0.0f));
+            bool same = true, outside = true;
+            for (int s = 0; s < STEPS; s++) {
+                grad.upload(grads[s]);
+                adamw_update<TP, TS>(param.ptr(), use_master ? master.ptr() : nullptr, m.ptr(), v.ptr(), grad.ptr, ch.off.ptr + c0,
+                                     ch.len.ptr + c0, ch.decay.ptr + c0, c1 - c0, args(s), 0, nullptr, true, base);
+                cudaCheck(cudaDeviceSynchronize());
+                const std::vector<float> W = param.download(), MA = master.download(), Mm = m.download(), Vv = v.download();
+                for (size_t i = 0; i < total; i++) {
+                    if (i < lo || i >= hi) {
+                        if (W[i] != w0_stored[i]) outside = false;
+                        continue;
+                    }
+                    const size_t j = i - base;
+                    if (W[i] != fw[s][i] || Mm[j] != fm[s][i] || Vv[j] != fv[s][i] || (use_master && MA[j] != fmaster[s][i])) same = false;
+                }
+            }
+            char name[96];
+            snprintf(name, sizeof name, "shard %d [%zu, %zu) state_base %zu", r, lo, hi, base);
+            check_true(ck, std::string(name) + ": == whole arena (bitwise, every step)", same, "MISMATCH: the shard's update differs");
+            check_true(ck, std::string(name) + ": param outside untouched", outside, "MISMATCH: an element outside the shard was written");
+            check_true(ck, std::string(name) + ": state guards", master.guard_intact() && m.guard_intact() && v.guard_intact() && param.guard_intact(),
+                       "MISMATCH: written past the state arrays");
+        }
+}
+
 // --bench: the bf16-mode update (bf16 param and gradient, fp32 master, m, v) of a
 // gpt2-124m-sized arena cut into its chunk table, the groups-of-4 kernel against the
 // one-element one: us per update and GB/s of the 28 bytes per parameter it must move
@@ -460,6 +547,9 @@ int main(int argc, char** argv) {
         run_arena<__nv_bfloat16, float>(ck, rng, Mode::BF16, device_stats);
         run_arena<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16, device_stats);
     }
+    run_arena_sharded<float, float>(ck, rng, Mode::FP32);
+    run_arena_sharded<__nv_bfloat16, float>(ck, rng, Mode::BF16);
+    run_arena_sharded<__nv_bfloat16, __nv_bfloat16>(ck, rng, Mode::PURE_BF16);
     printf("time %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return ck.finish("test_adamw");
 }
