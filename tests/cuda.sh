@@ -175,6 +175,11 @@ PYEOF
       [ -f "$CSCRATCH/dsig/ckpt_$(printf %08d "$n").bin" ] && [ "$n" -lt 500 ]
     }
     run_test cuda/train_emu_ddp_signal pass cuda_ddp_signal
+    # the collectives themselves (dev/test/test_nccl.cu) on 2 and 3 ranks: all-reduce, ZeRO-1's
+    # reduce to the owners and all-gather over uneven ranges (one empty), the host collectives
+    for n in 2 3; do
+      run_test cuda/nccl_emu_mpi_np$n pass mpirun --oversubscribe --allow-run-as-root -np $n -x CUDA_EMU_DEVICES=$n "$CB/test_nccl_emu_mpi"
+    done
     # ZeRO-1 (--zero 1, the optimizer state sharded over the ranks): the same run as --zero 0,
     # bit for bit: the logs (loss, norms, per-layer norms, validation) and the step-2 and
     # step-4 checkpoints' parameters and AdamW state (all but the header, whose log offset
@@ -203,6 +208,10 @@ PYEOF
     for m in late early; do
       ZENV="-x CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_zero1_same_llama_streams_$m pass cuda_zero_same 2 "${CTINY[@]}" -d 64
     done
+    # and against the CPU trainer (fp32), with a NaN gradient at step 2: the sharded norm
+    # partials carry it to every rank, every rank skips the update
+    CU_FLAGS="--zero 1" LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_zero1_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 \
+      --inject_nan_at 1 --nonfinite skip
     # resume with --zero 1 from a sharded run's step-2 checkpoint (each rank loads its shard
     # of the state): the log continues bitwise, the step-4 checkpoint is the same file
     cuda_zero_resume() {
@@ -259,7 +268,7 @@ fi
 
 # kernel tests of the trainer's kernel families (dev/test/test_<name>.cu), in the three
 # emulated flavours as tests/kernels.sh runs its own (TSan with ASLR off where setarch can)
-CKTESTS="attention flash_attention activation embedding rope matmul adamw gradnorm"
+CKTESTS="attention flash_attention activation embedding rope matmul adamw gradnorm nccl"
 CK_TSAN=()
 if setarch "$(uname -m)" -R true >/dev/null 2>&1; then CK_TSAN=(setarch "$(uname -m)" -R); fi
 for t in $CKTESTS; do

@@ -3,6 +3,7 @@
 #
 #   $(BUILD)/cuda/test_gpt_cuda_emu    test_gpt.cu through the CPU emulation (g++ -O2)
 #   $(BUILD)/cuda/train_gpt_cuda_emu   train_gpt.cu through the CPU emulation (bad-input tests, tiny runs)
+#   $(BUILD)/cuda/test_nccl_emu_mpi    dev/test/test_nccl.cu with MPI, for mpirun -np N in the emulation
 #   $(BUILD)/cuda/train_gpt_nvcc       nvcc builds, linked against cudart, cuBLASLt, NCCL (and MPI for
 #   $(BUILD)/cuda/test_gpt_nvcc        the trainer where installed); no NVML, no driver library: on a
 #                                      machine without a GPU they say so
@@ -33,11 +34,15 @@ $(CUDA_BUILD)/train_gpt_cuda_emu: train_gpt.cu $(KBUILD)/gxx/cuda_emu.o
 	$(EMU_GXX) $(MPI_FLAGS) $(EMU_INCLUDE) -x c++ $< -x none $(KBUILD)/gxx/cuda_emu.o -o $@ $(MPI_LIBS)
 ifneq ($(MPI_FLAGS),)
 # the trainer as built where MPI is absent (its refusal of a several-process launch is tested)
-CUDA_EMU_BINS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi
-TEST_DEPS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi
+CUDA_EMU_BINS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi $(CUDA_BUILD)/test_nccl_emu_mpi
+TEST_DEPS += $(CUDA_BUILD)/train_gpt_cuda_emu_nompi $(CUDA_BUILD)/test_nccl_emu_mpi
 $(CUDA_BUILD)/train_gpt_cuda_emu_nompi: train_gpt.cu $(KBUILD)/gxx/cuda_emu.o
 	@mkdir -p $(@D)
 	$(EMU_GXX) $(EMU_INCLUDE) -x c++ $< -x none $(KBUILD)/gxx/cuda_emu.o -o $@
+# the collectives' test with MPI, for mpirun -np N (the kernel-test builds are single-process)
+$(CUDA_BUILD)/test_nccl_emu_mpi: dev/test/test_nccl.cu $(KBUILD)/gxx/cuda_emu.o
+	@mkdir -p $(@D)
+	$(EMU_GXX) $(MPI_FLAGS) $(EMU_INCLUDE) -x c++ $< -x none $(KBUILD)/gxx/cuda_emu.o -o $@ $(MPI_LIBS)
 endif
 endif
 

@@ -1,11 +1,9 @@
 // test_gemm.cu - kernels/cublas_wrap.cuh (cuBLASLt on a GPU, CPU loops in emulation) against
 // a plain fp64 loop: fp32 and bf16 storage, all four transpose combinations, with and
 // without the bias epilogue and accumulation, odd sizes, and a strided batch; gemm_add
-// (out = A B + bias + cin from another matrix, which must stay as it is); plus the
-// single-rank all-reduce of kernels/nccl_wrap.cuh. Outputs are poisoned before each call;
+// (out = A B + bias + cin from another matrix, which must stay as it is). Outputs are poisoned before each call;
 // exit status non-zero on any mismatch.
 #include "../../kernels/cublas_wrap.cuh"
-#include "../../kernels/nccl_wrap.cuh"
 #include "test_util.h"
 
 template <typename T>
@@ -79,37 +77,5 @@ int main() {
     run<float>(ck, rng, 13, 24, 40, true, false, false, true, 1, true);
     gemm_shutdown();
 
-    // single-rank all-reduce: the identity; on a GPU through a real one-rank NCCL
-    // communicator (ncclAllReduce, ncclSum and ncclAvg, each element type the trainer reduces)
-    {
-        Comm comm;
-        comm_init_single(&comm);
-#if !defined(CUDA_EMU)
-        comm_connect(&comm, true);
-#endif
-        std::vector<float> g = rng.normal(1000);
-        DeviceBuffer<float> d_g(1000);
-        d_g.upload(g);
-        allreduce_sum(d_g.ptr, 1000, comm, 0);
-        allreduce_mean(d_g.ptr, 1000, comm, 0);
-        cudaCheck(cudaDeviceSynchronize());
-        ck.check("allreduce single rank fp32", d_g.download(), std::vector<double>(g.begin(), g.end()), 0, 0);
-        DeviceBuffer<__nv_bfloat16> d_gb(1000);
-        d_gb.upload(g);   // rounded to bf16
-        std::vector<float> gb = d_gb.download();
-        allreduce_mean(d_gb.ptr, 1000, comm, 0);
-        cudaCheck(cudaDeviceSynchronize());
-        ck.check("allreduce single rank bf16", d_gb.download(), std::vector<double>(gb.begin(), gb.end()), 0, 0);
-        double* d_s = nullptr;   // the step's loss sum is a double
-        const double s_in = 3.25;
-        double s_out = 0.0;
-        cudaCheck(cudaMalloc((void**)&d_s, sizeof(double)));
-        cudaCheck(cudaMemcpy(d_s, &s_in, sizeof(double), cudaMemcpyHostToDevice));
-        allreduce_mean(d_s, 1, comm, 0);
-        cudaCheck(cudaMemcpy(&s_out, d_s, sizeof(double), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaFree(d_s));
-        ck.check("allreduce single rank double", std::vector<float>{(float)s_out}, std::vector<double>{s_in}, 0, 0);
-        comm_destroy(&comm);
-    }
     return ck.finish("test_gemm");
 }
