@@ -33,7 +33,7 @@
 # tests and kernel benches took about 3 minutes of the 286 s session 3's run spent).
 # Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, EXTRA_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 B=${BUILD:-build}
 OUT_DIR=${OUT_DIR:-$B/gpu_check}
 BENCH_SECONDS=${BENCH_SECONDS:-40}

@@ -21,7 +21,6 @@
 #   --no_install (only check)    --tiny (toy sizes, for the test suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 PY=/usr/bin/python3
 T_START=$(date +%s)
 

@@ -14,7 +14,7 @@
 #   N passed, N failed[, N skipped]
 # and the exit status is non-zero if anything failed.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 LOGDIR=build/test-logs
 mkdir -p "$LOGDIR"
 PASSED=0; FAILED=0; SKIPPED=0; FAILED_NAMES=()
