@@ -4,7 +4,7 @@
 #   N passed, N failed[, N skipped]
 # ONLY=regex bash scripts/test.sh runs a subset.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 if ! bash scripts/install_deps.sh; then echo "0 passed, 1 failed"; exit 1; fi
 if ! make -j2 test-deps; then
   echo "build failed (see the compiler output above)"

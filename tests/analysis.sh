@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Analysis suite (issue #6): per-layer gradient norms, angular distance and
 # layer-removal drop of train_gpt against the PyTorch reference, the plots, the
 # reproduction script end to end (and its reproducibility), the overhead bench.

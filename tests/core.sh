@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Core suite: the CPU trainer against the PyTorch reference, the shared host code,
 # and bad input. Sourced by scripts/run_tests.sh (see there for run_test / skip_test).
 B=build

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/cuda.sh - the CUDA trainer (train_gpt.cu) and its test (test_gpt.cu), sourced by
 # scripts/run_tests.sh; built by dev/test/cuda.mk. Without a GPU everything runs through the
 # CPU emulation of CUDA (dev/cuda_emu): test_gpt.cu against the stored PyTorch states in fp32,
@@ -187,7 +188,9 @@ PYEOF
     # ZENV: more of mpirun's -x settings.
     cuda_zero_same() {
       local np=$1; shift
-      local M=(mpirun --oversubscribe --allow-run-as-root -np "$np" -x CUDA_EMU_DEVICES="$np" ${ZENV:-})
+      local extra M
+      read -ra extra <<< "${ZENV:-}"
+      M=(mpirun --oversubscribe --allow-run-as-root -np "$np" -x CUDA_EMU_DEVICES="$np" "${extra[@]}")
       for z in 0 1; do
         rm -rf "$CSCRATCH/z$z"
         "${M[@]}" "$T" "$@" -x 4 --ckpt_every 2 --keep_ckpts 5 --zero $z --out_dir "$CSCRATCH/z$z" -o "$CSCRATCH/z$z.jsonl" \

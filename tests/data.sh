@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Data suite: the default corpus (npm, pinned checksums), GPT-2 BPE against ids from
 # independent implementations (data/fixtures, made with gpt-tokenizer / gpt-3-encoder),
 # SentencePiece, shards, the Hugging Face document path, the decode file

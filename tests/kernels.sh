@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/kernels.sh - CUDA kernel tests (sourced by scripts/run_tests.sh; built by
 # dev/test/kernels.mk). Each kernel test runs in three emulated builds (g++, clang++ TSan,
 # clang++ ASan+UBSan); each planted bug must be caught by the tool named; the nvcc builds

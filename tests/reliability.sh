@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Reliability suite (issue: checkpoints, bit-exact resume, signals, NaN guards,
 # hardened parsers, disk errors). Sourced by scripts/run_tests.sh.
 B=build
