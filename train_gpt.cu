@@ -1104,6 +1104,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     if (comm.nranks > 1)
         printf("data parallel: %d ranks, %d on this node (this one: rank %d, device %d); gradients and loss averaged over the "
                "ranks every step; tok/s counts all ranks, MFU is per GPU\n", comm.nranks, comm.local_size, comm.rank, device);
+    if (comm.nranks == 1 && zero == 1) printf("zero: 1 has no effect in a single process (nothing to shard over)\n");
     if (comm.nranks > 1)
         printf("zero: %s\n", model.sharded() ? "1 (the master weights and AdamW moments sharded over the ranks; gradients reduced to "
                                                "their shard's owner, updated weights gathered on every rank after each step)"
