@@ -20,6 +20,8 @@ per family, forward and backward side by side:
   kernels/classifier.cuh  fused softmax + cross-entropy + dlogits, padded vocab skipped
   kernels/adamw.cuh       AdamW for the three precision modes
   kernels/gradnorm.cuh    deterministic per-tensor sums of squares (global and per-layer norms)
+  kernels/nccl_wrap.cuh   several GPUs (mpirun): gradient all-reduce, or with --zero 1 (ZeRO-1: the
+                          optimizer state sharded) reduce to the owner and all-gather of the weights
 
 Norm placement per layer l, K = post_ln_layers, N = LayerNorm (gpt) / RMSNorm (llama):
   l <  K  Post-LN:  sum1 = x + Attn(x);        h = N1(sum1);  sum2 = h + MLP(h);      y = N2(sum2)
@@ -34,8 +36,9 @@ accumulation. Checkpoints always hold fp32 values (the master weights where ther
 so they are the CPU trainer's format; the precision is recorded in the training state and a
 resume under another precision is refused.
 
-Memory: three device allocations (parameters with master weights and optimizer state,
-gradients, activations with all scratch), planned and printed before anything is allocated;
+Memory: three device allocations (parameters with master weights and optimizer state, of
+this rank's shard with --zero 1; gradients; activations with all scratch), planned and
+printed before anything is allocated;
 a plan that does not fit in the free device memory is a one-line error. On the device the
 MLP hidden width is padded to a multiple of FFN_PAD with zero units (aligned GEMM rows);
 the host, checkpoints and tests see the logical parameter table (remap_params).
