@@ -201,11 +201,12 @@ PYEOF
       for s in 00000002 00000004; do cmp -i 1024 "$CSCRATCH/z0/ckpt_$s.bin" "$CSCRATCH/z1/ckpt_$s.bin" || return 1; done
       echo "checkpoints at steps 2 and 4: parameters and AdamW state identical"
     }
-    # bf16: llama on 2 ranks with validation; gpt on 3 (three uneven shards, one starting
-    # inside a layer); fp32 and pure bf16 (bf16 moments) llama on 3
+    # bf16: llama on 2 ranks with validation; gpt on 3 (three uneven shards); fp32 llama on 3
+    # (a shard starting inside layer 0, so its bucket goes to two owners) with 2 micro-steps
+    # each; pure bf16 (bf16 moments) llama on 3
     run_test cuda/train_emu_zero1_same_llama_bf16 pass cuda_zero_same 2 "${CTINY[@]}" -d 64 "${CVAL[@]}"
     run_test cuda/train_emu_zero1_same_gpt_bf16_3ranks pass cuda_zero_same 3 "${CTINY_GPT[@]}" -d 96
-    run_test cuda/train_emu_zero1_same_llama_fp32_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 96 --precision fp32
+    run_test cuda/train_emu_zero1_same_llama_fp32_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 192 --precision fp32
     run_test cuda/train_emu_zero1_same_llama_pure_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 96 --precision pure_bf16
     # the reductions to the owners on their stream, run late and early (stream order)
     for m in late early; do
