@@ -553,17 +553,17 @@ struct Model {
         return out;
     }
     // An optimizer-state array, whole, on rank 0: each rank's shard of it is sent there (a
-    // collective when sharded; the other ranks get an empty vector).
+    // collective when sharded; the other ranks get an empty vector and hold no more than
+    // their shard on the host meanwhile).
     template <typename X>
     std::vector<float> gather_state(const X* src) const {
-        std::vector<X> tmp(dtable.total);
         const size_t lo = shard_off[my_shard()], hi = shard_off[my_shard() + 1];
-        cudaCheck(cudaMemcpy(tmp.data() + lo, src + (lo - state_base), (hi - lo) * sizeof(X), cudaMemcpyDeviceToHost));
-        if (sharded()) {
-            comm_gather_ranges(tmp.data(), sizeof(X), shard_off, *comm);
-            if (comm->rank != 0) return {};
-        }
-        return to_logical(tmp);
+        std::vector<X> mine(hi - lo);
+        cudaCheck(cudaMemcpy(mine.data(), src + (lo - state_base), (hi - lo) * sizeof(X), cudaMemcpyDeviceToHost));
+        if (!sharded()) return to_logical(mine);   // one shard: the whole arena
+        std::vector<X> all(comm->rank == 0 ? dtable.total : 0);
+        comm_gather_ranges(all.data(), mine.data(), sizeof(X), shard_off, *comm);
+        return comm->rank == 0 ? to_logical(all) : std::vector<float>();
     }
     // fp32 values (a checkpoint's) -> the device: master (bf16 mode) and the compute copy
     // (rounded to T); m and v (zero when null). Sharded: this rank's part of the state.

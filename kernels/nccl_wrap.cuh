@@ -21,7 +21,7 @@
 //   reduce_mean_to_owners(grads, begin, end, bounds, comm, stream);   // device: the mean over the
 //        ranks of grads[begin, end), each element delivered to the rank whose range holds it
 //   allgather_ranges(params, bounds, comm, stream);                   // device: rank r's range to all
-//   comm_gather_ranges(host_buf, elem_bytes, bounds, comm);           // host: every range to rank 0
+//   comm_gather_ranges(all, mine, elem_bytes, bounds, comm);           // host: every rank's range to rank 0
 //
 // Builds:
 //   - USE_MPI (the Makefile defines it where MPI's headers are installed: Debian's
@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -159,20 +160,20 @@ inline void comm_bcast(std::string* s, const Comm& c) {   // rank 0's string to 
     s->resize(n);
     if (n) MPI_Bcast(&(*s)[0], (int)n, MPI_CHAR, 0, MPI_COMM_WORLD);
 }
-// Rank 0's copy of the host buffer buf (elements of elem_bytes) receives every other rank's
-// range [bounds[r], bounds[r + 1]) from that rank; the others' buffers are unchanged. (MPI
-// counts are ints: pieces of at most 1 GiB.)
-inline void comm_gather_ranges(void* buf, size_t elem_bytes, const std::vector<size_t>& bounds, const Comm& c) {
-    if (c.nranks == 1) return;
-    char* b = (char*)buf;
+// Rank 0's host buffer `all` (bounds.back() elements of elem_bytes) receives each rank's
+// range [bounds[r], bounds[r + 1]), which rank r passes alone, contiguous, as `mine` (so no
+// rank but 0 needs room for the whole); `all` is not touched elsewhere (may be null there).
+// MPI counts are ints: pieces of at most 1 GiB.
+inline void comm_gather_ranges(void* all, const void* mine, size_t elem_bytes, const std::vector<size_t>& bounds, const Comm& c) {
     const size_t piece = (size_t)1 << 30;
+    if (c.rank == 0 && bounds[1] > bounds[0]) memcpy((char*)all + bounds[0] * elem_bytes, mine, (bounds[1] - bounds[0]) * elem_bytes);
     for (int r = 1; r < c.nranks; r++) {
         if (c.rank != 0 && c.rank != r) continue;
-        const size_t lo = bounds[r] * elem_bytes, hi = bounds[r + 1] * elem_bytes;
-        for (size_t o = lo; o < hi; o += piece) {
-            const int n = (int)std::min(piece, hi - o);
-            if (c.rank == r) MPI_Send(b + o, n, MPI_BYTE, 0, 0, MPI_COMM_WORLD);
-            else MPI_Recv(b + o, n, MPI_BYTE, r, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        const size_t bytes = (bounds[r + 1] - bounds[r]) * elem_bytes;
+        for (size_t o = 0; o < bytes; o += piece) {
+            const int n = (int)std::min(piece, bytes - o);
+            if (c.rank == r) MPI_Send((const char*)mine + o, n, MPI_BYTE, 0, 0, MPI_COMM_WORLD);
+            else MPI_Recv((char*)all + bounds[r] * elem_bytes + o, n, MPI_BYTE, r, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         }
     }
 }
@@ -180,7 +181,9 @@ inline void comm_gather_ranges(void* buf, size_t elem_bytes, const std::vector<s
 inline double comm_sum(double x, const Comm&) { return x; }
 inline int comm_max(int x, const Comm&) { return x; }
 inline void comm_bcast(std::string*, const Comm&) {}
-inline void comm_gather_ranges(void*, size_t, const std::vector<size_t>&, const Comm&) {}
+inline void comm_gather_ranges(void* all, const void* mine, size_t elem_bytes, const std::vector<size_t>& bounds, const Comm&) {
+    if (bounds[1] > bounds[0]) memcpy((char*)all + bounds[0] * elem_bytes, mine, (bounds[1] - bounds[0]) * elem_bytes);   // rank 0's own
+}
 #endif
 
 // ----------------------------------------------------------------------------

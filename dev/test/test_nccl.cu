@@ -182,9 +182,9 @@ int main(int argc, char** argv) {
         std::string str = comm.rank == 0 ? "rank 0's string" : "other";
         comm_bcast(&str, comm);
         const std::vector<size_t> b = uneven_bounds(777, n);
-        std::vector<double> h(777, -1.0), ref(777);
-        for (size_t i = b[comm.rank]; i < b[comm.rank + 1]; i++) h[i] = input(comm.rank, i);
-        comm_gather_ranges(h.data(), sizeof(double), b, comm);
+        std::vector<double> mine, h(comm.rank == 0 ? 777 : 0, -1.0), ref(777);   // only rank 0 has room for all
+        for (size_t i = b[comm.rank]; i < b[comm.rank + 1]; i++) mine.push_back(input(comm.rank, i));
+        comm_gather_ranges(h.data(), mine.data(), sizeof(double), b, comm);
         for (size_t i = 0; i < 777; i++) ref[i] = input(owner_of(b, i), i);
         const bool ok_sum = s == n * (n + 1) / 2.0 + 0.5 * n, ok_max = m == (n - 1) * 10 + 3, ok_str = str == "rank 0's string";
         const bool ok_gather = comm.rank != 0 || h == ref;
