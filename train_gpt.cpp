@@ -33,6 +33,7 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include <cblas.h>
 #endif
 
+#include "common/analysis.h"
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/dataloader.h"
@@ -805,37 +806,23 @@ struct Model {
 // Analyses of a trained model (docs/ANALYSIS.md)
 // ============================================================================
 
-// Angular distance between the residual streams entering layers i and j, at the
-// last token of every sequence: d(i, j) = arccos(cos(x_i, x_j)) / pi, averaged
-// over sequences. x_0 is the embedding output, x_L the last block's output.
-static std::vector<std::vector<double>> angular_distances(Model& model, DataLoader& val, int batches, long* samples) {
-    int L = model.cfg.n_layer, C = model.cfg.d_model, T = val.T;
-    std::vector<std::vector<double>> D(L + 1, std::vector<double>(L + 1, 0.0));
-    *samples = 0;
+// The residual streams at the last token of every sequence of the first `batches`
+// validation batches (common/analysis.h forms the distances).
+static AngularDistances angular_distances(Model& model, DataLoader& val, int batches) {
+    const int L = model.cfg.n_layer, C = model.cfg.d_model, T = val.T;
+    AngularDistances ad(L);
     val.reset();
     for (int it = 0; it < batches; it++) {
         val.next_batch();
         model.forward(val.inputs.data(), nullptr, val.B, T);
         for (int b = 0; b < val.B; b++) {
-            size_t row = ((size_t)b * T + T - 1) * C;
-            for (int i = 0; i <= L; i++)
-                for (int j = i + 1; j <= L; j++) {
-                    const float* x = model.resid[i] + row;
-                    const float* y = model.resid[j] + row;
-                    double xy = 0, xx = 0, yy = 0;
-                    for (int c = 0; c < C; c++) { xy += (double)x[c] * y[c]; xx += (double)x[c] * x[c]; yy += (double)y[c] * y[c]; }
-                    double cs = xy / std::max(sqrt(xx * yy), 1e-30);
-                    cs = std::max(-1.0, std::min(1.0, cs));
-                    double d = acos(cs) / M_PI;
-                    D[i][j] += d;
-                    D[j][i] += d;
-                }
-            (*samples)++;
+            const size_t row = ((size_t)b * T + T - 1) * C;
+            std::vector<const float*> x(L + 1);
+            for (int i = 0; i <= L; i++) x[i] = model.resid[i] + row;
+            ad.add(x, C);
         }
     }
-    for (auto& r : D)
-        for (double& x : r) x /= std::max(1L, *samples);
-    return D;
+    return ad;
 }
 
 // Mean validation loss over the first `batches` batches, optionally with one block removed.
@@ -849,51 +836,25 @@ static double val_loss_skipping(Model& model, DataLoader& val, int batches, int 
     return s / batches;
 }
 
-static void write_text_atomically(const std::string& path, const std::string& text) {
-    AtomicFile f(path);
-    f.write(text.data(), text.size());
-    f.commit_or_die();
-}
-
 [[maybe_unused]] static int run_analysis(TrainConfig& tc, Model& model) {
-    if (tc.val_data.empty()) fatal("--mode %s needs --val_data (the batches to analyse)", tc.mode.c_str());
-    if (tc.analysis_out.empty()) fatal("--mode %s needs --analysis_out FILE.json", tc.mode.c_str());
-    if (tc.val_steps < 1) fatal("--val_steps must be >= 1 in --mode %s", tc.mode.c_str());
+    check_analysis_flags(tc);
     const ModelConfig& c = model.cfg;
     DataLoader val;
     val.init(tc.val_data, tc.B, tc.T, c.vocab);
     std::string out;
     if (tc.mode == "angular") {
-        long samples = 0;
-        auto D = angular_distances(model, val, tc.val_steps, &samples);
-        out = "{\"kind\":\"angular_distance\",\"n_layer\":" + std::to_string(c.n_layer) + ",\"samples\":" + std::to_string(samples) +
-              ",\"distance\":[";
-        for (size_t i = 0; i < D.size(); i++) {
-            out += i ? ",[" : "[";
-            for (size_t j = 0; j < D[i].size(); j++) out += (j ? "," : "") + JsonLine::num(D[i][j]);
-            out += "]";
-        }
-        out += "]}\n";
-        printf("angular distance over %ld last-token hidden states, d(l, l+1):", samples);
-        for (int l = 0; l < c.n_layer; l++) printf(" %.3f", D[l][l + 1]);
-        printf("\n");
+        out = angular_distances(model, val, tc.val_steps).json_and_print();
     } else {
-        double full = val_loss_skipping(model, val, tc.val_steps, -1);
-        printf("full model: val loss %.4f, ppl %.2f\n", full, exp(full));
-        out = "{\"kind\":\"layer_drop\",\"n_layer\":" + std::to_string(c.n_layer) + ",\"full_loss\":" + JsonLine::num(full) +
-              ",\"full_ppl\":" + JsonLine::num(exp(full)) + ",\"layers\":[";
+        const double full = val_loss_skipping(model, val, tc.val_steps, -1);
+        print_layer_drop(c, -1, full, full);
+        std::vector<double> without(c.n_layer);
         for (int l = 0; l < c.n_layer; l++) {
-            double lo = val_loss_skipping(model, val, tc.val_steps, l);
-            printf("without layer %2d (%s): val loss %.4f (%+.4f), ppl %.2f (%+.2f)\n", l, c.post_ln(l) ? "Post-LN" : "Pre-LN ",
-                   lo, lo - full, exp(lo), exp(lo) - exp(full));
-            out += std::string(l ? "," : "") + "{\"layer\":" + std::to_string(l) + ",\"loss\":" + JsonLine::num(lo) +
-                   ",\"ppl\":" + JsonLine::num(exp(lo)) + ",\"delta_loss\":" + JsonLine::num(lo - full) +
-                   ",\"delta_ppl\":" + JsonLine::num(exp(lo) - exp(full)) + "}";
+            without[l] = val_loss_skipping(model, val, tc.val_steps, l);
+            print_layer_drop(c, l, without[l], full);
         }
-        out += "]}\n";
+        out = layer_drop_json(c, full, without);
     }
     write_text_atomically(tc.analysis_out, out);
-    printf("wrote %s\n", tc.analysis_out.c_str());
     return 0;
 }
 

@@ -71,6 +71,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
 
+#include "common/analysis.h"
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/dataloader.h"
@@ -966,18 +967,78 @@ struct Model {
     }
 };
 
-// Mean loss over `steps` batches of a loader (validation). Data parallel: the loader's rank
-// r of `world` reads batches r, r + world, ... of the same sequence of batches, and the sum
-// over the ranks covers each of the `steps` batches once.
+// Mean loss over `steps` batches of a loader (validation), optionally with block skip_layer
+// removed (--mode layer_drop). Data parallel: the loader's rank r of `world` reads batches r,
+// r + world, ... of the same sequence of batches, and the sum over the ranks covers each of
+// the `steps` batches once.
 template <typename T>
-[[maybe_unused]] static float evaluate(Model<T>& model, DataLoader& loader, int steps, const Comm& comm) {
+[[maybe_unused]] static double evaluate(Model<T>& model, DataLoader& loader, int steps, const Comm& comm, int skip_layer = -1) {
     loader.reset();
     double s = 0.0;
     for (int i = loader.rank; i < steps; i += loader.world) {
         loader.next_batch();
-        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T);
+        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T, 0.f, skip_layer);
     }
-    return (float)(comm_sum(s, comm) / steps);
+    return comm_sum(s, comm) / steps;
+}
+
+// ----------------------------------------------------------------------------
+// Analyses of a trained model (--mode angular | layer_drop; docs/ANALYSIS.md), as
+// train_gpt.cpp's, the shared parts in common/analysis.h. Data parallel, the ranks split the
+// batches (as evaluate) and add their sums; rank 0 writes the file. In the bf16 modes the
+// residual streams and the losses are those of the bf16 model (--precision fp32 for the
+// CPU trainer's numbers).
+
+// the residual streams entering every layer at the last token of each sequence
+template <typename T>
+static AngularDistances angular_distances(Model<T>& model, DataLoader& loader, int steps, const Comm& comm) {
+    const int L = model.cfg.n_layer, C = model.cfg.d_model, B_ = loader.B, T_ = loader.T;
+    AngularDistances ad(L);
+    std::vector<T> row(C);
+    std::vector<float> x((size_t)(L + 1) * C);
+    std::vector<const float*> xp(L + 1);
+    loader.reset();
+    for (int i = loader.rank; i < steps; i += loader.world) {
+        loader.next_batch();
+        model.forward(loader.inputs.data(), nullptr, B_, T_);
+        for (int b = 0; b < B_; b++) {
+            for (int l = 0; l <= L; l++) {   // row b*T + T-1 of resid[l]
+                cudaCheck(cudaMemcpy(row.data(), model.resid[l] + ((size_t)b * T_ + T_ - 1) * C, C * sizeof(T), cudaMemcpyDeviceToHost));
+                for (int k = 0; k < C; k++) x[(size_t)l * C + k] = host_float(row[k]);
+                xp[l] = &x[(size_t)l * C];
+            }
+            ad.add(xp, C);
+        }
+    }
+    for (auto& r : ad.sum)   // every rank's sums (one process: as they are)
+        for (double& v : r) v = comm_sum(v, comm);
+    ad.samples = (long)comm_sum((double)ad.samples, comm);
+    return ad;
+}
+
+template <typename T>
+static int run_analysis(const TrainConfig& tc, Model<T>& model, const Comm& comm) {
+    const ModelConfig& c = model.cfg;
+    DataLoader val;
+    val.init(tc.val_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks);
+    printf("analysis: %s of %s, the first %d validation batches of %d x %d%s (precision %s)\n", tc.mode.c_str(),
+           placement_name(c).c_str(), tc.val_steps, tc.B, tc.T,
+           comm.nranks > 1 ? (", split over " + std::to_string(comm.nranks) + " ranks").c_str() : "", precision_name(model.precision));
+    std::string out;
+    if (tc.mode == "angular") {
+        out = angular_distances(model, val, tc.val_steps, comm).json_and_print();
+    } else {
+        const double full = evaluate(model, val, tc.val_steps, comm);
+        print_layer_drop(c, -1, full, full);
+        std::vector<double> without(c.n_layer);
+        for (int l = 0; l < c.n_layer; l++) {
+            without[l] = evaluate(model, val, tc.val_steps, comm, l);
+            print_layer_drop(c, l, without[l], full);
+        }
+        out = layer_drop_json(c, full, without);
+    }
+    if (comm.rank == 0) write_text_atomically(tc.analysis_out, out);
+    return comm_max(0, comm);   // no rank leaves before rank 0 has written
 }
 
 // Autoregressive sampling (temperature 1) from a prompt token, as train_gpt.cpp; the
@@ -1047,9 +1108,9 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     }
     tc.model = model.cfg;
     check_train_config(tc, comm.nranks);
-    if (tc.mode != "train")
-        fatal("--mode %s is not in the CUDA trainer; run train_gpt (CPU) with --init_from on this run's checkpoint", tc.mode.c_str());
-    if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
+    const bool analysis = tc.mode != "train";   // --mode angular | layer_drop: analyse the model, no training
+    if (analysis) check_analysis_flags(tc);
+    else if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
     const ModelConfig& c = model.cfg;
     int accum = (int)(tc.total_batch / ((long)tc.B * tc.T * comm.nranks));   // micro-steps per rank
 
@@ -1065,16 +1126,24 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     model.set_comm(&comm, zero == 1);
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
 
+    if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
+        h_params.assign(model.table.total, 0.f);
+        init_params(model.table, c, (uint64_t)tc.seed, h_params.data());   // common/init.h, as train_gpt.cpp
+    }
+    if (analysis) {
+        model.upload_state(h_params, nullptr, nullptr);
+        const int rc = run_analysis(tc, model, comm);
+        model.free_all();
+        gemm_shutdown();
+        return rc;
+    }
+
     // rank r of n reads global batches r, r + n, ... (common/dataloader.h): one optimizer step
     // covers the same tokens as a single process with n times the micro-steps
     DataLoader train, val;
     train.init(tc.train_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks, (uint64_t)tc.shuffle_seed);
     bool have_val = !tc.val_data.empty();
     if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks);
-    if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
-        h_params.assign(model.table.total, 0.f);
-        init_params(model.table, c, (uint64_t)tc.seed, h_params.data());   // common/init.h, as train_gpt.cpp
-    }
 
     model.upload_state(h_params, have_opt ? &h_m : nullptr, have_opt ? &h_v : nullptr);
 
@@ -1139,7 +1208,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     long timed_steps = 0;
     auto do_val = [&](long step) {
         if (!have_val || tc.val_steps == 0) return;
-        float vl = evaluate(model, val, tc.val_steps, comm);
+        const float vl = (float)evaluate(model, val, tc.val_steps, comm);
         printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
         log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
     };

@@ -1,6 +1,7 @@
 """
-Tests of the Mix-LN analysis modes of build/train_gpt against the PyTorch
-reference model (dev/model.py), on the stored reference states.
+Tests of the Mix-LN analysis modes of build/train_gpt (or of the CUDA trainer:
+--train_gpt build/cuda/train_gpt_cuda_emu --trainer_flags "--precision fp32") against
+the PyTorch reference model (dev/model.py), on the stored reference states.
 
     /usr/bin/python3 dev/test_analysis.py [CHECK ...] [--states dev/reference/*.bin]
     CHECK: formula | angular | layer_drop | without_layer | grad_norms | batched | opposite | all (default)
@@ -142,7 +143,7 @@ def write_batch_shards(folder, prefix, inputs, targets):
 
 
 def run_cpp(args, what):
-    cmd = [ARGS.train_gpt] + [str(a) for a in args]
+    cmd = [ARGS.train_gpt] + [str(a) for a in args] + ARGS.trainer_flags.split()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
         print(p.stdout[-3000:])
@@ -426,7 +427,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checks", nargs="*", default=["all"], help="which checks (default all)")
     ap.add_argument("--states", nargs="+", default=sorted(glob.glob(os.path.join(HERE, "reference", "*.bin"))))
-    ap.add_argument("--train_gpt", default=os.path.join(ROOT, "build", "train_gpt"))
+    ap.add_argument("--train_gpt", default=os.path.join(ROOT, "build", "train_gpt"),
+                    help="the trainer to test (also build/cuda/train_gpt_cuda_emu, with --trainer_flags '--precision fp32')")
+    ap.add_argument("--trainer_flags", default="", help="more flags for every trainer run")
     ap.add_argument("--wrong_skip", action="store_true", help="negative test: compare layer l with skip (l+1) %% L")
     ap.add_argument("--wrong_k", action="store_true", help="negative test: PyTorch model with K+1")
     ap.add_argument("--keep", help="keep the temporary files in this folder")

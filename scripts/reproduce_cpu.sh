@@ -24,8 +24,8 @@
 #   --trainer ./build/cuda/train_gpt_nvcc --launch "mpirun -np 8" --d_model 512 --n_head 8 \
 #   --ffn 1368 --batch 64 --total_batch 131072 --steps 10000 --warmup 1000 \
 #   --extra "--precision pure_bf16" --tokenizer spm32000 --coretype none
-# (--launch: a launcher for the training runs, one process per GPU; the analyses always
-# run with the CPU trainer build/train_gpt, the CUDA trainer has no analysis modes).
+# (--launch: a launcher for the runs, one process per GPU; the analyses run with the same
+# trainer and launcher, on the GPUs, in the precision of --extra).
 # A finished run whose command is unchanged is not trained again (delete OUT/runs/NAME
 # to redo one).
 set -euo pipefail
@@ -47,7 +47,7 @@ THREADS=2; CORETYPE=auto; TOKENIZER=spm8192; TRAIN_GLOB=""; VAL_GLOB=""; EXTRA="
 usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; cat <<EOF
 flags (default):
   --out DIR ($OUT)            --trainer PATH ($TRAINER)
-  --launch "CMD" (a launcher for the training runs, e.g. "mpirun -np 8"; default none)
+  --launch "CMD" (a launcher for the training runs and the analyses, e.g. "mpirun -np 8"; default none)
   --n_layer ($N_LAYER) --d_model ($D_MODEL) --n_head ($N_HEAD) --ffn ($FFN) --seq_len ($SEQ_LEN)
   --batch B ($BATCH) --total_batch TOKENS ($TOTAL_BATCH = B*T) --steps ($STEPS) --warmup ($WARMUP)
   --lr ($LR) --lr_floor ($LR_FLOOR) --seed ($SEED) --shuffle_seed ($SHUFFLE_SEED)
@@ -158,8 +158,6 @@ PYEOF
 }
 prepare_data
 log "data: train $TRAIN_GLOB, val $VAL_GLOB, vocab $VOCAB"
-ANALYZER=./build/train_gpt   # --mode angular / layer_drop: the CPU trainer reads any run's checkpoints
-[ -x "$ANALYZER" ] || make -s build/train_gpt
 [ -x "$TRAINER" ] || { echo "error: reproduce_cpu: --trainer $TRAINER is not an executable (make builds it)" >&2; exit 2; }
 
 # ---------------------------------------------------------------- 2 + 3. runs and analyses
@@ -185,8 +183,9 @@ for K in $KS; do
   [ -n "$ckpt" ] || { echo "error: run $name wrote no checkpoint in $dir" >&2; exit 1; }
   t1=$(date +%s)
   grep -E "val loss" "$dir/train.txt" | tail -n 1 | sed "s/^/  $name: /" || true
-  for mode in angular layer_drop; do
-    $ANALYZER --mode $mode -e "$ckpt" -j "$VAL_GLOB" -b "$BATCH" -t "$SEQ_LEN" -m "$ANALYSIS_BATCHES" \
+  for mode in angular layer_drop; do   # the same trainer and launcher (the CUDA trainer splits the batches over its ranks)
+    # shellcheck disable=SC2086
+    $LAUNCH $TRAINER --mode $mode -e "$ckpt" -j "$VAL_GLOB" -b "$BATCH" -t "$SEQ_LEN" -m "$ANALYSIS_BATCHES" $EXTRA \
       --threads "$THREADS" --analysis_out "$dir/$mode.json" > "$dir/$mode.txt" 2>&1 \
       || { tail -5 "$dir/$mode.txt"; echo "error: $mode on $ckpt failed" >&2; exit 1; }
   done

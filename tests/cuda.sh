@@ -114,6 +114,16 @@ PYEOF
     $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
   }
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
+  # the analysis modes (--mode angular / layer_drop; docs/ANALYSIS.md) of the CUDA trainer,
+  # fp32, against dev/model.py on every stored state, as tests/analysis.sh checks the CPU
+  # trainer's: the distances of all layer pairs, the loss without each layer, batches of 3,
+  # the opposite-state checkpoint; and the comparison must be able to fail (--wrong_skip)
+  run_test cuda/analysis_emu_vs_pytorch pass $CPY dev/test_analysis.py angular layer_drop batched opposite \
+    --train_gpt "$T" --trainer_flags "--precision fp32"
+  run_test cuda/neg_analysis_wrong_skip 'fail:MISMATCH gpt_pre\.bin layer_drop' $CPY dev/test_analysis.py layer_drop --wrong_skip \
+    --states dev/reference/gpt_pre.bin --train_gpt "$T" --trainer_flags "--precision fp32"
+  run_test cuda/bad_analysis_no_out 'fail:^error: --mode angular needs --analysis_out FILE.json' \
+    "$T" "${CTINY[@]}" --mode angular -j "$CSCRATCH/val_*.bin"
   # data parallel (kernels/nccl_wrap.cuh): the emulated trainer under mpirun, 2 ranks, each with
   # its own emulated device (CUDA_EMU_DEVICES); the emulation's all-reduce goes through MPI
   if command -v mpicxx >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then
@@ -181,6 +191,33 @@ PYEOF
     for n in 2 3; do
       run_test cuda/nccl_emu_mpi_np$n pass mpirun --oversubscribe --allow-run-as-root -np $n -x CUDA_EMU_DEVICES=$n "$CB/test_nccl_emu_mpi"
     done
+    # the analyses with their 3 batches split over 2 ranks (2 + 1) give the one-process
+    # numbers (bf16; the sums differ only in their order)
+    cuda_analysis_ddp() {
+      rm -rf "$CSCRATCH/an"
+      "$T" "${CTINY[@]}" -x 2 --out_dir "$CSCRATCH/an/run" > /dev/null || return 1
+      local mode ck="$CSCRATCH/an/run/ckpt_00000002.bin" A
+      for mode in angular layer_drop; do
+        A=(--mode $mode -e "$ck" -j "$CSCRATCH/val_*.bin" -b 2 -t 16 -m 3)
+        "$T" "${A[@]}" --analysis_out "$CSCRATCH/an/$mode.1.json" > "$CSCRATCH/an/$mode.1.txt" || return 1
+        "${MPIRUN[@]}" "$T" "${A[@]}" --analysis_out "$CSCRATCH/an/$mode.2.json" > "$CSCRATCH/an/$mode.2.txt" || return 1
+        grep -q "split over 2 ranks" "$CSCRATCH/an/$mode.2.txt" || { echo "$mode: not split over 2 ranks"; return 1; }
+      done
+      $CPY - "$CSCRATCH/an" <<'PYEOF'
+import json, os, sys
+def flat(x):
+    if isinstance(x, dict): return [v for k in sorted(x) for v in flat(x[k])]
+    if isinstance(x, list): return [v for e in x for v in flat(e)]
+    return [x]
+for mode in ("angular", "layer_drop"):
+    a, b = (flat(json.load(open(os.path.join(sys.argv[1], f"{mode}.{n}.json")))) for n in (1, 2))
+    assert len(a) == len(b), (mode, len(a), len(b))
+    for x, y in zip(a, b):
+        assert x == y if isinstance(x, str) else abs(x - y) <= 1e-12 * abs(x) + 1e-9, (mode, x, y)
+    print(mode, len(a), "values: 2 ranks == 1 process")
+PYEOF
+    }
+    run_test cuda/analysis_emu_ddp pass cuda_analysis_ddp
     # ZeRO-1 (--zero 1, the optimizer state sharded over the ranks): the same run as --zero 0,
     # bit for bit: the logs (loss, norms, per-layer norms, validation) and the step-2 and
     # step-4 checkpoints' parameters and AdamW state (all but the header, whose log offset
