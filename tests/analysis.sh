@@ -55,7 +55,7 @@ analysis_neg_seed() {
 run_test analysis/neg_reproduce_seed 'fail:differ' analysis_neg_seed
 run_test analysis/bad_reproduce_flag "fail:^error: reproduce_cpu: unknown flag --layers" bash scripts/reproduce_cpu.sh --layers 3
 # the study's GPU path: the CUDA trainer (here its CPU emulation) under a launcher, 2 processes
-# (data parallel), and the CPU trainer's analyses on its checkpoints
+# (data parallel), and its own analyses of its checkpoints, on the 2 processes too
 if [ -x $B/cuda/train_gpt_cuda_emu ] && command -v mpicxx >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then
   analysis_reproduce_cuda() {
     bash scripts/reproduce_cpu.sh --out $AN/rc "${REPRO[@]}" --ks "1" --steps 6 --val_every 3 --total_batch 256 \
@@ -65,6 +65,7 @@ if [ -x $B/cuda/train_gpt_cuda_emu ] && command -v mpicxx >/dev/null 2>&1 && com
       [ -s $AN/rc/$f ] || { echo "missing $AN/rc/$f"; return 1; }
     done
     grep -q 'data parallel: 2 ranks' $AN/rc/runs/k01/train.txt || { echo "not a 2-rank run"; return 1; }
+    grep -q 'split over 2 ranks' $AN/rc/runs/k01/angular.txt || { echo "the analysis did not run on the 2 ranks"; return 1; }
     grep -q '| k01 | Mix-LN | 1 |' $AN/rc/REPORT.md || { echo "REPORT.md has no Mix-LN row"; return 1; }
   }
   run_test analysis/reproduce_toy_cuda_mpirun pass analysis_reproduce_cuda
