@@ -4,7 +4,8 @@
 #   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
 #      and print the ptxas register / shared-memory / spill table for sm_90;
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
-#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion;
+#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion; and the
+#      trainer's analysis modes (fp32) against dev/model.py, where PyTorch is installed;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
 #      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
@@ -103,6 +104,16 @@ for p in "${TG_MODES[@]}"; do
   else fail_log "test_gpt_nvcc --precision $p" "$log"; fi
   grep '^worst check' "$log" | sed "s/^/    $p: /" | tee -a "$SUMMARY"
 done
+# the trainer's analysis modes on the device (fp32) against dev/model.py, where PyTorch is installed
+if [ "$QUICK" = 0 ]; then
+  if "$PY" -c "import torch" 2>/dev/null; then
+    if "$PY" dev/test_analysis.py angular layer_drop --train_gpt "$B/cuda/train_gpt_nvcc" --trainer_flags "--precision fp32" \
+      > "$OUT_DIR/analysis.log" 2>&1; then say "PASS analysis modes vs PyTorch: $(tail -1 "$OUT_DIR/analysis.log")"
+    else fail_log "analysis modes vs PyTorch" "$OUT_DIR/analysis.log"; fi
+  else
+    say "NOTE analysis modes vs PyTorch not run: $PY has no torch"
+  fi
+fi
 
 # --- 3. kernel tests
 for t in $KT; do
