@@ -266,14 +266,27 @@ void allreduce(T* buf, size_t n, const Comm& c, cudaStream_t stream, bool mean) 
 #endif
 }
 
-// The ranges of `bounds` that meet [begin, end), one call per owner rank: f(rank, lo, hi).
+// ZeRO-1's collectives over ranges: f(r, lo, hi) for each rank r whose range [bounds[r],
+// bounds[r + 1]) meets [begin, end) ([lo, hi) the common part), the calls in one NCCL group
+// (so NCCL runs them together); nothing with one rank and no communicator.
 template <typename F>
-void for_owned_pieces(size_t begin, size_t end, const std::vector<size_t>& bounds, const Comm& c, F f) {
+void grouped_pieces(size_t begin, size_t end, const std::vector<size_t>& bounds, const Comm& c, F f) {
+#if defined(CUDA_EMU)
+    if (c.nranks == 1) return;
+#else
+    if (c.nranks == 1 && !c.nccl) return;
+#endif
     if ((int)bounds.size() != c.nranks + 1) comm_fail("internal: ranges for another number of ranks");
+#if !defined(CUDA_EMU)
+    ncclCheck(ncclGroupStart());
+#endif
     for (int r = 0; r < c.nranks; r++) {
         const size_t lo = std::max(begin, bounds[r]), hi = std::min(end, bounds[r + 1]);
         if (lo < hi) f(r, lo, hi);
     }
+#if !defined(CUDA_EMU)
+    ncclCheck(ncclGroupEnd());
+#endif
 }
 }  // namespace nccl_detail
 
@@ -294,13 +307,7 @@ void allreduce_mean(T* buf, size_t n, const Comm& c, cudaStream_t stream) {
 // in a reduce-scatter, half the traffic of an all-reduce.
 template <typename T>
 void reduce_mean_to_owners(T* buf, size_t begin, size_t end, const std::vector<size_t>& bounds, const Comm& c, cudaStream_t stream) {
-#if defined(CUDA_EMU)
-    if (c.nranks == 1) return;
-#else
-    if (c.nranks == 1 && !c.nccl) return;
-    ncclCheck(ncclGroupStart());
-#endif
-    nccl_detail::for_owned_pieces(begin, end, bounds, c, [&](int r, size_t lo, size_t hi) {
+    nccl_detail::grouped_pieces(begin, end, bounds, c, [&](int r, size_t lo, size_t hi) {
 #if defined(CUDA_EMU) && defined(USE_MPI)
         const Comm cc = c;
         T* p = buf + lo;
@@ -313,9 +320,6 @@ void reduce_mean_to_owners(T* buf, size_t begin, size_t end, const std::vector<s
         ncclCheck(ncclReduce(buf + lo, buf + lo, hi - lo, nccl_detail::dtype<T>(), ncclAvg, r, c.nccl, stream));
 #endif
     });
-#if !defined(CUDA_EMU)
-    ncclCheck(ncclGroupEnd());
-#endif
 }
 
 // ZeRO-1's weight exchange: every rank's range [bounds[r], bounds[r + 1]) of buf copied into
@@ -323,13 +327,7 @@ void reduce_mean_to_owners(T* buf, size_t begin, size_t end, const std::vector<s
 // ncclBroadcast per non-empty range, grouped).
 template <typename T>
 void allgather_ranges(T* buf, const std::vector<size_t>& bounds, const Comm& c, cudaStream_t stream) {
-#if defined(CUDA_EMU)
-    if (c.nranks == 1) return;
-#else
-    if (c.nranks == 1 && !c.nccl) return;
-    ncclCheck(ncclGroupStart());
-#endif
-    nccl_detail::for_owned_pieces(0, bounds.back(), bounds, c, [&](int r, size_t lo, size_t hi) {
+    nccl_detail::grouped_pieces(0, bounds.back(), bounds, c, [&](int r, size_t lo, size_t hi) {
 #if defined(CUDA_EMU) && defined(USE_MPI)
         T* p = buf + lo;
         const size_t n = hi - lo;
@@ -341,7 +339,4 @@ void allgather_ranges(T* buf, const std::vector<size_t>& bounds, const Comm& c, 
         ncclCheck(ncclBroadcast(buf + lo, buf + lo, hi - lo, nccl_detail::dtype<T>(), r, c.nccl, stream));
 #endif
     });
-#if !defined(CUDA_EMU)
-    ncclCheck(ncclGroupEnd());
-#endif
 }
