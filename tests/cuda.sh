@@ -292,7 +292,10 @@ PYEOF
   run_test cuda/bad_tokens_vocab   'fail:^error: .*train_000\.bin: token id [0-9]+ .* >= the model.s vocab \(100\)' "$T" "${CTINY[@]}" --vocab 100 -x 1
   run_test cuda/bad_ckpt_missing   'fail:^error: cannot open .*missing\.bin'            "$T" -e "$CSCRATCH/missing.bin" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_out_of_memory  'fail:^error: not enough GPU memory: the plan needs [0-9.]+ MiB' "$T" -p llama-7b -b 64 -i "$CSCRATCH/train_*.bin" --vocab 32000
-  run_test cuda/bad_mode           'fail:^error: --mode angular is not in the CUDA trainer' "$T" "${CTINY[@]}" --mode angular --val_data "$CSCRATCH/val_*.bin" --analysis_out "$CSCRATCH/a.json"
+  run_test cuda/bad_mode           "fail:^error: --mode must be train, angular or layer_drop, got 'angles'" "$T" "${CTINY[@]}" --mode angles \
+    --val_data "$CSCRATCH/val_*.bin" --analysis_out "$CSCRATCH/a.json"
+  run_test cuda/bad_analysis_no_val 'fail:^error: --mode layer_drop needs --val_data' "$T" "${CTINY[@]}" --mode layer_drop \
+    --analysis_out "$CSCRATCH/a.json"
   # resume under another precision or another config: refused, naming the field
   cuda_bad_resume() {   # a one-step bf16 run leaves ckpt_00000001.bin, then resume with $@ changed
     [ -f "$CSCRATCH/ck/ckpt_00000001.bin" ] || "$T" "${CTINY[@]}" -x 1 --out_dir "$CSCRATCH/ck" >/dev/null || return 0
