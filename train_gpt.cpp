@@ -838,6 +838,7 @@ static double val_loss_skipping(Model& model, DataLoader& val, int batches, int 
 
 [[maybe_unused]] static int run_analysis(TrainConfig& tc, Model& model) {
     check_analysis_flags(tc);
+    for (std::vector<float>* x : {&model.grads, &model.m, &model.v}) std::vector<float>().swap(*x);   // forwards only: the weights alone
     const ModelConfig& c = model.cfg;
     DataLoader val;
     val.init(tc.val_data, tc.B, tc.T, c.vocab);
@@ -845,14 +846,7 @@ static double val_loss_skipping(Model& model, DataLoader& val, int batches, int 
     if (tc.mode == "angular") {
         out = angular_distances(model, val, tc.val_steps).json_and_print();
     } else {
-        const double full = val_loss_skipping(model, val, tc.val_steps, -1);
-        print_layer_drop(c, -1, full, full);
-        std::vector<double> without(c.n_layer);
-        for (int l = 0; l < c.n_layer; l++) {
-            without[l] = val_loss_skipping(model, val, tc.val_steps, l);
-            print_layer_drop(c, l, without[l], full);
-        }
-        out = layer_drop_json(c, full, without);
+        out = layer_drop(c, [&](int skip) { return val_loss_skipping(model, val, tc.val_steps, skip); });
     }
     write_text_atomically(tc.analysis_out, out);
     return 0;

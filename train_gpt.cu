@@ -272,6 +272,12 @@ struct Model {
     // all-reduce), forms their gradient-norm partials and updates them; then each rank's
     // updated weights go to all (end_step). Not sharded: one shard, the whole arena.
     bool zero = false;
+    // Forward only (set_forward_only, the analysis modes): no gradients, no optimizer state,
+    // no backward buffers, and the layers share their scratch activations (each keeps its two
+    // outputs, sum2 and n2out, one of which is the residual stream the analyses read). A
+    // llama-7b analysis then needs the bf16 weights and little more (about 15 GB at 8 x 256
+    // instead of the training plan's ~117 GB).
+    bool forward_only = false;
     std::vector<int> shard_chunk;
     std::vector<size_t> shard_off;
     size_t state_base = 0, state_len = 0;    // this rank's master / m / v: arena elements [state_base, state_base + state_len)
@@ -370,16 +376,17 @@ struct Model {
         size_t P = dtable.total;   // the device layout (padded hidden width)
         plan_shards();
         const size_t S = state_len;
+        const bool train = !forward_only;
         param_arena.used = 0;
         params = param_arena.take<T>(P);
-        master = precision == PREC_BF16 ? param_arena.take<float>(S) : nullptr;
-        m = pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
-        v = pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
+        master = train && precision == PREC_BF16 ? param_arena.take<float>(S) : nullptr;
+        m = !train ? nullptr : pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
+        v = !train ? nullptr : pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
         grad_arena.used = 0;
-        grads = grad_arena.take<T>(P);
+        grads = train ? grad_arena.take<T>(P) : nullptr;
         if (param_arena.base) {
             W = tensors_in(dtable, cfg, params);
-            G = tensors_in(dtable, cfg, grads);
+            if (train) G = tensors_in(dtable, cfg, grads);
         }
 
         Arena& a = act_arena;
@@ -392,6 +399,12 @@ struct Model {
         resid[0] = encoded;
         for (int l = 0; l < cfg.n_layer; l++) {
             LayerActs<T>& x = acts[l];
+            if (!train && l > 0) {   // forward only: layer 0's scratch, outputs of its own
+                x = acts[0];
+                x.sum2 = a.take<T>(N * C); x.n2out = a.take<T>(N * C);
+                resid[l + 1] = cfg.post_ln(l) ? x.n2out : x.sum2;
+                continue;
+            }
             x.sum1 = a.take<T>(N * C); x.n1out = a.take<T>(N * C); x.mean1 = a.take<float>(N); x.rstd1 = a.take<float>(N);
             x.qkv = a.take<T>(3 * N * C); x.atty = a.take<T>(N * C);
             x.att = flash ? nullptr : a.take<T>(att);
@@ -404,24 +417,33 @@ struct Model {
         losses = a.take<float>(N);
         logits = a.take<T>(N * Vp);
         branch = a.take<T>(N * C);
-        // backward buffers
-        dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
-        dfc = a.take<T>(N * fcw);
-        dact = fused_dgelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
-        attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));
-        fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
-        size_t widest = std::max({3 * C, fcw, C});
-        fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
+        attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));   // the forward's too
         int half = cfg.head_dim() / 2;
         rope_cos = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
         rope_sin = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
         d_inputs = a.take<int>(N); d_targets = a.take<int>(N);
+        d_stats = a.take<StepStats>(1);
+        if (!train) {
+            dx = d1 = dqkv = datty = dfc = dact = nullptr;
+            fa_dsum = fscratch = d_partial = nullptr;
+            d_btok = d_bstart = d_bpos = d_chunk_len = nullptr;
+            d_chunk_off = nullptr;
+            d_chunk_decay = nullptr;
+            plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
+            return;
+        }
+        // backward buffers
+        dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
+        dfc = a.take<T>(N * fcw);
+        dact = fused_dgelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
+        fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
+        size_t widest = std::max({3 * C, fcw, C});
+        fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
         d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
         d_chunk_off = a.take<long long>(chunks.off.size());
         d_chunk_len = a.take<int>(chunks.len.size());
         d_chunk_decay = a.take<unsigned char>(chunks.len.size());
         d_partial = a.take<float>(chunks.off.size());
-        d_stats = a.take<StepStats>(1);
         plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
     }
 
@@ -432,15 +454,16 @@ struct Model {
         size_t free_b = 0, total_b = 0;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
         const double MiB = 1 << 20;
-        const char* pdesc = precision == PREC_FP32 ? "fp32 weights + fp32 AdamW m, v"
+        const char* pdesc = forward_only ? (precision == PREC_FP32 ? "fp32 weights" : "bf16 weights")
+                            : precision == PREC_FP32 ? "fp32 weights + fp32 AdamW m, v"
                             : precision == PREC_BF16 ? "bf16 weights + fp32 master + fp32 AdamW m, v"
                                                      : "bf16 weights + bf16 AdamW m, v";
         if (verbose) {
-            printf("memory plan (%s): parameters %.1f MiB (%s), gradients %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB; "
+            printf("memory plan (%s%s): parameters %.1f MiB (%s), gradients %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB; "
                    "device free %.1f of %.1f MiB\n",
-                   precision_name(precision), plan.params / MiB, pdesc, plan.grads / MiB, plan.acts / MiB, B_, T_, plan.total() / MiB,
-                   free_b / MiB, total_b / MiB);
-            if (sharded())
+                   precision_name(precision), forward_only ? ", forward only" : "", plan.params / MiB, pdesc, plan.grads / MiB,
+                   plan.acts / MiB, B_, T_, plan.total() / MiB, free_b / MiB, total_b / MiB);
+            if (sharded() && !forward_only)
                 printf("memory plan: ZeRO-1, this rank holds the master weights and AdamW moments of %zu of the %zu parameters "
                        "(%.1f%%, shard %d of %d)\n", shard_off[comm->rank + 1] - shard_off[comm->rank], dtable.total,
                        100.0 * (shard_off[comm->rank + 1] - shard_off[comm->rank]) / dtable.total, comm->rank, comm->nranks);
@@ -449,15 +472,15 @@ struct Model {
                        cfg.ffn, ffn_dev, dtable.total / 1e6);
         }
         if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
-            fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) but %.1f MiB "
-                  "are free; lower --batch_size (and raise --total_batch accumulation) or --seq_len",
+            fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) and 64 MiB "
+                  "for the GEMM workspace and a margin, but %.1f MiB are free; lower --batch_size (and raise --total_batch accumulation) or --seq_len",
                   plan.total() / MiB, plan.params / MiB, plan.grads / MiB, plan.acts / MiB, free_b / MiB);
         cudaCheck(cudaMalloc((void**)&param_arena.base, plan.params));
-        cudaCheck(cudaMalloc((void**)&grad_arena.base, plan.grads));
+        if (plan.grads) cudaCheck(cudaMalloc((void**)&grad_arena.base, plan.grads));   // none when forward only
         cudaCheck(cudaMalloc((void**)&act_arena.base, plan.acts));
         layout(B_, T_);   // again, with the bases: real pointers
         cudaCheck(cudaMemset(act_arena.base, 0, plan.acts));
-        cudaCheck(cudaMemset(grad_arena.base, 0, plan.grads));
+        if (plan.grads) cudaCheck(cudaMemset(grad_arena.base, 0, plan.grads));
         cudaCheck(cudaMemset(param_arena.base, 0, plan.params));
         if (!cfg.gpt()) {
             int half = cfg.head_dim() / 2;
@@ -471,11 +494,13 @@ struct Model {
             cudaCheck(cudaMemcpy(rope_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
             cudaCheck(cudaMemcpy(rope_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
         }
-        cudaCheck(cudaMemcpy(d_chunk_off, chunks.off.data(), chunks.off.size() * sizeof(long long), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(d_chunk_len, chunks.len.data(), chunks.len.size() * sizeof(int), cudaMemcpyHostToDevice));
-        std::vector<unsigned char> decay(chunks.owner.size());
-        for (size_t k = 0; k < decay.size(); k++) decay[k] = dtable.t[chunks.owner[k]].decay ? 1 : 0;
-        cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
+        if (!forward_only) {   // the chunk table of the gradient norm and AdamW (gradnorm.cuh)
+            cudaCheck(cudaMemcpy(d_chunk_off, chunks.off.data(), chunks.off.size() * sizeof(long long), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(d_chunk_len, chunks.len.data(), chunks.len.size() * sizeof(int), cudaMemcpyHostToDevice));
+            std::vector<unsigned char> decay(chunks.owner.size());
+            for (size_t k = 0; k < decay.size(); k++) decay[k] = dtable.t[chunks.owner[k]].decay ? 1 : 0;
+            cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
+        }
         const size_t N = (size_t)B_ * T_;
         for (BatchStaging& hb : staging) {
             cudaCheck(cudaMallocHost((void**)&hb.inputs, N * sizeof(int)));
@@ -489,6 +514,11 @@ struct Model {
         cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
     }
 
+    // Call before allocate(): a model that only runs forwards (see forward_only above).
+    void set_forward_only() {
+        if (param_arena.base) fatal("internal: set_forward_only after allocate");
+        forward_only = true;
+    }
     // Call before allocate() (the shards of the optimizer state decide the memory plan).
     void set_comm(const Comm* c, bool zero_ = false) {
         if (param_arena.base) fatal("internal: set_comm after allocate");
@@ -574,6 +604,7 @@ struct Model {
         for (int k = 0; k < 2; k++) {
             const std::vector<float>* src = k ? vv : mm;
             void* dst = k ? v : m;
+            if (!dst) continue;   // forward only: no optimizer state
             if (!src) cudaCheck(cudaMemset(dst, 0, state_len * state_elem_bytes()));
             else if (pure()) upload_flat((T*)dst, *src, true);
             else upload_flat((float*)dst, *src, true);
@@ -742,15 +773,17 @@ struct Model {
         logits_are_grad = grad_scale > 0.f;
         // The embedding backward's token buckets (a host sort of the N tokens, ~1 ms at
         // N = 16k) are made here, while the GPU runs the forward just queued, and uploaded
-        // behind it (the backward reads them last).
-        const EmbeddingBuckets bk = embedding_buckets(hb.inputs, N);
-        nbuckets = (int)bk.tok.size();
-        std::copy(bk.tok.begin(), bk.tok.end(), hb.btok);
-        std::copy(bk.start.begin(), bk.start.end(), hb.bstart);
-        std::copy(bk.pos.begin(), bk.pos.end(), hb.bpos);
-        cudaCheck(cudaMemcpyAsync(d_btok, hb.btok, bk.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-        cudaCheck(cudaMemcpyAsync(d_bstart, hb.bstart, bk.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
-        cudaCheck(cudaMemcpyAsync(d_bpos, hb.bpos, bk.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        // behind it (the backward reads them last). A forward-only model has no backward.
+        if (!forward_only) {
+            const EmbeddingBuckets bk = embedding_buckets(hb.inputs, N);
+            nbuckets = (int)bk.tok.size();
+            std::copy(bk.tok.begin(), bk.tok.end(), hb.btok);
+            std::copy(bk.start.begin(), bk.start.end(), hb.bstart);
+            std::copy(bk.pos.begin(), bk.pos.end(), hb.bpos);
+            cudaCheck(cudaMemcpyAsync(d_btok, hb.btok, bk.tok.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+            cudaCheck(cudaMemcpyAsync(d_bstart, hb.bstart, bk.start.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+            cudaCheck(cudaMemcpyAsync(d_bpos, hb.bpos, bk.pos.size() * sizeof(int), cudaMemcpyHostToDevice, st));
+        }
         cudaCheck(cudaEventRecord(hb.uploaded, st));
         if (!sync) return -1.f;
         cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, st));
@@ -767,6 +800,7 @@ struct Model {
     // final norm, layer l after its backward, the embeddings (the start of the table; gpt's
     // tied lm_head is wte) at the end. A bucket is a contiguous range of the gradient arena.
     void backward(int B_, int T_, float grad_scale = 1.f, bool last_micro = true) {
+        if (forward_only) fatal("internal: backward of a forward-only model");
         reduce_in_backward = last_micro && data_parallel();
         const ModelConfig& c = cfg;
         int N = B_ * T_, C = c.d_model, F = ffn_dev, NH = c.n_head, V = c.vocab, Vp = c.padded_vocab;   // F: padded hidden width
@@ -852,7 +886,10 @@ struct Model {
         comm_pending = false;
     }
 
-    void zero_grad() { cudaCheck(cudaMemsetAsync(grads, 0, dtable.total * sizeof(T), stream)); }
+    void zero_grad() {
+        if (forward_only) fatal("internal: zero_grad of a forward-only model");
+        cudaCheck(cudaMemsetAsync(grads, 0, dtable.total * sizeof(T), stream));
+    }
 
     // ------------------------------------------------------------------ gradient norms
     // Squared L2 norm of every tensor's gradient, in table order: per-chunk sums on the
@@ -1028,14 +1065,7 @@ static int run_analysis(const TrainConfig& tc, Model<T>& model, const Comm& comm
     if (tc.mode == "angular") {
         out = angular_distances(model, val, tc.val_steps, comm).json_and_print();
     } else {
-        const double full = evaluate(model, val, tc.val_steps, comm);
-        print_layer_drop(c, -1, full, full);
-        std::vector<double> without(c.n_layer);
-        for (int l = 0; l < c.n_layer; l++) {
-            without[l] = evaluate(model, val, tc.val_steps, comm, l);
-            print_layer_drop(c, l, without[l], full);
-        }
-        out = layer_drop_json(c, full, without);
+        out = layer_drop(c, [&](int skip) { return evaluate(model, val, tc.val_steps, comm, skip); });
     }
     if (comm.rank == 0) write_text_atomically(tc.analysis_out, out);
     return comm_max(0, comm);   // no rank leaves before rank 0 has written
@@ -1124,6 +1154,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     model.set_gelu_fusion(gelu_fusion);
     model.set_bias_grad(bias_grad);
     model.set_comm(&comm, zero == 1);
+    if (analysis) model.set_forward_only();   // no gradients or optimizer state: analyses fit where training would not
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
 
     if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it

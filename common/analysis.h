@@ -97,6 +97,21 @@ inline std::string layer_drop_json(const ModelConfig& c, double full, const std:
     return out;
 }
 
+// The layer_drop analysis: the full model's validation loss, then the loss with each block
+// removed, each line printed as it is measured; returns the JSON file's text. loss(l) is the
+// mean validation loss with block l skipped (l = -1: none), from the trainer's own forward.
+template <typename LossFn>
+std::string layer_drop(const ModelConfig& c, LossFn loss) {
+    const double full = loss(-1);
+    print_layer_drop(c, -1, full, full);
+    std::vector<double> without(c.n_layer);
+    for (int l = 0; l < c.n_layer; l++) {
+        without[l] = loss(l);
+        print_layer_drop(c, l, without[l], full);
+    }
+    return layer_drop_json(c, full, without);
+}
+
 // the analysis file, written under a temporary name and renamed (never half-written)
 inline void write_text_atomically(const std::string& path, const std::string& text) {
     AtomicFile f(path);

@@ -124,6 +124,36 @@ PYEOF
     --states dev/reference/gpt_pre.bin --train_gpt "$T" --trainer_flags "--precision fp32"
   run_test cuda/bad_analysis_no_out 'fail:^error: --mode angular needs --analysis_out FILE.json' \
     "$T" "${CTINY[@]}" --mode angular -j "$CSCRATCH/val_*.bin"
+  # an analysis is forward only (no gradients, no optimizer state, shared scratch activations):
+  # with the emulated device's memory set between the two plans (CUDA_EMU_MEM_MIB; the plan
+  # keeps a 64 MiB margin), the analysis of a 4.5M-parameter llama (big vocab, cheap to emulate)
+  # fits and training does not;
+  # and the forward-only bf16 model (flash attention, shared buffers) gives the full model's
+  # validation loss of the training layout (the step-0 validation of a run from the same
+  # checkpoint, same batches) to float precision
+  cuda_analysis_fits() {
+    local M=(--arch llama --n_layer 2 --n_head 2 --d_model 128 --ffn 256 --vocab 16384 --max_seq_len 16 -k 1 -b 2 -t 16)
+    local D="$CSCRATCH/fits"
+    mkdir -p "$D"
+    ${BUILD:-build}/train_gpt "${M[@]}" -x 1 -i "$CSCRATCH/train_*.bin" --ckpt_every 1 --out_dir "$D" >/dev/null || return 1
+    local A=(-e "$D/ckpt_00000001.bin" -j "$CSCRATCH/val_*.bin" -b 2 -t 16 --val_steps 3)
+    CUDA_EMU_MEM_MIB=104 "$T" "${A[@]}" --mode layer_drop --analysis_out "$D/drop.json" | tee "$D/drop.txt" || return 1
+    grep -q "memory plan (bf16, forward only): .* gradients 0.0 MiB" "$D/drop.txt" || { echo "no forward-only plan"; return 1; }
+    if CUDA_EMU_MEM_MIB=104 "$T" "${A[@]}" -i "$CSCRATCH/train_*.bin" -x 1 > "$D/train_small.txt" 2>&1; then
+      echo "training fitted in 104 MiB: the test's threshold says nothing"; return 1
+    fi
+    grep -q "not enough GPU memory" "$D/train_small.txt" || { cat "$D/train_small.txt"; return 1; }
+    "$T" "${A[@]}" -i "$CSCRATCH/train_*.bin" -x 1 --val_every 1 -o "$D/train.jsonl" >/dev/null || return 1
+    $CPY - "$D/drop.json" "$D/train.jsonl" <<'PYEOF'
+import json, sys
+full = json.load(open(sys.argv[1]))["full_loss"]
+val = [json.loads(l) for l in open(sys.argv[2]) if '"kind":"val"' in l][0]
+assert val["step"] == 0, val
+print("forward-only full loss", full, "training layout step-0 val loss", val["val_loss"])
+assert abs(full - val["val_loss"]) <= 1e-6 * abs(full), "forward-only loss differs"
+PYEOF
+  }
+  run_test cuda/analysis_emu_forward_only_fits pass cuda_analysis_fits
   # data parallel (kernels/nccl_wrap.cuh): the emulated trainer under mpirun, 2 ranks, each with
   # its own emulated device (CUDA_EMU_DEVICES); the emulation's all-reduce goes through MPI
   if command -v mpicxx >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then

@@ -851,9 +851,13 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t s) {
     cuda_emu::enqueue(s, [=] { if (count) std::memset(p, value, count); });
     return cudaSuccess;
 }
+// The device memory reported: 8 GiB, or CUDA_EMU_MEM_MIB (a test of what fits where). Only
+// reported: allocations are host memory and are not counted against it.
 cudaError_t cudaMemGetInfo(size_t* free_, size_t* total) {
-    if (free_) *free_ = (size_t)8 << 30;
-    if (total) *total = (size_t)8 << 30;
+    const char* e = std::getenv("CUDA_EMU_MEM_MIB");
+    const size_t mib = e && std::atoll(e) > 0 ? (size_t)std::atoll(e) : 8192;
+    if (free_) *free_ = mib << 20;
+    if (total) *total = mib << 20;
     return cudaSuccess;
 }
 
@@ -908,7 +912,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
     prop->sharedMemPerBlockOptin = 227 * 1024;
     prop->sharedMemPerMultiprocessor = 228 * 1024;
     prop->regsPerBlock = 65536;
-    prop->totalGlobalMem = (size_t)8 << 30;
+    cudaMemGetInfo(nullptr, &prop->totalGlobalMem);   // 8 GiB or CUDA_EMU_MEM_MIB
     prop->l2CacheSize = 50 * 1024 * 1024;
     return cudaSuccess;
 }
