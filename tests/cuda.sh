@@ -20,10 +20,11 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
-  # the same checks with the emulation's streams run as late / as early as CUDA allows
-  # (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): no result may depend on when queued work runs
-  for m in late early; do
-    run_test cuda/test_gpt_emu_bf16_streams_$m pass env CUDA_EMU_STREAMS=$m "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3 \
+  # the same checks with the emulation's streams run as late / as early as CUDA allows, and
+  # at random points in between (CUDA_EMU_STREAMS, dev/cuda_emu/README.md; a fixed seed):
+  # no result may depend on when queued work runs
+  for m in late early random:3; do
+    run_test "cuda/test_gpt_emu_bf16_streams_${m/:/}" pass env CUDA_EMU_STREAMS=$m "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3 \
       dev/reference/gpt_mix.bin dev/reference/llama_mix.bin
   done
   # the runs above put gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1
@@ -96,8 +97,8 @@ PYEOF
   # the emulation's deferred streams (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): the async
   # uploads from the two alternating pinned staging sets (3 micro-steps: each set refilled),
   # the device-side step and its downloads must not depend on work having run early or late
-  for m in late early; do
-    LAUNCH="env CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_vs_cpu_gpt_accum3_streams_$m pass cuda_vs_cpu "${CTINY_GPT[@]}" -d 96
+  for m in late early random:3; do
+    LAUNCH="env CUDA_EMU_STREAMS=$m" run_test "cuda/train_emu_vs_cpu_gpt_accum3_streams_${m/:/}" pass cuda_vs_cpu "${CTINY_GPT[@]}" -d 96
   done
   # a NaN planted in a gradient at step 2 (of 4): the device must skip that update (AdamW reads
   # the finite flag on the device) and the next steps follow the CPU trainer's, which skipped too
@@ -164,9 +165,9 @@ PYEOF
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_gpt pass cuda_vs_cpu "${CTINY_GPT[@]}" "${CVAL[@]}"
     LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_llama_accum pass cuda_vs_cpu "${CTINY[@]}" -d 128 "${CVAL[@]}"
     # the gradient buckets' all-reduce on its own stream, run as late and as early as the
-    # stream order allows (a missing wait shows: dev/test/bug_stream_order.cu)
-    for m in late early; do
-      LAUNCH="${MPIRUN[*]} -x CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_ddp_vs_cpu_llama_streams_$m pass cuda_vs_cpu "${CTINY[@]}" \
+    # stream order allows, and at random points (a missing wait shows: dev/test/bug_stream_order.cu)
+    for m in late early random:3; do
+      LAUNCH="${MPIRUN[*]} -x CUDA_EMU_STREAMS=$m" run_test "cuda/train_emu_ddp_vs_cpu_llama_streams_${m/:/}" pass cuda_vs_cpu "${CTINY[@]}" \
         -d 128 "${CVAL[@]}"
     done
     # a NaN in a gradient at step 2: every rank skips that update, as the CPU trainer does
@@ -275,9 +276,9 @@ PYEOF
     run_test cuda/train_emu_zero1_same_gpt_bf16_3ranks pass cuda_zero_same 3 "${CTINY_GPT[@]}" -d 96
     run_test cuda/train_emu_zero1_same_llama_fp32_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 192 --precision fp32
     run_test cuda/train_emu_zero1_same_llama_pure_3ranks pass cuda_zero_same 3 "${CTINY[@]}" -d 96 --precision pure_bf16
-    # the reductions to the owners on their stream, run late and early (stream order)
-    for m in late early; do
-      ZENV="-x CUDA_EMU_STREAMS=$m" run_test cuda/train_emu_zero1_same_llama_streams_$m pass cuda_zero_same 2 "${CTINY[@]}" -d 64
+    # the reductions to the owners on their stream, run late, early and at random points
+    for m in late early random:3; do
+      ZENV="-x CUDA_EMU_STREAMS=$m" run_test "cuda/train_emu_zero1_same_llama_streams_${m/:/}" pass cuda_zero_same 2 "${CTINY[@]}" -d 64
     done
     # and against the CPU trainer (fp32), with a NaN gradient at step 2: the sharded norm
     # partials carry it to every rank, every rank skips the update

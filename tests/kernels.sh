@@ -57,6 +57,23 @@ if [ -x "$KB/gxx/bug_stream_order" ]; then
   done
   run_test kernels/bug_stream_producer/early 'fail:^MISMATCH' env CUDA_EMU_STREAMS=early "$KB/gxx/bug_stream_order" --missing producer
   run_test kernels/bug_stream_consumer/late 'fail:^MISMATCH' env CUDA_EMU_STREAMS=late "$KB/gxx/bug_stream_order" --missing consumer
+  # the random mode (CUDA_EMU_STREAMS=random:SEED) runs each stream's queue up to random
+  # points: over 20 seeds the correct order always passes and each planted bug shows at least
+  # once (what late and early each find, it finds by chance; seeds 1..20 catch the producer
+  # bug 3 times and the consumer bug 8 times)
+  stream_random_seeds() {   # $1 = none | producer | consumer: prints how many of 20 seeds fail
+    local f=0 s
+    for s in $(seq 1 20); do
+      CUDA_EMU_STREAMS=random:$s "$KB/gxx/bug_stream_order" --missing "$1" >/dev/null 2>&1 || f=$((f + 1))
+    done
+    echo "--missing $1: $f of 20 seeds fail"
+    case $1 in none) [ $f -eq 0 ];; *) [ $f -gt 0 ];; esac
+  }
+  run_test kernels/streams/random pass stream_random_seeds none
+  run_test kernels/bug_stream_producer/random pass stream_random_seeds producer
+  run_test kernels/bug_stream_consumer/random pass stream_random_seeds consumer
+  run_test kernels/bad_streams_mode "fail:CUDA_EMU_STREAMS must be sync, late, early, random or random:SEED, got 'soon'" \
+    env CUDA_EMU_STREAMS=soon "$KB/gxx/bug_stream_order" --missing none
 else
   skip_test kernels/streams "no emulated build (CUDA headers)"
 fi

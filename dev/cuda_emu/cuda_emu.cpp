@@ -717,16 +717,29 @@ void run_grid(const void* func, dim3 grid, dim3 block, size_t smem, const std::f
 // the recording stream up to there. The legacy default stream (handle 0) and the blocking
 // streams are ordered with each other: before an operation of one of them runs, the others'
 // operations queued before it run.
-enum class StreamMode { Sync, Late, Early };
+enum class StreamMode { Sync, Late, Early, Random };
+static unsigned long long g_random_state = 0;   // Random: the splitmix64 state, from the seed
 static StreamMode stream_mode() {
     static const StreamMode m = [] {
         const char* s = std::getenv("CUDA_EMU_STREAMS");
         if (!s || !*s || !std::strcmp(s, "sync")) return StreamMode::Sync;
         if (!std::strcmp(s, "late")) return StreamMode::Late;
         if (!std::strcmp(s, "early")) return StreamMode::Early;
-        fatal("CUDA_EMU_STREAMS must be sync, late or early, got '%s'", s);
+        if (!std::strncmp(s, "random", 6) && (!s[6] || s[6] == ':')) {   // random or random:SEED
+            char* end = nullptr;
+            g_random_state = s[6] ? std::strtoull(s + 7, &end, 10) : 1;
+            if (s[6] && (end == s + 7 || *end)) fatal("CUDA_EMU_STREAMS=random:SEED needs an integer seed, got '%s'", s);
+            return StreamMode::Random;
+        }
+        fatal("CUDA_EMU_STREAMS must be sync, late, early, random or random:SEED, got '%s'", s);
     }();
     return m;
+}
+static unsigned long long random_next() {   // splitmix64
+    unsigned long long z = (g_random_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 struct Op {
     unsigned long long seq;
@@ -751,6 +764,7 @@ static std::vector<std::unique_ptr<Stream>> g_stream_store;
 static Stream* stream_of(cudaStream_t s) { return s ? reinterpret_cast<Stream*>(s) : &g_legacy; }
 
 static void run_until(Stream* s, unsigned long long upto);
+static void random_progress();
 // the implicit order between the legacy stream and the blocking streams
 static void run_implicit_deps(Stream* s, unsigned long long seq) {
     if (!s->blocking) return;
@@ -784,6 +798,18 @@ void enqueue(cudaStream_t stream, std::function<void()> op) {
     Stream* s = stream_of(stream);
     s->q.push_back(Op{++g_seq, std::move(op)});
     if (stream_mode() == StreamMode::Early && s != &g_legacy) run_until(s, g_seq);
+    if (stream_mode() == StreamMode::Random) random_progress();
+}
+// Random: the device got somewhere by now. Each stream with queued work, the legacy one too,
+// runs a random number of its queued operations (none to all, each count equally likely,
+// every other stream half the time not at all), with whatever those wait for.
+static void random_progress() {
+    for (size_t i = 0; i < g_streams.size(); i++) {
+        Stream* s = g_streams[i];
+        if (s->q.empty() || random_next() % 2) continue;
+        const size_t n = random_next() % (s->q.size() + 1);
+        if (n) run_until(s, s->q[n - 1].seq);
+    }
 }
 // a synchronous call on the legacy stream (cudaMemcpy, cudaMemset): queued, then run with
 // everything it is ordered after

@@ -81,9 +81,11 @@ inline void check_vector_aligned(const void* p, size_t bytes, const char* file, 
 // host needs it (a stream / event / device synchronisation, a synchronous copy, a free), as
 // late as a GPU may run it; with CUDA_EMU_STREAMS=early the legacy default stream waits the
 // same way but the other streams run their work at once, as early as their event waits
-// allow. Streams keep CUDA's order (in order within a stream, cudaStreamWaitEvent, the legacy
-// default stream ordered with blocking streams), so a missing event wait or synchronisation
-// that a GPU could expose shows up as wrong data in one of the two modes.
+// allow; with CUDA_EMU_STREAMS=random[:SEED] each new operation lets every stream run a random
+// part of its queue (the orders in between, reproducible by seed). Streams keep CUDA's order
+// (in order within a stream, cudaStreamWaitEvent, the legacy default stream ordered with
+// blocking streams), so a missing event wait or synchronisation that a GPU could expose
+// shows up as wrong data in one of the modes.
 void enqueue(cudaStream_t stream, std::function<void()> op);
 
 // --- launches ---------------------------------------------------------------------------
