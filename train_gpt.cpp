@@ -42,8 +42,8 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
+#include "common/sample.h"
 #include "common/schedule.h"
-#include "common/tokenizer.h"
 #include "common/util.h"
 
 // ============================================================================
@@ -780,26 +780,10 @@ struct Model {
     return (float)(s / steps);
 }
 
-// Autoregressive sampling (temperature 1) from a prompt token; re-runs the
-// forward on the whole prefix for each token (O(T^2), fine for short samples).
-[[maybe_unused]] static std::vector<int> sample_tokens(Model& model, int first, int n, int max_len, Rng& rng) {
-    std::vector<int> seq = {first};
-    const ModelConfig& c = model.cfg;
-    std::vector<float> probs(c.vocab);
-    while ((int)seq.size() < std::min(n + 1, max_len)) {
-        int t = (int)seq.size();
-        model.forward(seq.data(), nullptr, 1, t);
-        const float* z = model.logits + (size_t)(t - 1) * c.padded_vocab;
-        float mx = -INFINITY;
-        for (int v = 0; v < c.vocab; v++) mx = fmaxf(mx, z[v]);
-        double s = 0.0;
-        for (int v = 0; v < c.vocab; v++) s += (probs[v] = expf(z[v] - mx));
-        double r = rng.uniform() * s, acc = 0.0;
-        int pick = c.vocab - 1;
-        for (int v = 0; v < c.vocab; v++) { acc += probs[v]; if (acc > r) { pick = v; break; } }
-        seq.push_back(pick);
-    }
-    return seq;
+// The logits of position t - 1 after the forward on seq[0..t) (common/sample.h's callback).
+[[maybe_unused]] static const float* sample_logits(Model& model, const std::vector<int>& seq, int t) {
+    model.forward(seq.data(), nullptr, 1, t);
+    return model.logits + (size_t)(t - 1) * model.cfg.padded_vocab;
 }
 
 // ============================================================================
@@ -959,25 +943,12 @@ int main(int argc, char** argv) {
         printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
         log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
     };
-    Tokenizer tok;   // decodes samples when --tokenizer is given; else they print as token ids
-    if (!tc.tokenizer.empty()) {
-        tok.load(tc.tokenizer);
-        if (tok.vocab < c.vocab) fatal("%s: tokenizer has %d tokens, the model's vocab is %d", tc.tokenizer.c_str(), tok.vocab, c.vocab);
-    }
+    Sampler sampler;   // common/sample.h: text with --tokenizer, else token ids
+    sampler.init(tc, c.vocab);
     auto do_sample = [&]() {
         if (tc.sample_tokens == 0) return;
-        // the prompt: the end-of-text token (a document start) if known, else the first training token
-        int first = tok.loaded() && tok.eot >= 0 && tok.eot < c.vocab ? tok.eot : train.inputs[0];
-        std::vector<int> s = sample_tokens(model, first, tc.sample_tokens, c.max_seq_len, sample_rng);
-        if (tok.loaded()) {   // decode with the prompt (SentencePiece's dummy space follows it), print without
-            std::string text = tok.decode(s.data(), (int)s.size()), prompt = tok.decode_one(s[0]);
-            if (text.compare(0, prompt.size(), prompt) == 0) text = text.substr(prompt.size());
-            printf("sample: %s\n", text.c_str());
-        } else {
-            printf("sample (token ids):");
-            for (int t : s) printf(" %d", t);
-            printf("\n");
-        }
+        sampler.print(sampler.sample(sampler.prompt(train.inputs[0]), tc.sample_tokens, c.max_seq_len, sample_rng,
+                                     [&](const std::vector<int>& seq, int t) { return sample_logits(model, seq, t); }));
     };
     // Write a checkpoint of the state after `step` optimizer steps; prune old ones.
     auto save = [&](long step) -> bool {

@@ -80,6 +80,7 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
+#include "common/sample.h"
 #include "common/schedule.h"
 #include "common/util.h"
 
@@ -1071,29 +1072,13 @@ static int run_analysis(const TrainConfig& tc, Model<T>& model, const Comm& comm
     return comm_max(0, comm);   // no rank leaves before rank 0 has written
 }
 
-// Autoregressive sampling (temperature 1) from a prompt token, as train_gpt.cpp; the
-// prefix is capped at what the activation buffers hold.
+// The logits of position t - 1 after the forward on seq[0..t) (common/sample.h's callback),
+// as fp32 in `row`.
 template <typename T>
-[[maybe_unused]] static std::vector<int> sample_tokens(Model<T>& model, int first, int n, int max_len, Rng& rng) {
-    std::vector<int> seq = {first};
-    const ModelConfig& c = model.cfg;
-    while (max_len > 1 && !model.fits(1, max_len)) max_len--;
-    std::vector<float> probs(c.vocab);
-    while ((int)seq.size() < std::min(n + 1, max_len)) {
-        int t = (int)seq.size();
-        model.forward(seq.data(), nullptr, 1, t);
-        std::vector<float> all = model.download_logits(t);
-        const float* z = all.data() + (size_t)(t - 1) * c.padded_vocab;
-        float mx = -INFINITY;
-        for (int v = 0; v < c.vocab; v++) mx = fmaxf(mx, z[v]);
-        double s = 0.0;
-        for (int v = 0; v < c.vocab; v++) s += (probs[v] = expf(z[v] - mx));
-        double r = rng.uniform() * s, acc = 0.0;
-        int pick = c.vocab - 1;
-        for (int v = 0; v < c.vocab; v++) { acc += probs[v]; if (acc > r) { pick = v; break; } }
-        seq.push_back(pick);
-    }
-    return seq;
+[[maybe_unused]] static const float* sample_logits(Model<T>& model, const std::vector<int>& seq, int t, std::vector<float>& row) {
+    model.forward(seq.data(), nullptr, 1, t);
+    row = model.download_logits(t);
+    return row.data() + (size_t)(t - 1) * model.cfg.padded_vocab;
 }
 
 #ifndef TESTING
@@ -1243,12 +1228,15 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
         printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
         log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
     };
+    Sampler sampler;   // common/sample.h (as train_gpt.cpp): text with --tokenizer, else token ids
+    sampler.init(tc, c.vocab);
     auto do_sample = [&]() {
         if (tc.sample_tokens == 0 || !rank0) return;
-        std::vector<int> s = sample_tokens(model, train.inputs[0], tc.sample_tokens, c.max_seq_len, sample_rng);
-        printf("sample (token ids):");
-        for (int t : s) printf(" %d", t);
-        printf("\n");
+        int max_len = c.max_seq_len;   // the prefix is capped at what the activation buffers hold
+        while (max_len > 1 && !model.fits(1, max_len)) max_len--;
+        std::vector<float> row;
+        sampler.print(sampler.sample(sampler.prompt(train.inputs[0]), tc.sample_tokens, max_len, sample_rng,
+                                     [&](const std::vector<int>& seq, int t) { return sample_logits(model, seq, t, row); }));
     };
     // rank 0 writes; every rank learns whether it worked (the call is a collective, so no rank
     // exits while rank 0 is still writing); with the optimizer state sharded (--zero 1) every

@@ -93,6 +93,29 @@ PYEOF
   }
   run_test cuda/train_emu_vs_cpu pass cuda_vs_cpu "${CTINY[@]}"
   run_test cuda/train_emu_vs_cpu_gpt_accum pass cuda_vs_cpu "${CTINY_GPT[@]}"
+  # samples (common/sample.h): the emulated CUDA trainer (fp32) draws the same tokens as the
+  # CPU trainer from the same seed, printed as token ids, and as text through a tokenizer file
+  # (a made-up 300-token one: id i decodes to "wi ", id 299 is the end-of-text prompt)
+  cuda_samples_vs_cpu() {
+    $CPY - "$CSCRATCH/tok300.bin" <<'PYEOF' || return 1
+import struct, sys
+toks = [("w%d " % i).encode() for i in range(299)] + [b"<eot>"]
+head = [20240328, 2, 300, 299, 0, 0] + [0] * 250
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<256i", *head) + b"".join(bytes([len(t)]) + t for t in toks))
+PYEOF
+    local S=(-x 4 -s 2 -n 8) tok
+    for tok in "" "$CSCRATCH/tok300.bin"; do
+      "$T" "${CTINY[@]}" "${S[@]}" ${tok:+--tokenizer "$tok"} --precision fp32 | grep '^sample' > "$CSCRATCH/s_cu.txt" || return 1
+      ${BUILD:-build}/train_gpt "${CTINY[@]}" "${S[@]}" ${tok:+--tokenizer "$tok"} | grep '^sample' > "$CSCRATCH/s_cpu.txt" || return 1
+      cat "$CSCRATCH/s_cu.txt"
+      [ "$(wc -l < "$CSCRATCH/s_cu.txt")" -eq 2 ] || { echo "expected 2 samples (steps 2 and 4)"; return 1; }
+      if [ -n "$tok" ]; then grep -q '^sample: w[0-9]' "$CSCRATCH/s_cu.txt" || { echo "not decoded"; return 1; }; fi
+      diff "$CSCRATCH/s_cu.txt" "$CSCRATCH/s_cpu.txt" || { echo "samples differ from the CPU trainer's"; return 1; }
+    done
+  }
+  run_test cuda/train_emu_samples_vs_cpu pass cuda_samples_vs_cpu
+  run_test cuda/bad_tokenizer_missing 'fail:^error: cannot open .*no_tok\.bin' "$T" "${CTINY[@]}" -x 1 --tokenizer "$CSCRATCH/no_tok.bin"
   CU_FLAGS="--bias_grad kernel" run_test cuda/train_emu_vs_cpu_gpt_accum_bias_kernel pass cuda_vs_cpu "${CTINY_GPT[@]}"
   # the emulation's deferred streams (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): the async
   # uploads from the two alternating pinned staging sets (3 micro-steps: each set refilled),
