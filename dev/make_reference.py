@@ -4,6 +4,7 @@ against: one file per tiny config, format in docs/FORMATS.md ("Reference state")
 
     /usr/bin/python3 dev/make_reference.py [--out dev/reference]
     /usr/bin/python3 dev/make_reference.py --check dev/reference   # regenerate to a temp dir, compare
+    /usr/bin/python3 dev/make_reference.py --set extra --out DIR   # the unstored shapes (tests)
 
 The model runs in float64 from float32-rounded weights, so the stored values
 (rounded to float32) are the exact answer to within float32 rounding; the C++
@@ -40,6 +41,26 @@ CONFIGS = {
                        post_ln_layers=2, scaled_init=1),
 }
 BATCH = {"llama_mix6": (3, 20)}          # (B, T); default (2, 16)
+
+# A second set, not stored: generated at test time into a scratch folder (--set extra) and
+# checked like the stored ones, so the trainers also meet shapes they were not developed
+# against: head sizes 8, 12, 16, 24 (not multiples of 16; 12 not of 8: the scalar paths)
+# and 80 (over flash attention's 64: the materialised attention in bf16 too), sequences of
+# 9-70 tokens (70 crosses a 64-row flash tile), B = 1 and 3, one head, odd vocabs.
+EXTRA_CONFIGS = {
+    "x_gpt_odd":   dict(arch="gpt", n_layer=3, n_head=3, d_model=48, vocab=257, max_seq_len=20, post_ln_layers=2),
+    "x_gpt_hd12":  dict(arch="gpt", n_layer=2, n_head=3, d_model=36, vocab=77, max_seq_len=12, post_ln_layers=0),
+    "x_gpt_t70":   dict(arch="gpt", n_layer=2, n_head=2, d_model=48, vocab=301, max_seq_len=80, post_ln_layers=1,
+                        scaled_init=1),
+    "x_llama_odd": dict(arch="llama", n_layer=3, n_head=3, d_model=24, ffn=40, vocab=129, max_seq_len=11,
+                        post_ln_layers=1),
+    "x_llama_hd80": dict(arch="llama", n_layer=2, n_head=1, d_model=80, ffn=72, vocab=64, max_seq_len=9,
+                         post_ln_layers=2),
+    "x_llama_t70": dict(arch="llama", n_layer=2, n_head=2, d_model=64, ffn=136, vocab=333, max_seq_len=70,
+                        post_ln_layers=1),
+}
+BATCH.update({"x_gpt_odd": (3, 13), "x_gpt_hd12": (2, 12), "x_gpt_t70": (1, 70), "x_llama_odd": (1, 11),
+              "x_llama_hd80": (2, 9), "x_llama_t70": (1, 70)})
 OPT = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
            warmup=3, total=10, lr_floor=0.1)
 N_STEPS = 10
@@ -93,16 +114,19 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
     ap.add_argument("--check", metavar="DIR", help="regenerate into a temp dir and compare with DIR")
     ap.add_argument("--only", help="comma-separated config names")
+    ap.add_argument("--set", choices=("stored", "extra"), default="stored",
+                    help="stored: the committed states (default); extra: EXTRA_CONFIGS, for a scratch --out")
     args = ap.parse_args()
     torch.manual_seed(0)
-    names = args.only.split(",") if args.only else list(CONFIGS)
+    configs = CONFIGS if args.set == "stored" else EXTRA_CONFIGS
+    names = args.only.split(",") if args.only else list(configs)
     for n in names:
-        if n not in CONFIGS:
-            sys.exit(f"make_reference: unknown config '{n}' (have: {', '.join(CONFIGS)})")
+        if n not in configs:
+            sys.exit(f"make_reference: unknown config '{n}' (have: {', '.join(configs)})")
     out = tempfile.mkdtemp(prefix="mixln_ref_") if args.check else args.out
     os.makedirs(out, exist_ok=True)
     for n in names:
-        data = make_state(n, CONFIGS[n])
+        data = make_state(n, configs[n])
         path = os.path.join(out, n + ".bin")
         with open(path + ".tmp", "wb") as f:
             f.write(data)

@@ -17,6 +17,13 @@ run_test core/test_gpt_asan       pass $B/test_gpt_asan
 run_test core/neg_wrong_post_ln   'fail:llama_mix.bin: MISMATCH'        $B/test_gpt --post_ln_layers 2 dev/reference/llama_mix.bin
 run_test core/neg_pre_as_post     'fail:gpt_pre.bin: MISMATCH'          $B/test_gpt --post_ln_layers 4 dev/reference/gpt_pre.bin
 run_test core/neg_perturbed_grad  'fail:FAIL +grad l2\.fc\.w '          $B/test_gpt --perturb l2.fc.w dev/reference/gpt_pre.bin
+# shapes the stored states do not have (dev/make_reference.py EXTRA_CONFIGS: head sizes 8-80,
+# T up to 70, B = 1 and 3, one head), generated here from PyTorch and checked the same way
+core_extra_shapes() {
+  $PY dev/make_reference.py --set extra --out "$SCRATCH/extra" >/dev/null || return 1
+  $B/test_gpt "$SCRATCH"/extra/*.bin
+}
+run_test core/test_gpt_extra_shapes pass core_extra_shapes
 
 # --- host code: shards, loader, checkpoints, flags, schedule
 run_test core/test_host           pass $B/test_host

@@ -20,6 +20,15 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     --resume_steps 0
   run_test cuda/test_gpt_emu_pure_bf16 pass "$CB/test_gpt_cuda_emu" --precision pure_bf16 --steps 3 \
     dev/reference/llama_mix.bin dev/reference/gpt_post.bin dev/reference/llama_mix6.bin
+  # shapes the stored states do not have (dev/make_reference.py --set extra: head sizes 8-80,
+  # 12 not a multiple of 8 and 80 over flash attention's limit, T up to 70 across two flash
+  # tiles, B = 1 and 3), generated from PyTorch here; fp32 and bf16, 3 steps
+  cuda_extra_shapes() {   # $@: test_gpt.cu flags
+    [ -f "$CSCRATCH/extra/x_gpt_odd.bin" ] || $CPY dev/make_reference.py --set extra --out "$CSCRATCH/extra" >/dev/null || return 1
+    "$CB/test_gpt_cuda_emu" --steps 3 "$@" "$CSCRATCH"/extra/*.bin
+  }
+  run_test cuda/test_gpt_emu_fp32_extra_shapes pass cuda_extra_shapes --precision fp32
+  run_test cuda/test_gpt_emu_bf16_extra_shapes pass cuda_extra_shapes --precision bf16
   # the same checks with the emulation's streams run as late / as early as CUDA allows, and
   # at random points in between (CUDA_EMU_STREAMS, dev/cuda_emu/README.md; a fixed seed):
   # no result may depend on when queued work runs
