@@ -45,6 +45,9 @@ the host, checkpoints and tests see the logical parameter table (remap_params).
 
 Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (out, in).
 */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -1370,6 +1373,9 @@ int main(int argc, char** argv) {
     if (bias_grad_s != "epilogue" && bias_grad_s != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad_s.c_str());
     if (zero != 0 && zero != 1) fatal("--zero must be 0 or 1, got %d", zero);
     const BiasGrad bias_grad = bias_grad_s == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
+#ifdef _OPENMP
+    if (tc.threads > 0) omp_set_num_threads(tc.threads);   // host threads (the initialisation's normals, common/init.h)
+#endif
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T * comm.nranks;
     require_cuda_device(comm.local_rank, comm.local_size);
     comm_connect(&comm);
