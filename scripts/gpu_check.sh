@@ -4,8 +4,9 @@
 #   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
 #      and print the ptxas register / shared-memory / spill table for sm_90;
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
-#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion; and the
-#      trainer's analysis modes (fp32) against dev/model.py, where PyTorch is installed;
+#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion; and, where
+#      PyTorch is installed, the trainer's analysis modes (fp32) against dev/model.py and
+#      test_gpt.cu (fp32, bf16) on the unstored shapes of make_reference.py --set extra;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
 #      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
@@ -113,6 +114,17 @@ if [ "$QUICK" = 0 ]; then
   else
     say "NOTE analysis modes vs PyTorch not run: $PY has no torch"
   fi
+fi
+# the unstored shapes (dev/make_reference.py --set extra: head sizes 8-80, T up to 70), made by
+# PyTorch here, in fp32 and bf16
+if [ "$QUICK" = 0 ] && "$PY" -c "import torch" 2>/dev/null; then
+  if "$PY" dev/make_reference.py --set extra --out "$OUT_DIR/extra" > "$OUT_DIR/extra_gen.log" 2>&1; then
+    for p in fp32 bf16; do
+      log="$OUT_DIR/test_gpt_extra_$p.log"
+      if "$B/cuda/test_gpt_nvcc" --precision $p "$OUT_DIR"/extra/*.bin > "$log" 2>&1; then say "PASS test_gpt_nvcc --precision $p, extra shapes: $(tail -1 "$log")"
+      else fail_log "test_gpt_nvcc --precision $p, extra shapes" "$log"; fi
+    done
+  else fail_log "make_reference.py --set extra" "$OUT_DIR/extra_gen.log"; fi
 fi
 
 # --- 3. kernel tests

@@ -261,7 +261,7 @@ PYEOF
       "$T" "${CTINY[@]}" -x 2 --out_dir "$CSCRATCH/an/run" > /dev/null || return 1
       local mode ck="$CSCRATCH/an/run/ckpt_00000002.bin" A
       for mode in angular layer_drop; do
-        A=(--mode $mode -e "$ck" -j "$CSCRATCH/val_*.bin" -b 2 -t 16 -m 3)
+        A=(--mode "$mode" -e "$ck" -j "$CSCRATCH/val_*.bin" -b 2 -t 16 -m 3)
         "$T" "${A[@]}" --analysis_out "$CSCRATCH/an/$mode.1.json" > "$CSCRATCH/an/$mode.1.txt" || return 1
         "${MPIRUN[@]}" "$T" "${A[@]}" --analysis_out "$CSCRATCH/an/$mode.2.json" > "$CSCRATCH/an/$mode.2.txt" || return 1
         grep -q "split over 2 ranks" "$CSCRATCH/an/$mode.2.txt" || { echo "$mode: not split over 2 ranks"; return 1; }
