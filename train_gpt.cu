@@ -38,8 +38,9 @@ resume under another precision is refused.
 
 Memory: three device allocations (parameters with master weights and optimizer state, of
 this rank's shard with --zero 1; gradients; activations with all scratch), planned and
-printed before anything is allocated;
-a plan that does not fit in the free device memory is a one-line error. On the device the
+printed before anything is allocated; the analysis modes (--mode angular | layer_drop) plan
+forwards only (the weights and activations; no gradients, optimizer state or backward
+buffers). A plan that does not fit in the free device memory is a one-line error. On the device the
 MLP hidden width is padded to a multiple of FFN_PAD with zero units (aligned GEMM rows);
 the host, checkpoints and tests see the logical parameter table (remap_params).
 
