@@ -1036,17 +1036,19 @@ template <typename T>
 static AngularDistances angular_distances(Model<T>& model, DataLoader& loader, int steps, const Comm& comm) {
     const int L = model.cfg.n_layer, C = model.cfg.d_model, B_ = loader.B, T_ = loader.T;
     AngularDistances ad(L);
-    std::vector<T> row(C);
+    std::vector<T> rows((size_t)(L + 1) * B_ * C);   // [l][b][C]
     std::vector<float> x((size_t)(L + 1) * C);
     std::vector<const float*> xp(L + 1);
     loader.reset();
     for (int i = loader.rank; i < steps; i += loader.world) {
         loader.next_batch();
         model.forward(loader.inputs.data(), nullptr, B_, T_);
+        for (int l = 0; l <= L; l++)   // rows b*T + T-1 of resid[l], b = 0..B-1: one strided copy
+            cudaCheck(cudaMemcpy2D(&rows[(size_t)l * B_ * C], C * sizeof(T), model.resid[l] + (size_t)(T_ - 1) * C,
+                                   (size_t)T_ * C * sizeof(T), C * sizeof(T), B_, cudaMemcpyDeviceToHost));
         for (int b = 0; b < B_; b++) {
-            for (int l = 0; l <= L; l++) {   // row b*T + T-1 of resid[l]
-                cudaCheck(cudaMemcpy(row.data(), model.resid[l] + ((size_t)b * T_ + T_ - 1) * C, C * sizeof(T), cudaMemcpyDeviceToHost));
-                for (int k = 0; k < C; k++) x[(size_t)l * C + k] = host_float(row[k]);
+            for (int l = 0; l <= L; l++) {
+                for (int k = 0; k < C; k++) x[(size_t)l * C + k] = host_float(rows[((size_t)l * B_ + b) * C + k]);
                 xp[l] = &x[(size_t)l * C];
             }
             ad.add(xp, C);
