@@ -147,6 +147,29 @@ PYEOF
     $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
   }
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
+  # a full disk (a tmpfs that holds one 0.6 MB checkpoint, not two): the write at step 4 fails
+  # with a one-line error and a non-zero exit, no temporary file is left, and the step-2
+  # checkpoint is intact (the CPU trainer loads it). LAUNCH, CU_FLAGS: as cuda_vs_cpu
+  cuda_disk_full() {
+    local d="$CSCRATCH/full" rc ok=1
+    mkdir -p "$d"
+    mount -t tmpfs -o size=1000k tmpfs "$d" || return 1
+    # shellcheck disable=SC2086
+    ${LAUNCH:-} "$T" "${CTINY[@]}" ${CU_FLAGS:-} -x 4 --ckpt_every 2 --keep_ckpts 1 --out_dir "$d" > "$CSCRATCH/full.txt" 2>&1; rc=$?
+    grep -E "checkpoint|error" "$CSCRATCH/full.txt"
+    [ $rc -ne 0 ] || { echo "expected a non-zero exit when the last checkpoint cannot be written"; ok=0; }
+    grep -q "^error: checkpoint at step 4 not saved: writing .*ckpt_00000004.bin failed: No space left on device" "$CSCRATCH/full.txt" || ok=0
+    [ -f "$d/ckpt_00000002.bin" ] && ! compgen -G "$d/*.tmp.*" >/dev/null || { echo "previous checkpoint missing or temp file left"; ok=0; }
+    ${BUILD:-build}/train_gpt -e "$d/ckpt_00000002.bin" -b 2 -t 16 -x 1 -i "$CSCRATCH/train_*.bin" -n 0 -v 0 >/dev/null ||
+      { echo "previous checkpoint unreadable"; ok=0; }
+    umount "$d"
+    [ $ok -eq 1 ]
+  }
+  CUDA_TMPFS=0
+  mkdir -p "$CSCRATCH/tmpfs_probe"
+  if mount -t tmpfs -o size=4k tmpfs "$CSCRATCH/tmpfs_probe" 2>/dev/null; then umount "$CSCRATCH/tmpfs_probe"; CUDA_TMPFS=1; fi
+  if [ $CUDA_TMPFS = 1 ]; then run_test cuda/train_emu_disk_full pass cuda_disk_full
+  else skip_test cuda/train_emu_disk_full "mounting a tmpfs needs root"; fi
   # the analysis modes (--mode angular / layer_drop; docs/ANALYSIS.md) of the CUDA trainer,
   # fp32, against dev/model.py on every stored state, as tests/analysis.sh checks the CPU
   # trainer's: the distances of all layer pairs, the loss without each layer, batches of 3,
@@ -249,6 +272,11 @@ PYEOF
       [ -f "$CSCRATCH/dsig/ckpt_$(printf %08d "$n").bin" ] && [ "$n" -lt 500 ]
     }
     run_test cuda/train_emu_ddp_signal pass cuda_ddp_signal
+    # a full disk under 2 ranks with the sharded state: the checkpoint write fails on rank 0,
+    # every rank learns it and exits non-zero, the previous checkpoint stays
+    if [ "$CUDA_TMPFS" = 1 ]; then
+      LAUNCH="${MPIRUN[*]}" CU_FLAGS="-d 64 --zero 1" run_test cuda/train_emu_ddp_zero1_disk_full pass cuda_disk_full
+    else skip_test cuda/train_emu_ddp_zero1_disk_full "mounting a tmpfs needs root"; fi
     # the collectives themselves (dev/test/test_nccl.cu) on 2 and 3 ranks: all-reduce, ZeRO-1's
     # reduce to the owners and all-gather over uneven ranges (one empty), the host collectives
     for n in 2 3; do
