@@ -13,6 +13,7 @@
 // same logits (tests/cuda.sh compares them).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>

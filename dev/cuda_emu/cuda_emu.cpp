@@ -801,8 +801,8 @@ void enqueue(cudaStream_t stream, std::function<void()> op) {
     if (stream_mode() == StreamMode::Random) random_progress();
 }
 // Random: the device got somewhere by now. Each stream with queued work, the legacy one too,
-// runs a random number of its queued operations (none to all, each count equally likely,
-// every other stream half the time not at all), with whatever those wait for.
+// is left alone half the time; otherwise it runs the first n of its queued operations, n
+// drawn uniformly from none to all, with whatever those wait for.
 static void random_progress() {
     for (size_t i = 0; i < g_streams.size(); i++) {
         Stream* s = g_streams[i];
@@ -880,8 +880,14 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t s) {
 // The device memory reported: 8 GiB, or CUDA_EMU_MEM_MIB (a test of what fits where). Only
 // reported: allocations are host memory and are not counted against it.
 cudaError_t cudaMemGetInfo(size_t* free_, size_t* total) {
-    const char* e = std::getenv("CUDA_EMU_MEM_MIB");
-    const size_t mib = e && std::atoll(e) > 0 ? (size_t)std::atoll(e) : 8192;
+    static const size_t mib = [] {
+        const char* e = std::getenv("CUDA_EMU_MEM_MIB");
+        if (!e || !*e) return (size_t)8192;
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(e, &end, 10);
+        if (*end || v == 0) cuda_emu::fatal("CUDA_EMU_MEM_MIB must be a positive number of MiB, got '%s'", e);
+        return (size_t)v;
+    }();
     if (free_) *free_ = mib << 20;
     if (total) *total = mib << 20;
     return cudaSuccess;
