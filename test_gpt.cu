@@ -20,6 +20,8 @@ Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
     --precision P        fp32 (default) | bf16 | pure_bf16
     --attention A        flash (default; kernels/flash_attention.cuh in the bf16 modes) | matmul
                          (kernels/attention.cuh, the T x T scores; fp32 always uses it)
+    --flash_dq D         recompute (default): flash attention's dQ in its own kernel | partials: from
+                         the dK/dV kernel's fp32 partials (as train_gpt.cu's flag)
     --gelu_fusion F      1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient
                          too | 0: GELU kernels (as train_gpt.cu's flag)
     --bias_grad B        epilogue (default): gpt's bias gradients in the dW GEMMs (BGRADB) | kernel:
@@ -139,7 +141,7 @@ static void check_padding(const Model<T>& model, int steps, Checker& ck) {
 }
 
 template <typename T>
-static void run_state(const RefState& s, int precision, bool flash, int gelu_fusion, BiasGrad bias_grad, int override_k, const std::string& perturb, int max_steps,
+static void run_state(const RefState& s, int precision, const KernelChoices& kc, int override_k, const std::string& perturb, int max_steps,
                       Checker& ck) {
     ModelConfig cfg = s.ckpt.cfg;
     const Tolerances& tol = precision == PREC_FP32 ? TOL_FP32 : TOL_BF16;
@@ -150,9 +152,7 @@ static void run_state(const RefState& s, int precision, bool flash, int gelu_fus
     }
     Model<T> model;
     model.init(cfg, precision);
-    model.set_attention(flash);
-    model.set_gelu_fusion(gelu_fusion);
-    model.set_bias_grad(bias_grad);
+    model.set_kernels(kc);
     const ParamTable& pt = model.table;
     if (pt.t.size() != s.table.size()) {
         ck.expect(false, "parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(s.table.size()));
@@ -233,7 +233,7 @@ static void run_state(const RefState& s, int precision, bool flash, int gelu_fus
 // fresh model reloads the checkpoint and trains the same K: losses, gradient norms and the
 // final weights must be bitwise equal.
 template <typename T>
-static void resume_check(const RefState& s, int precision, bool flash, int gelu_fusion, BiasGrad bias_grad, int K, Checker& ck) {
+static void resume_check(const RefState& s, int precision, const KernelChoices& kc, int K, Checker& ck) {
     const ModelConfig& cfg = s.ckpt.cfg;
     auto one_step = [&](Model<T>& m, int step, float* loss, float* norm) {
         float lr = (float)lr_at(step, s.lr, s.warmup, s.sched_total, s.lr_floor);
@@ -250,9 +250,7 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
     {
         Model<T> a;
         a.init(cfg, precision);
-        a.set_attention(flash);
-        a.set_gelu_fusion(gelu_fusion);
-        a.set_bias_grad(bias_grad);
+        a.set_kernels(kc);
         a.allocate(s.B, s.T, false);
         a.upload_state(s.params, nullptr, nullptr);
         float l, nn;
@@ -274,9 +272,7 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
         unlink(path);
         Model<T> b;
         b.init(h.cfg, precision);
-        b.set_attention(flash);
-        b.set_gelu_fusion(gelu_fusion);
-        b.set_bias_grad(bias_grad);
+        b.set_kernels(kc);
         b.allocate(s.B, s.T, false);
         b.upload_state(p, &m, &v);
         b.step = h.step;
@@ -295,9 +291,9 @@ static void resume_check(const RefState& s, int precision, bool flash, int gelu_
 
 int main(int argc, char** argv) {
     int override_k = -1, max_steps = 1 << 30, resume_steps = 2, precision = PREC_FP32;
-    bool reference = true, flash = true;
+    bool reference = true;
+    std::string attention = "flash", flash_dq = "recompute", bias_grad = "epilogue";
     int gelu_fusion = 1;
-    BiasGrad bias_grad = BiasGrad::Epilogue;
     std::string perturb;
     std::vector<std::string> files;
     auto int_arg = [&](int& i, const char* flag) {
@@ -315,25 +311,19 @@ int main(int argc, char** argv) {
         else if (a == "--no_reference") reference = false;
         else if (a == "--precision" && i + 1 < argc) precision = parse_precision(argv[++i]);
         else if (a == "--perturb" && i + 1 < argc) perturb = argv[++i];
-        else if (a == "--attention" && i + 1 < argc) {
-            std::string v = argv[++i];
-            if (v != "flash" && v != "matmul") fatal("--attention must be flash or matmul, got '%s'", v.c_str());
-            flash = v == "flash";
-        } else if (a == "--gelu_fusion") {
-            int v = int_arg(i, "--gelu_fusion");
-            if (v > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", v);
-            gelu_fusion = v;
-        } else if (a == "--bias_grad" && i + 1 < argc) {
-            std::string v = argv[++i];
-            if (v != "epilogue" && v != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", v.c_str());
-            bias_grad = v == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
-        } else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--gelu_fusion 1|2|0] [--bias_grad epilogue|kernel] [--steps N] [--resume_steps K] "
+        else if (a == "--attention" && i + 1 < argc) attention = argv[++i];
+        else if (a == "--flash_dq" && i + 1 < argc) flash_dq = argv[++i];
+        else if (a == "--gelu_fusion") gelu_fusion = int_arg(i, "--gelu_fusion");
+        else if (a == "--bias_grad" && i + 1 < argc) bias_grad = argv[++i];
+        else if (a == "--help" || a == "-h") {
+            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--flash_dq recompute|partials] [--gelu_fusion 1|2|0] "
+                   "[--bias_grad epilogue|kernel] [--steps N] [--resume_steps K] "
                    "[--no_reference] [--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) fatal("unknown flag %s (see --help)", a.c_str());
         else files.push_back(a);
     }
+    const KernelChoices kc = parse_kernel_choices(attention, flash_dq, gelu_fusion, bias_grad);
 #if !defined(CUDA_EMU)
     {
         int n = 0;
@@ -353,8 +343,8 @@ int main(int argc, char** argv) {
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
     printf("precision %s, attention %s, gelu fusion %d, bias gradients %s (gpt states)\n", precision_name(precision),
-           precision == PREC_FP32 ? "matmul (fp32)" : flash ? "flash" : "matmul", gelu_fusion,
-           bias_grad == BiasGrad::Kernel ? "kernel" : "epilogue");
+           precision == PREC_FP32 ? "matmul (fp32)" : !kc.flash ? "matmul" : kc.flash_dq == FlashDq::Partials ? "flash, dQ from partials" : "flash",
+           kc.gelu_fusion, kc.bias_grad == BiasGrad::Kernel ? "kernel" : "epilogue");
     size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
     for (size_t fi = files.size(); fi-- > 0;) {
         int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;
@@ -371,12 +361,12 @@ int main(int argc, char** argv) {
         int before = ck.failures;
         auto t1 = std::chrono::steady_clock::now();
         if (reference) {
-            if (precision == PREC_FP32) run_state<float>(s, precision, flash, gelu_fusion, bias_grad, override_k, perturb, max_steps, ck);
-            else run_state<__nv_bfloat16>(s, precision, flash, gelu_fusion, bias_grad, override_k, perturb, max_steps, ck);
+            if (precision == PREC_FP32) run_state<float>(s, precision, kc, override_k, perturb, max_steps, ck);
+            else run_state<__nv_bfloat16>(s, precision, kc, override_k, perturb, max_steps, ck);
         }
         if (resume_steps > 0 && fi == resume_fi) {   // the resume check on one state
-            if (precision == PREC_FP32) resume_check<float>(s, precision, flash, gelu_fusion, bias_grad, resume_steps, ck);
-            else resume_check<__nv_bfloat16>(s, precision, flash, gelu_fusion, bias_grad, resume_steps, ck);
+            if (precision == PREC_FP32) resume_check<float>(s, precision, kc, resume_steps, ck);
+            else resume_check<__nv_bfloat16>(s, precision, kc, resume_steps, ck);
         }
         printf("%s: %s (%.1f s)\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());

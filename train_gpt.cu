@@ -13,7 +13,9 @@ per family, forward and backward side by side:
                           and the bias gradients in epilogues (--bias_grad epilogue, default) or in
                           column-sum kernels (kernel: common.cuh; fc's fused into the GELU gradient)
   kernels/rope.cuh        rotary position embedding (llama)
-  kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default)
+  kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default);
+                          dQ recomputed in its own kernel (--flash_dq recompute, default) or summed from
+                          the dK/dV kernel's fp32 partials (partials)
   kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
                           fp32 runs, head sizes over 64, --attention matmul)
   kernels/activation.cuh  GELU (gpt), SwiGLU (llama)
@@ -97,6 +99,29 @@ static int parse_precision(const std::string& s) {
     if (s == "bf16") return PREC_BF16;
     if (s == "pure_bf16") return PREC_PURE_BF16;
     fatal("--precision must be fp32, bf16 or pure_bf16, got '%s'", s.c_str());
+}
+
+// The kernel paths a run chooses between, each a flag of train_gpt.cu and test_gpt.cu; all of
+// them compute the same function (tests/cuda.sh checks every one against the reference).
+// Model::set_kernels applies them.
+struct KernelChoices {
+    bool flash = true;                        // --attention flash (where it applies) | matmul
+    FlashDq flash_dq = FlashDq::Recompute;    // --flash_dq recompute | partials
+    int gelu_fusion = 1;                      // --gelu_fusion 0 | 1 | 2
+    BiasGrad bias_grad = BiasGrad::Epilogue;  // --bias_grad epilogue | kernel
+};
+static KernelChoices parse_kernel_choices(const std::string& attention, const std::string& flash_dq, int gelu_fusion,
+                                          const std::string& bias_grad) {
+    KernelChoices k;
+    if (attention != "flash" && attention != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention.c_str());
+    k.flash = attention == "flash";
+    if (flash_dq != "recompute" && flash_dq != "partials") fatal("--flash_dq must be recompute or partials, got '%s'", flash_dq.c_str());
+    k.flash_dq = flash_dq == "partials" ? FlashDq::Partials : FlashDq::Recompute;
+    if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
+    k.gelu_fusion = gelu_fusion;
+    if (bias_grad != "epilogue" && bias_grad != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad.c_str());
+    k.bias_grad = bias_grad == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
+    return k;
 }
 
 // host conversions between fp32 and the storage type
@@ -253,6 +278,7 @@ struct Model {
     ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
     int precision = PREC_FP32;
     bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
+    FlashDq flash_dq = FlashDq::Recompute;    // how its backward forms dQ (set_kernels)
     int gelu_fusion = 1;                      // GELU (gradient) in GEMM epilogues: 0, 1, 2 (set_gelu_fusion)
     BiasGrad bias_grad = BiasGrad::Epilogue;  // bias gradients in GEMM epilogues or kernels (set_bias_grad)
     cudaStream_t stream = 0;
@@ -306,6 +332,7 @@ struct Model {
     std::vector<T*> resid;                    // resid[l] = input of layer l, resid[L] = last block's output
     T *dx = nullptr, *d1 = nullptr, *dqkv = nullptr, *datty = nullptr, *dfc = nullptr, *dact = nullptr, *attn_scratch = nullptr;
     float* fa_dsum = nullptr;                 // flash attention backward: D = rowsum(dY * Y), (B,NH,T)
+    float* fa_dq_part = nullptr;              // and with --flash_dq partials the dQ partials (flash_attention.cuh)
     float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
     float *rope_cos = nullptr, *rope_sin = nullptr;
     int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
@@ -442,6 +469,7 @@ struct Model {
         dfc = a.take<T>(N * fcw);
         dact = fused_dgelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
         fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
+        fa_dq_part = flash && flash_dq == FlashDq::Partials ? a.take<float>(flash_attention_dq_partial_floats(B, T_, (int)C, cfg.n_head)) : nullptr;
         size_t widest = std::max({3 * C, fcw, C});
         fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
         d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
@@ -475,6 +503,9 @@ struct Model {
             if (ffn_dev != cfg.ffn)
                 printf("memory plan: ffn %d padded to %d on the device (zero units, for aligned GEMM rows; %.2fM parameters stored)\n",
                        cfg.ffn, ffn_dev, dtable.total / 1e6);
+            if (flash && flash_dq == FlashDq::Partials && !forward_only)
+                printf("memory plan: of the activations, %.1f MiB are flash attention's dQ partials (--flash_dq partials)\n",
+                       flash_attention_dq_partial_floats(B_, T_, cfg.d_model, cfg.n_head) * 4.0 / MiB);
         }
         if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
             fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) and 64 MiB "
@@ -654,7 +685,11 @@ struct Model {
     void set_attention(bool want_flash) {
         flash = want_flash && std::is_same<T, __nv_bfloat16>::value && flash_attention_supported(cfg.d_model, cfg.n_head);
     }
-    const char* attention_name() const { return flash ? "flash (tiled, bf16 tensor cores)" : "matmul (T x T scores via cuBLAS)"; }
+    const char* attention_name() const {
+        if (!flash) return "matmul (T x T scores via cuBLAS)";
+        return flash_dq == FlashDq::Partials ? "flash (tiled, bf16 tensor cores; dQ from the dK/dV kernel's partials)"
+                                             : "flash (tiled, bf16 tensor cores; dQ recomputed in its own kernel)";
+    }
     // atty = attention(qkv); the flash path keeps lse, the other P (att)
     void attn_forward(LayerActs<T>& a, int B_, int T_) {
         const int C = cfg.d_model, NH = cfg.n_head;
@@ -666,7 +701,7 @@ struct Model {
     void attn_backward(const LayerActs<T>& a, int B_, int T_) {
         const int C = cfg.d_model, NH = cfg.n_head;
         if constexpr (std::is_same<T, __nv_bfloat16>::value)
-            if (flash) return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, B_, T_, C, NH, stream);
+            if (flash) return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, flash_dq, fa_dq_part, B_, T_, C, NH, stream);
         attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, stream);
     }
 
@@ -689,6 +724,13 @@ struct Model {
     // Call before allocate() (level 2 needs no dact buffer).
     void set_gelu_fusion(int level) { gelu_fusion = level; }
     void set_bias_grad(BiasGrad bg) { bias_grad = bg; }
+    // all four choices of KernelChoices at once (after init(), before allocate())
+    void set_kernels(const KernelChoices& k) {
+        set_attention(k.flash);
+        flash_dq = k.flash_dq;
+        set_gelu_fusion(k.gelu_fusion);
+        set_bias_grad(k.bias_grad);
+    }
     bool fused_gelu() const { return gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward in the GEMM
     bool fused_dgelu() const { return gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
     const char* gelu_fusion_name() const {
@@ -1097,7 +1139,7 @@ template <typename T>
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_fusion, BiasGrad bias_grad, int zero, const Comm& comm) {
+static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, int zero, const Comm& comm) {
     Model<T> model;
     CheckpointHeader resume_h;
     std::string resume_from;
@@ -1141,9 +1183,7 @@ static int train_main(TrainConfig& tc, int precision, bool want_flash, int gelu_
     cudaCheck(cudaGetDeviceProperties(&prop, device));
     printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
            prop.totalGlobalMem / (double)(1 << 30));
-    model.set_attention(want_flash);
-    model.set_gelu_fusion(gelu_fusion);
-    model.set_bias_grad(bias_grad);
+    model.set_kernels(kc);
     model.set_comm(&comm, zero == 1);
     if (analysis) model.set_forward_only();   // no gradients or optimizer state: analyses fit where training would not
     model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
@@ -1341,13 +1381,16 @@ int main(int argc, char** argv) {
     comm_init(&comm, &argc, &argv);
     if (comm.rank > 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot mute stdout", comm.rank);
     TrainConfig tc;
-    std::string precision_s = "bf16", attention_s = "flash", bias_grad_s = "epilogue";
+    std::string precision_s = "bf16", attention_s = "flash", flash_dq_s = "recompute", bias_grad_s = "epilogue";
     int gelu_fusion = 1, zero = 0;
     std::vector<FlagSpec> extra = {
         {"precision", 0, 's', &precision_s,
          "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
         {"attention", 0, 's', &attention_s,
          "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
+        {"flash_dq", 0, 's', &flash_dq_s,
+         "recompute (default): flash attention's dQ in its own kernel, recomputing S and dP | partials: from the dK/dV kernel's "
+         "fp32 partials and a reduction (5 products instead of 7; B*NH*T^2*hd/32 floats of scratch, 428 MB at gpt2 16 x 1024)"},
         {"gelu_fusion", 0, 'i', &gelu_fusion,
          "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
         {"bias_grad", 0, 's', &bias_grad_s,
@@ -1370,20 +1413,16 @@ int main(int argc, char** argv) {
         return 0;
     }
     int precision = parse_precision(precision_s);
-    if (attention_s != "flash" && attention_s != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention_s.c_str());
-    const bool want_flash = attention_s == "flash";
-    if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
-    if (bias_grad_s != "epilogue" && bias_grad_s != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad_s.c_str());
+    const KernelChoices kc = parse_kernel_choices(attention_s, flash_dq_s, gelu_fusion, bias_grad_s);
     if (zero != 0 && zero != 1) fatal("--zero must be 0 or 1, got %d", zero);
-    const BiasGrad bias_grad = bias_grad_s == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
 #ifdef _OPENMP
     if (tc.threads > 0) omp_set_num_threads(tc.threads);   // host threads (the initialisation's normals, common/init.h)
 #endif
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T * comm.nranks;
     require_cuda_device(comm.local_rank, comm.local_size);
     comm_connect(&comm);
-    const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, want_flash, gelu_fusion, bias_grad, zero, comm)
-                                          : train_main<__nv_bfloat16>(tc, precision, want_flash, gelu_fusion, bias_grad, zero, comm);
+    const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, kc, zero, comm)
+                                          : train_main<__nv_bfloat16>(tc, precision, kc, zero, comm);
     comm_destroy(&comm);
     return rc;
 }

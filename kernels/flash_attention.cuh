@@ -42,8 +42,11 @@
 // The backward kernels form dS / s = P (dP - D) and multiply dK and dQ by s once, when they
 // are stored (one multiply per output instead of one per score; for hd = 64, s = 1/8 and
 // the bf16 rounding of dS / s is that of dS exactly).
-// Deterministic: no atomics (dQ has its own kernel instead of FA2's atomic adds; it recomputes
-// S and dP, about 40% more backward FLOPs, for run-to-run identical gradients).
+// Deterministic: no atomics. FA2 adds dQ up with atomics from the dK/dV kernel; here either
+// dQ has its own kernel (FlashDq::Recompute, the default: it recomputes S and dP, 7 products
+// per pair of tiles instead of 5) or the dK/dV kernel stores its share of dQ per pair of tiles
+// as fp32 partials that a second kernel adds in a fixed order (FlashDq::Partials: 5 products,
+// and scratch of 64 x HD floats per pair). Both give run-to-run identical gradients.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +57,9 @@
 constexpr int FA_ROWS = 64;      // rows per block (4 warps x 16) and per streamed tile
 constexpr int FA_THREADS = 128;
 constexpr int FA_MAX_HD = 64;
+constexpr int FA_DS_LD = FA_ROWS + 8;   // row stride of the dK/dV kernel's dS^T tile (--flash_dq partials)
+// the (key tile, query tile) pairs kt <= qt of one head: the dQ partial slots
+__host__ __device__ inline size_t fa_pairs(int ntiles) { return (size_t)ntiles * (ntiles + 1) / 2; }
 
 // Shared-memory tiles are (64 x HD) bf16 with row stride LDH = HD + 8: the +8 skews rows by
 // 16 bytes, so the 8 row addresses of one ldmatrix phase (8 rows x 16 bytes) hit all 32 banks.
@@ -101,12 +107,17 @@ namespace fa {
 // adjacent 8-column blocks: n-block row0 = {r[0], r[2]}, n-block row0 + 8 = {r[1], r[3]}.
 // Read transposed, for a tile X used as it is (k = row0.., n = col0..), it is the B fragments
 // n-block col0 = {r[0], r[1]} and n-block col0 + 8 = {r[2], r[3]}.
-template <int HD, bool TRANS>
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16* tile, int row0, int col0) {
+// ldsm_x4_ld takes the tile's row stride (elements); ldsm_x4 is it for a (64 x HD) tile.
+template <bool TRANS>
+__device__ __forceinline__ void ldsm_x4_ld(uint32_t r[4], const __nv_bfloat16* tile, int ld, int row0, int col0) {
     const int l = threadIdx.x % 32;
-    const __nv_bfloat16* p = tile + (row0 + l % 8 + 8 * ((l / 8) % 2)) * FaDims<HD>::LDH + col0 + 8 * (l / 16);
+    const __nv_bfloat16* p = tile + (row0 + l % 8 + 8 * ((l / 8) % 2)) * ld + col0 + 8 * (l / 16);
     if (TRANS) ldmatrix_x4_trans(r, p);
     else ldmatrix_x4(r, p);
+}
+template <int HD, bool TRANS>
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16* tile, int row0, int col0) {
+    ldsm_x4_ld<TRANS>(r, tile, FaDims<HD>::LDH, row0, col0);
 }
 // two floats as one register of two bf16 (round to nearest even; lo in the lower 16 bits)
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -316,9 +327,20 @@ __global__ void flash_attention_dsum_kernel(float* __restrict__ dsum, const __nv
 // dK += dS^T Q. Writes the k and v parts of dqkv (B, T, 3C).
 // Shared memory: K, V in tiles 0, 1 at first; Q, dY of query tile i (counted from the first)
 // in tiles (2, 3) for even i and (0, 1) for odd i, with L and D (64 floats each) beside them.
-template <int HD>
-__global__ void __launch_bounds__(FA_THREADS)
-    flash_attention_dkv_kernel(__nv_bfloat16* __restrict__ dqkv, const __nv_bfloat16* __restrict__ dout,
+//
+// DQ = true (--flash_dq partials) also forms this key tile's share of dQ for every query tile
+// it meets, instead of the dQ kernel recomputing S and dP: the warps put their dS^T / s (the
+// bf16 values of the dK product) into a shared (64 keys x 64 queries) tile, and after a
+// barrier warp w multiplies rows 16w.. of dS (ldmatrix.trans of that tile) with the block's K
+// tile, kept in shared memory for this, and stores the fp32 (64 x HD) partial to its own slot
+// of dq_part. flash_attention_dq_reduce_kernel then sums each query tile's partials in key
+// tile order, so dQ is still deterministic (no atomics). Per (b, h) the slots are the pairs
+// kt <= qt of key and query tiles, pair index qt (qt + 1) / 2 + kt.
+// (launch bounds: a minimum of one block per SM for the DQ kernels of HD 16 and 32, where
+// ptxas's own occupancy target spilled 4 bytes on sm_80; 0, no minimum, elsewhere)
+template <int HD, bool DQ>
+__global__ void __launch_bounds__(FA_THREADS, DQ && HD < 64 ? 1 : 0)
+    flash_attention_dkv_kernel(__nv_bfloat16* __restrict__ dqkv, float* __restrict__ dq_part, const __nv_bfloat16* __restrict__ dout,
                                const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse, const float* __restrict__ dsum,
                                int T_, int C, int NH, float scale, float scale_log2, int vec8) {
     using namespace fa;
@@ -329,6 +351,9 @@ __global__ void __launch_bounds__(FA_THREADS)
     __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
     auto tile = [&](int i) { return tiles + i * FaDims<HD>::TILE; };
     float* vecs = reinterpret_cast<float*>(tiles + 4 * FaDims<HD>::TILE);   // L, D of buffer 0; L, D of buffer 1
+    // DQ only: the key tile (64 x HD, stride LDH) and dS^T (64 keys x 64 queries, stride FA_DS_LD)
+    __nv_bfloat16* sKeep = reinterpret_cast<__nv_bfloat16*>(vecs + 4 * FA_ROWS);
+    __nv_bfloat16* sdS = sKeep + FaDims<HD>::TILE;
     const size_t ld = (size_t)3 * C;
     const __nv_bfloat16* base = qkv + (size_t)b * T_ * ld;
     const __nv_bfloat16* dyb = dout + (size_t)b * T_ * C;
@@ -340,7 +365,7 @@ __global__ void __launch_bounds__(FA_THREADS)
         fa_load_vec(vecs + buf * 2 * FA_ROWS, lse_bh, q0, T_);
         fa_load_vec(vecs + buf * 2 * FA_ROWS + FA_ROWS, dsum_bh, q0, T_);
     };
-    fa_load_tile<HD>(tile(0), base, ld, C + h * hd, k0, T_, hd, vec8);
+    fa_load_tile<HD>(DQ ? sKeep : tile(0), base, ld, C + h * hd, k0, T_, hd, vec8);
     fa_load_tile<HD>(tile(1), base, ld, 2 * C + h * hd, k0, T_, hd, vec8);
     load_queries(0, k0);
     cp_async_commit();
@@ -348,7 +373,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     __syncthreads();
     uint32_t kf[KC][4], vf[KC][4];
     for (int kc = 0; kc < KC; kc++) {
-        ldsm_x4<HD, false>(kf[kc], tile(0), warp * 16, kc * 16);
+        ldsm_x4<HD, false>(kf[kc], DQ ? sKeep : tile(0), warp * 16, kc * 16);
         ldsm_x4<HD, false>(vf[kc], tile(1), warp * 16, kc * 16);
     }
     __syncthreads();   // tiles 0, 1 are free for the second buffer
@@ -357,6 +382,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     for (int nb = 0; nb < NB; nb++)
         for (int e = 0; e < 4; e++) dk[nb][e] = dv[nb][e] = 0.0f;
     const int ntiles = (T_ + FA_ROWS - 1) / FA_ROWS;
+    float* dq_part_bh = DQ ? dq_part + (size_t)bh * fa_pairs(ntiles) * FA_ROWS * HD : nullptr;   // this head's dQ slots
     for (int qt = blockIdx.x; qt < ntiles; qt++) {   // query tiles at or after the key tile
         const int q0 = qt * FA_ROWS, buf = (qt - blockIdx.x) % 2;
         if (qt + 1 < ntiles) load_queries(1 - buf, q0 + FA_ROWS);   // prefetch
@@ -389,8 +415,33 @@ __global__ void __launch_bounds__(FA_THREADS)
             acc_to_a(dsa, dpt[0], dpt[1]);
             accumulate16<HD>(dv, pa, sdY, kk * 16);   // dV += P^T dY
             accumulate16<HD>(dk, dsa, sQ, kk * 16);   // dK += dS^T Q
+            if (DQ) {   // dS^T / s into the shared tile: rows (keys) g, g + 8 of the warp's 16, query columns 16kk + 2t (+8)
+                uint32_t* r0 = reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g) * FA_DS_LD + kk * 16 + 2 * t);
+                uint32_t* r8 = reinterpret_cast<uint32_t*>(sdS + (warp * 16 + g + 8) * FA_DS_LD + kk * 16 + 2 * t);
+                r0[0] = dsa[0], r8[0] = dsa[1], r0[4] = dsa[2], r8[4] = dsa[3];
+            }
         }
-        __syncthreads();   // the buffer is consumed before it is prefetched into again
+        if (DQ) {
+            __syncthreads();   // every warp's dS^T is in sdS
+            // partial dQ / s (16 queries x HD) of queries 16w.. = dS (16 x 64 keys) K (64 x HD): the
+            // transposed ldmatrix of dS^T at (keys 16kk.., queries 16w..) holds the blocks
+            // (q, k) r[0], (q, k + 8) r[1], (q + 8, k) r[2], (q + 8, k + 8) r[3] of dS
+            float dqp[NB][4];
+            for (int nb = 0; nb < NB; nb++) dqp[nb][0] = dqp[nb][1] = dqp[nb][2] = dqp[nb][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < FA_ROWS / 16; kk++) {
+                uint32_t r[4];
+                ldsm_x4_ld<true>(r, sdS, FA_DS_LD, kk * 16, warp * 16);
+                const uint32_t a[4] = {r[0], r[2], r[1], r[3]};
+                accumulate16<HD>(dqp, a, sKeep, kk * 16);
+            }
+            float* slot = dq_part_bh + ((size_t)qt * (qt + 1) / 2 + blockIdx.x) * FA_ROWS * HD;
+            for (int hf = 0; hf < 2; hf++) {
+                float* row = slot + (size_t)(warp * 16 + g + 8 * hf) * HD + 2 * t;
+                for (int nb = 0; nb < NB; nb++) *reinterpret_cast<float2*>(row + nb * 8) = make_float2(dqp[nb][2 * hf], dqp[nb][2 * hf + 1]);
+            }
+        }
+        __syncthreads();   // the buffer (and sdS) is consumed before it is written again
     }
     const float one[2] = {1.0f, 1.0f}, s2[2] = {scale, scale};
     __nv_bfloat16* db = dqkv + (size_t)b * T_ * ld;
@@ -475,8 +526,41 @@ __global__ void __launch_bounds__(FA_THREADS)
     store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, s2);   // dQ = s sum (dS / s) K
 }
 
+// dQ from the dK/dV kernel's partials (--flash_dq partials): row t of head (b, h), query tile
+// qt = t / 64, is s times the sum over key tiles kt = 0 .. qt (in that order) of row t % 64 of
+// slot (b h, qt (qt + 1) / 2 + kt). One thread per 4 columns of a row (16-byte loads; HD is a
+// multiple of 16), writing the q columns d < hd of dqkv (B, T, 3C).
+template <int HD>
+__global__ void flash_attention_dq_reduce_kernel(__nv_bfloat16* __restrict__ dqkv, const float* __restrict__ dq_part, int B, int T_, int C,
+                                                 int NH, float scale) {
+    const int hd = C / NH, ntiles = (T_ + FA_ROWS - 1) / FA_ROWS;
+    const size_t n = (size_t)B * NH * T_ * (HD / 4);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int d = (int)(i % (HD / 4)) * 4;
+        const size_t row = i / (HD / 4);   // (b h) T + t
+        const int t = (int)(row % T_), bh = (int)(row / T_), qt = t / FA_ROWS;
+        const float* p = dq_part + ((size_t)bh * fa_pairs(ntiles) + (size_t)qt * (qt + 1) / 2) * FA_ROWS * HD + (size_t)(t % FA_ROWS) * HD + d;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int kt = 0; kt <= qt; kt++, p += FA_ROWS * HD) {
+            const float4 v = *reinterpret_cast<const float4*>(p);
+            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+        const float a[4] = {acc.x, acc.y, acc.z, acc.w};
+        __nv_bfloat16* out = dqkv + ((size_t)(bh / NH) * T_ + t) * 3 * C + (bh % NH) * hd;
+        for (int e = 0; e < 4; e++)
+            if (d + e < hd) out[d + e] = __float2bfloat16_rn(scale * a[e]);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // host side
+
+// How the backward forms dQ (--flash_dq): Recompute, the dQ kernel streams the key tiles and
+// recomputes S and dP (7 products per pair of tiles in all, no scratch); Partials, the dK/dV
+// kernel also multiplies its dS with K (5 products and a shared-memory round of dS) into fp32
+// partials that a reduction kernel sums (scratch flash_attention_dq_partial_floats, 428 MB at
+// gpt2-124m B 16, T 1024). Both are deterministic.
+enum class FlashDq { Recompute, Partials };
 
 inline bool flash_attention_supported(int C, int NH) { return C % NH == 0 && C / NH <= FA_MAX_HD; }
 inline int flash_attention_hd(int C, int NH) {   // the padded head dim
@@ -485,6 +569,10 @@ inline int flash_attention_hd(int C, int NH) {   // the padded head dim
 }
 // fp32 scratch the backward needs: D, (B, NH, T)
 inline size_t flash_attention_scratch_floats(int B, int T_, int NH) { return (size_t)B * NH * T_; }
+// and with FlashDq::Partials the dQ partials: per (b, h) and pair of tiles kt <= qt a (64 x HD) slot
+inline size_t flash_attention_dq_partial_floats(int B, int T_, int C, int NH) {
+    return (size_t)B * NH * fa_pairs((T_ + FA_ROWS - 1) / FA_ROWS) * FA_ROWS * flash_attention_hd(C, NH);
+}
 
 template <int HD>
 inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int T_, int C, int NH, cudaStream_t st) {
@@ -496,14 +584,26 @@ inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat1
 }
 template <int HD>
 inline void fa_backward_launch(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse, const float* dsum,
-                               int B, int T_, int C, int NH, cudaStream_t st) {
+                               FlashDq dq_mode, float* dq_part, int B, int T_, int C, int NH, cudaStream_t st) {
     // four tiles + two buffers of L and D (dK/dV; dQ uses the tiles only): 37 KB at HD = 64
     const size_t smem = FaDims<HD>::SMEM + 4 * FA_ROWS * sizeof(float);
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16) && is_aligned(dout, 16)) ? 1 : 0;
     const float scale = 1.0f / sqrtf((float)hd), scale_log2 = 1.4426950408889634f * scale;
     const dim3 grid(ceil_div(T_, FA_ROWS), B * NH);
-    launch_kernel(flash_attention_dkv_kernel<HD>, grid, FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_, C, NH, scale, scale_log2,
-                  vec8);
+    if (dq_mode == FlashDq::Partials) {
+        // plus the kept K tile and the dS^T tile: 55 KB at HD = 64, over the 48 KB a launch gets unasked
+        const size_t smem_dq = smem + (FaDims<HD>::TILE + (size_t)FA_ROWS * FA_DS_LD) * sizeof(__nv_bfloat16);
+        auto* dkv_dq = flash_attention_dkv_kernel<HD, true>;
+        cudaCheck(cudaFuncSetAttribute((const void*)dkv_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dq));
+        launch_kernel(dkv_dq, grid, FA_THREADS, smem_dq, st, dqkv, dq_part, dout, qkv, lse, dsum, T_, C, NH,
+                      scale, scale_log2, vec8);
+        const size_t threads = (size_t)B * NH * T_ * (HD / 4);
+        launch_kernel(flash_attention_dq_reduce_kernel<HD>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dqkv, dq_part, B, T_, C,
+                      NH, scale);
+        return;
+    }
+    launch_kernel(flash_attention_dkv_kernel<HD, false>, grid, FA_THREADS, smem, st, dqkv, nullptr, dout, qkv, lse, dsum, T_, C, NH, scale,
+                  scale_log2, vec8);
     launch_kernel(flash_attention_dq_kernel<HD>, grid, FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_, C, NH, scale, scale_log2,
                   vec8);
 }
@@ -526,13 +626,15 @@ inline void flash_attention_dsum(float* dsum, const __nv_bfloat16* dout, const _
         launch_kernel(flash_attention_dsum_kernel<1>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dsum, dout, out, B, T_, C, NH);
 }
 // dqkv (B, T, 3C, overwritten) from dout (B, T, C), the forward's qkv, out and lse;
-// dsum: flash_attention_scratch_floats
+// dsum: flash_attention_scratch_floats; dq_part: flash_attention_dq_partial_floats with
+// FlashDq::Partials (else unused, may be null)
 inline void flash_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const __nv_bfloat16* out,
-                                     const float* lse, float* dsum, int B, int T_, int C, int NH, cudaStream_t st) {
+                                     const float* lse, float* dsum, FlashDq dq_mode, float* dq_part, int B, int T_, int C, int NH,
+                                     cudaStream_t st) {
     flash_attention_dsum(dsum, dout, out, B, T_, C, NH, st);
     switch (flash_attention_hd(C, NH)) {
-        case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
-        case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
-        default: fa_backward_launch<64>(dqkv, dout, qkv, lse, dsum, B, T_, C, NH, st); break;
+        case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
+        case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
+        default: fa_backward_launch<64>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
     }
 }

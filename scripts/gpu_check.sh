@@ -4,17 +4,19 @@
 #   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
 #      and print the ptxas register / shared-memory / spill table for sm_90;
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
-#      bf16 with the T x T attention and fp32 without the GEMM-epilogue fusion; and, where
+#      bf16 with the T x T attention, bf16 with flash attention's dQ from partials
+#      (--flash_dq partials) and fp32 without the GEMM-epilogue fusion; and, where
 #      PyTorch is installed, the trainer's analysis modes (fp32) against dev/model.py and
 #      test_gpt.cu (fp32, bf16) on the unstored shapes of make_reference.py --set extra;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
-#      test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
+#      both --flash_dq modes, test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
 #      cuBLASLt's BGRADB, test_adamw: the update in groups of 4 vs one element at a time);
 #   4. benchmark training for BENCH_SECONDS (default 40) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
-#      --bias_grad kernel, with --gelu_fusion 0 --bias_grad kernel (no epilogues) and with
-#      --attention matmul, for comparison), and
+#      --bias_grad kernel, with --flash_dq partials, at 64 sequences with --flash_dq partials
+#      --bias_grad kernel (both opt-in paths), with --gelu_fusion 0 --bias_grad kernel (no
+#      epilogues) and with --attention matmul, for comparison), and
 #      llama-1b at T = 256 (25 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
@@ -28,7 +30,8 @@
 # Without a GPU it does steps 1 and writes the summary up to there, then exits 77 (skip).
 # QUICK=1 (for iterating on speed): builds the trainer (and the kernel benches) only,
 # skips steps 2-3 but the kernel benches, and benchmarks gpt2-124m at T = 1024 only (B = 16,
-# B = 16 with --bias_grad kernel, B = 64), then the profile if PROFILE is set.
+# B = 16 with --bias_grad kernel, B = 16 with --flash_dq partials, B = 64, B = 64 with both),
+# then the profile if PROFILE is set.
 # The comparison runs (gpt2 T = 1024 at 64 sequences, with --bias_grad kernel, without
 # epilogues, with matmul attention) take EXTRA_SECONDS (default 15) each, llama-1b
 # BENCH_SECONDS + 25, so that the whole script stays under 8 minutes on an H200 (the builds,
@@ -97,7 +100,8 @@ fi
 nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0 --bias_grad kernel" "bf16 --bias_grad kernel")
+TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0 --bias_grad kernel" "bf16 --bias_grad kernel"
+          "bf16 --flash_dq partials")
 [ "$QUICK" = 0 ] || TG_MODES=()
 for p in "${TG_MODES[@]}"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
@@ -190,7 +194,9 @@ S=$BENCH_SECONDS X=$EXTRA_SECONDS
 if [ "$QUICK" != 0 ]; then
   bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
   bench $S gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
+  bench $S gpt2-124m_T1024_flash_dq_partials "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --flash_dq partials
   bench $S gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
+  bench $S gpt2-124m_T1024_B64_partials_bias_kernel "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m --flash_dq partials --bias_grad kernel
 else
 bench $S llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
 bench $S llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
@@ -201,6 +207,10 @@ bench $S gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
 bench $X gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
 # the same step with the bias gradients in column-sum kernels (fc's inside the GELU gradient)
 bench $X gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
+# the same step with flash attention's dQ from the dK/dV kernel's partials (5 products, not 7)
+bench $X gpt2-124m_T1024_flash_dq_partials "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --flash_dq partials
+# llm.c's batch with both opt-in paths (the candidate default for the 40% target)
+bench $X gpt2-124m_T1024_B64_partials_bias_kernel "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m --flash_dq partials --bias_grad kernel
 # the same step with GELU and the bias gradients in their own kernels instead of cuBLASLt epilogues
 bench $X gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0 --bias_grad kernel
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
@@ -240,12 +250,13 @@ timeline() {   # name data B T extra-flags...
 }
 # what limits the flash-attention kernels (they run at a fraction of the tensor cores' rate):
 # Nsight Compute sections on test_flash_attention --bench (the second and third rounds of
-# forward, dK/dV and dQ), summarised by dev/ncu_limits.py (throughputs, occupancy, the top
+# forward, dK/dV and dQ, then dK/dV with the dQ partials and their reduction), summarised by
+# dev/ncu_limits.py (throughputs, occupancy, the top
 # warp stall reasons); a diagnostic like the timeline
 limits() {   # test kernel-regex
   local csv="$OUT_DIR/limits_$1.csv"
   timeout 150 "$NCU" --clock-control none --csv --page raw --section SpeedOfLight --section Occupancy --section WarpStateStats \
-    --section ComputeWorkloadAnalysis --section LaunchStats -k "regex:$2" --launch-skip 3 --launch-count 6 \
+    --section ComputeWorkloadAnalysis --section LaunchStats -k "regex:$2" --launch-skip 5 --launch-count 10 \
     "$B/kernels/nvcc/$1" --bench > "$csv" 2>&1
   echo "== limits $1 (Nsight Compute sections, dev/ncu_limits.py)" | tee -a "$SUMMARY"
   if "$PY" dev/ncu_limits.py "$csv" > "$OUT_DIR/limits_$1.txt" 2>&1; then tee -a "$SUMMARY" < "$OUT_DIR/limits_$1.txt"
@@ -258,7 +269,7 @@ if [ "${PROFILE:-0}" != 0 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   if [ -n "$NCU" ]; then
     profile gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
-    limits test_flash_attention 'flash_attention_(forward|dkv|dq)_kernel'
+    limits test_flash_attention 'flash_attention_(forward|dkv|dq|dq_reduce)_kernel'
     [ "$PROFILE" = 2 ] && profile llama-1b_T256 "$DATA/tok32k_*.bin" 32 256 -p llama-1b
   else
     say "SKIP profile: no ncu"

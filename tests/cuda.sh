@@ -46,6 +46,11 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
   run_test cuda/test_gpt_emu_fp32_gelu_fusion2 pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 2 --steps 3 \
     --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
+  # flash attention's dQ from the dK/dV kernel's partials (--flash_dq partials): the stored
+  # states with the bitwise resume check, and the generated shapes (T up to 70: two tiles)
+  run_test cuda/test_gpt_emu_bf16_flash_dq_partials pass "$CB/test_gpt_cuda_emu" --precision bf16 --flash_dq partials --steps 3 \
+    dev/reference/gpt_mix.bin dev/reference/llama_mix.bin dev/reference/llama_post.bin
+  run_test cuda/test_gpt_emu_bf16_extra_shapes_flash_dq_partials pass cuda_extra_shapes --precision bf16 --flash_dq partials
   # negative tests: the comparisons must be able to fail
   run_test cuda/neg_wrong_post_ln 'fail:llama_mix.bin: MISMATCH' "$CB/test_gpt_cuda_emu" --post_ln_layers 2 --steps 0 \
     --resume_steps 0 dev/reference/llama_mix.bin
@@ -56,6 +61,7 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
   run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
   run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3' "$CB/test_gpt_cuda_emu" --gelu_fusion 3
   run_test cuda/bad_test_bias_grad "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$CB/test_gpt_cuda_emu" --bias_grad fused
+  run_test cuda/bad_test_flash_dq "fail:^error: --flash_dq must be recompute or partials, got 'atomic'" "$CB/test_gpt_cuda_emu" --flash_dq atomic
 else
   skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
 fi
@@ -147,6 +153,29 @@ PYEOF
     $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
   }
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
+  # the trainer with --flash_dq partials (bf16, T = 80: two flash tiles, so three dQ partial
+  # slots per head): it says so, plans the scratch, and its losses and gradient norms follow
+  # the default path's (the two round dQ differently, so not bitwise: within 1%), 4 steps
+  cuda_flash_dq() {
+    local f=(--arch gpt --n_layer 2 --n_head 2 --d_model 64 --ffn 88 --vocab 300 --max_seq_len 80 -k 1 -b 1 -t 80
+             -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0 -x 4)
+    "$T" "${f[@]}" -o "$CSCRATCH/dq_rec.jsonl" > "$CSCRATCH/dq_rec.txt" 2>&1 || { cat "$CSCRATCH/dq_rec.txt"; return 1; }
+    "$T" "${f[@]}" --flash_dq partials -o "$CSCRATCH/dq_part.jsonl" > "$CSCRATCH/dq_part.txt" 2>&1 || { cat "$CSCRATCH/dq_part.txt"; return 1; }
+    cat "$CSCRATCH/dq_part.txt"
+    grep -q "^attention: flash .*dQ from the dK/dV kernel's partials" "$CSCRATCH/dq_part.txt" || { echo "no partials line"; return 1; }
+    grep -q "^attention: flash .*dQ recomputed" "$CSCRATCH/dq_rec.txt" || { echo "no recompute line"; return 1; }
+    $CPY - "$CSCRATCH/dq_rec.jsonl" "$CSCRATCH/dq_part.jsonl" <<'PYEOF'
+import json, sys
+rows = [[r for r in map(json.loads, open(p)) if r["kind"] == "step"] for p in sys.argv[1:]]
+assert len(rows[0]) == len(rows[1]) == 4, [len(r) for r in rows]
+for a, b in zip(*rows):
+    for k in ("loss", "grad_norm"):
+        rel = abs(a[k] - b[k]) / abs(a[k])
+        print(f"step {a['step']} {k}: recompute {a[k]:.6g} partials {b[k]:.6g} rel {rel:.2e}")
+        assert rel < 1e-2, k
+PYEOF
+  }
+  run_test cuda/train_emu_flash_dq_partials pass cuda_flash_dq
   # a full disk (a tmpfs that holds one 0.6 MB checkpoint, not two): the write at step 4 fails
   # with a one-line error and a non-zero exit, no temporary file is left, and the step-2
   # checkpoint is intact (the CPU trainer loads it). LAUNCH, CU_FLAGS: as cuda_vs_cpu
@@ -375,6 +404,7 @@ PYEOF
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
   run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3'   "$T" "${CTINY[@]}" --gelu_fusion 3
   run_test cuda/bad_bias_grad      "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$T" "${CTINY[@]}" --bias_grad fused
+  run_test cuda/bad_flash_dq       "fail:^error: --flash_dq must be recompute or partials, got 'atomic'" "$T" "${CTINY[@]}" --flash_dq atomic
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
