@@ -335,17 +335,27 @@ __global__ void flash_attention_dsum_kernel(float* __restrict__ dsum, const __nv
 // tile, kept in shared memory for this, and stores the fp32 (64 x HD) partial to its own slot
 // of dq_part. flash_attention_dq_reduce_kernel then sums each query tile's partials in key
 // tile order, so dQ is still deterministic (no atomics). Per (b, h) the slots are the pairs
-// kt <= qt of key and query tiles, pair index qt (qt + 1) / 2 + kt.
-// (launch bounds: a minimum of one block per SM for the DQ kernels of HD 16 and 32, where
-// ptxas's own occupancy target spilled 4 bytes on sm_80; 0, no minimum, elsewhere)
+// kt <= qt of key and query tiles, pair index qt (qt + 1) / 2 + kt. A launch covers the heads
+// bh0 .. bh0 + gridDim.y - 1 (all of them when the scratch holds them all), head bh0 + y
+// writing the slots of scratch head y.
+// Launch bounds (minimum blocks per SM) of the DQ kernels: at HD = 64, 3 on sm_90 (at most
+// 168 registers, else a few more put it at 2 blocks per SM; H100/H200 shared memory holds 4
+// blocks of 56 KB), none on sm_80 (its 164 KB of shared memory holds 2 such blocks anyway, and
+// a cap of 168 spilled); at HD 16 and 32, 1 (ptxas's own occupancy target spilled 4 bytes on
+// sm_80). The kernels without DQ keep no minimum (0).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+constexpr int FA_DQ_MIN_BLOCKS_HD64 = 0;
+#else
+constexpr int FA_DQ_MIN_BLOCKS_HD64 = 3;
+#endif
 template <int HD, bool DQ>
-__global__ void __launch_bounds__(FA_THREADS, DQ && HD < 64 ? 1 : 0)
+__global__ void __launch_bounds__(FA_THREADS, !DQ ? 0 : HD == 64 ? FA_DQ_MIN_BLOCKS_HD64 : 1)
     flash_attention_dkv_kernel(__nv_bfloat16* __restrict__ dqkv, float* __restrict__ dq_part, const __nv_bfloat16* __restrict__ dout,
                                const __nv_bfloat16* __restrict__ qkv, const float* __restrict__ lse, const float* __restrict__ dsum,
-                               int T_, int C, int NH, float scale, float scale_log2, int vec8) {
+                               int T_, int C, int NH, float scale, float scale_log2, int vec8, int bh0) {
     using namespace fa;
     constexpr int KC = HD / 16, NB = HD / 8;
-    const int hd = C / NH, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int hd = C / NH, bh = bh0 + blockIdx.y, b = bh / NH, h = bh % NH;   // heads bh0.. of this launch
     const int k0 = blockIdx.x * FA_ROWS;
     const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
     __nv_bfloat16* tiles = dynamic_shared_memory<__nv_bfloat16>();
@@ -382,7 +392,7 @@ __global__ void __launch_bounds__(FA_THREADS, DQ && HD < 64 ? 1 : 0)
     for (int nb = 0; nb < NB; nb++)
         for (int e = 0; e < 4; e++) dk[nb][e] = dv[nb][e] = 0.0f;
     const int ntiles = (T_ + FA_ROWS - 1) / FA_ROWS;
-    float* dq_part_bh = DQ ? dq_part + (size_t)bh * fa_pairs(ntiles) * FA_ROWS * HD : nullptr;   // this head's dQ slots
+    float* dq_part_bh = DQ ? dq_part + (size_t)blockIdx.y * fa_pairs(ntiles) * FA_ROWS * HD : nullptr;   // this head's dQ slots
     for (int qt = blockIdx.x; qt < ntiles; qt++) {   // query tiles at or after the key tile
         const int q0 = qt * FA_ROWS, buf = (qt - blockIdx.x) % 2;
         if (qt + 1 < ntiles) load_queries(1 - buf, q0 + FA_ROWS);   // prefetch
@@ -526,20 +536,21 @@ __global__ void __launch_bounds__(FA_THREADS)
     store_acc<HD>(dqkv + (size_t)b * T_ * ld, ld, h * hd, qlo, T_, hd, dq, s2);   // dQ = s sum (dS / s) K
 }
 
-// dQ from the dK/dV kernel's partials (--flash_dq partials): row t of head (b, h), query tile
-// qt = t / 64, is s times the sum over key tiles kt = 0 .. qt (in that order) of row t % 64 of
-// slot (b h, qt (qt + 1) / 2 + kt). One thread per 4 columns of a row (16-byte loads; HD is a
-// multiple of 16), writing the q columns d < hd of dqkv (B, T, 3C).
+// dQ from the dK/dV kernel's partials (--flash_dq partials): row t of head bh0 + y (y < nbh, the
+// heads of the launch before), query tile qt = t / 64, is s times the sum over key tiles
+// kt = 0 .. qt (in that order) of row t % 64 of slot (y, qt (qt + 1) / 2 + kt). One thread per
+// 4 columns of a row (16-byte loads; HD is a multiple of 16), writing the q columns d < hd of
+// dqkv (B, T, 3C).
 template <int HD>
-__global__ void flash_attention_dq_reduce_kernel(__nv_bfloat16* __restrict__ dqkv, const float* __restrict__ dq_part, int B, int T_, int C,
-                                                 int NH, float scale) {
+__global__ void flash_attention_dq_reduce_kernel(__nv_bfloat16* __restrict__ dqkv, const float* __restrict__ dq_part, int bh0, int nbh,
+                                                 int T_, int C, int NH, float scale) {
     const int hd = C / NH, ntiles = (T_ + FA_ROWS - 1) / FA_ROWS;
-    const size_t n = (size_t)B * NH * T_ * (HD / 4);
+    const size_t n = (size_t)nbh * T_ * (HD / 4);
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const int d = (int)(i % (HD / 4)) * 4;
-        const size_t row = i / (HD / 4);   // (b h) T + t
-        const int t = (int)(row % T_), bh = (int)(row / T_), qt = t / FA_ROWS;
-        const float* p = dq_part + ((size_t)bh * fa_pairs(ntiles) + (size_t)qt * (qt + 1) / 2) * FA_ROWS * HD + (size_t)(t % FA_ROWS) * HD + d;
+        const size_t row = i / (HD / 4);   // y T + t
+        const int t = (int)(row % T_), y = (int)(row / T_), bh = bh0 + y, qt = t / FA_ROWS;
+        const float* p = dq_part + ((size_t)y * fa_pairs(ntiles) + (size_t)qt * (qt + 1) / 2) * FA_ROWS * HD + (size_t)(t % FA_ROWS) * HD + d;
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int kt = 0; kt <= qt; kt++, p += FA_ROWS * HD) {
             const float4 v = *reinterpret_cast<const float4*>(p);
@@ -558,9 +569,11 @@ __global__ void flash_attention_dq_reduce_kernel(__nv_bfloat16* __restrict__ dqk
 // How the backward forms dQ (--flash_dq): Recompute, the dQ kernel streams the key tiles and
 // recomputes S and dP (7 products per pair of tiles in all, no scratch); Partials, the dK/dV
 // kernel also multiplies its dS with K (5 products and a shared-memory round of dS) into fp32
-// partials that a reduction kernel sums (scratch flash_attention_dq_partial_floats, 428 MB at
-// gpt2-124m B 16, T 1024). Both are deterministic.
+// partials that a reduction kernel sums (scratch flash_attention_dq_partial_floats: 408 MiB at
+// gpt2-124m B 16, T 1024, at most FA_DQ_PART_MAX_BYTES, the heads taken in groups that fit
+// beyond that). Both are deterministic.
 enum class FlashDq { Recompute, Partials };
+constexpr size_t FA_DQ_PART_MAX_BYTES = (size_t)2 << 30;   // 2 GiB: gpt2-124m 64 x 1024 (1.6 GiB) in one launch
 
 inline bool flash_attention_supported(int C, int NH) { return C % NH == 0 && C / NH <= FA_MAX_HD; }
 inline int flash_attention_hd(int C, int NH) {   // the padded head dim
@@ -569,9 +582,16 @@ inline int flash_attention_hd(int C, int NH) {   // the padded head dim
 }
 // fp32 scratch the backward needs: D, (B, NH, T)
 inline size_t flash_attention_scratch_floats(int B, int T_, int NH) { return (size_t)B * NH * T_; }
-// and with FlashDq::Partials the dQ partials: per (b, h) and pair of tiles kt <= qt a (64 x HD) slot
-inline size_t flash_attention_dq_partial_floats(int B, int T_, int C, int NH) {
-    return (size_t)B * NH * fa_pairs((T_ + FA_ROWS - 1) / FA_ROWS) * FA_ROWS * flash_attention_hd(C, NH);
+// and with FlashDq::Partials the dQ partials: per head (b, h) and pair of tiles kt <= qt a
+// (64 x HD) slot. One head's slots, and as many heads' as fit in max_bytes (at least one, at
+// most B * NH); the backward takes the heads in groups of scratch / one head's floats.
+inline size_t flash_attention_dq_head_floats(int T_, int C, int NH) {
+    return fa_pairs((T_ + FA_ROWS - 1) / FA_ROWS) * FA_ROWS * flash_attention_hd(C, NH);
+}
+inline size_t flash_attention_dq_partial_floats(int B, int T_, int C, int NH, size_t max_bytes = FA_DQ_PART_MAX_BYTES) {
+    const size_t head = flash_attention_dq_head_floats(T_, C, NH);
+    const size_t heads = std::min((size_t)B * NH, std::max((size_t)1, max_bytes / sizeof(float) / head));
+    return heads * head;
 }
 
 template <int HD>
@@ -584,7 +604,7 @@ inline void fa_forward_launch(__nv_bfloat16* out, float* lse, const __nv_bfloat1
 }
 template <int HD>
 inline void fa_backward_launch(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const float* lse, const float* dsum,
-                               FlashDq dq_mode, float* dq_part, int B, int T_, int C, int NH, cudaStream_t st) {
+                               FlashDq dq_mode, float* dq_part, size_t dq_part_floats, int B, int T_, int C, int NH, cudaStream_t st) {
     // four tiles + two buffers of L and D (dK/dV; dQ uses the tiles only): 37 KB at HD = 64
     const size_t smem = FaDims<HD>::SMEM + 4 * FA_ROWS * sizeof(float);
     const int hd = C / NH, vec8 = (hd % 8 == 0 && C % 8 == 0 && is_aligned(qkv, 16) && is_aligned(dout, 16)) ? 1 : 0;
@@ -595,15 +615,25 @@ inline void fa_backward_launch(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, c
         const size_t smem_dq = smem + (FaDims<HD>::TILE + (size_t)FA_ROWS * FA_DS_LD) * sizeof(__nv_bfloat16);
         auto* dkv_dq = flash_attention_dkv_kernel<HD, true>;
         cudaCheck(cudaFuncSetAttribute((const void*)dkv_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dq));
-        launch_kernel(dkv_dq, grid, FA_THREADS, smem_dq, st, dqkv, dq_part, dout, qkv, lse, dsum, T_, C, NH,
-                      scale, scale_log2, vec8);
-        const size_t threads = (size_t)B * NH * T_ * (HD / 4);
-        launch_kernel(flash_attention_dq_reduce_kernel<HD>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dqkv, dq_part, B, T_, C,
-                      NH, scale);
+        // the heads in groups that fit the scratch (all at once unless T is long)
+        const int group = (int)std::min((size_t)B * NH, dq_part_floats / flash_attention_dq_head_floats(T_, C, NH));
+        if (group < 1) {
+            fprintf(stderr, "flash_attention_backward: dQ scratch of %zu floats holds no head (%zu needed)\n", dq_part_floats,
+                    flash_attention_dq_head_floats(T_, C, NH));
+            exit(EXIT_FAILURE);
+        }
+        for (int bh0 = 0; bh0 < B * NH; bh0 += group) {
+            const int nbh = std::min(group, B * NH - bh0);
+            launch_kernel(dkv_dq, dim3(grid.x, nbh), FA_THREADS, smem_dq, st, dqkv, dq_part, dout, qkv, lse, dsum, T_, C, NH, scale,
+                          scale_log2, vec8, bh0);
+            const size_t threads = (size_t)nbh * T_ * (HD / 4);
+            launch_kernel(flash_attention_dq_reduce_kernel<HD>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dqkv, dq_part, bh0,
+                          nbh, T_, C, NH, scale);
+        }
         return;
     }
     launch_kernel(flash_attention_dkv_kernel<HD, false>, grid, FA_THREADS, smem, st, dqkv, nullptr, dout, qkv, lse, dsum, T_, C, NH, scale,
-                  scale_log2, vec8);
+                  scale_log2, vec8, 0);
     launch_kernel(flash_attention_dq_kernel<HD>, grid, FA_THREADS, smem, st, dqkv, dout, qkv, lse, dsum, T_, C, NH, scale, scale_log2,
                   vec8);
 }
@@ -626,15 +656,15 @@ inline void flash_attention_dsum(float* dsum, const __nv_bfloat16* dout, const _
         launch_kernel(flash_attention_dsum_kernel<1>, grid_stride_blocks(threads, EW_BLOCK), EW_BLOCK, 0, st, dsum, dout, out, B, T_, C, NH);
 }
 // dqkv (B, T, 3C, overwritten) from dout (B, T, C), the forward's qkv, out and lse;
-// dsum: flash_attention_scratch_floats; dq_part: flash_attention_dq_partial_floats with
-// FlashDq::Partials (else unused, may be null)
+// dsum: flash_attention_scratch_floats; with FlashDq::Partials dq_part holds dq_part_floats
+// (flash_attention_dq_partial_floats, or any multiple of one head's) (else unused, may be null)
 inline void flash_attention_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const __nv_bfloat16* qkv, const __nv_bfloat16* out,
-                                     const float* lse, float* dsum, FlashDq dq_mode, float* dq_part, int B, int T_, int C, int NH,
-                                     cudaStream_t st) {
+                                     const float* lse, float* dsum, FlashDq dq_mode, float* dq_part, size_t dq_part_floats, int B, int T_,
+                                     int C, int NH, cudaStream_t st) {
     flash_attention_dsum(dsum, dout, out, B, T_, C, NH, st);
     switch (flash_attention_hd(C, NH)) {
-        case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
-        case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
-        default: fa_backward_launch<64>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, B, T_, C, NH, st); break;
+        case 16: fa_backward_launch<16>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, dq_part_floats, B, T_, C, NH, st); break;
+        case 32: fa_backward_launch<32>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, dq_part_floats, B, T_, C, NH, st); break;
+        default: fa_backward_launch<64>(dqkv, dout, qkv, lse, dsum, dq_mode, dq_part, dq_part_floats, B, T_, C, NH, st); break;
     }
 }

@@ -7,7 +7,8 @@
 // the kernels forget to write fails), and a rerun must be bitwise identical (no atomics).
 // The backward is checked both ways of forming dQ (FlashDq::Recompute, the dQ kernel; and
 // FlashDq::Partials, the dK/dV kernel's fp32 partials and their reduction, whose scratch is
-// poisoned too: a slot left unwritten fails).
+// poisoned too: a slot left unwritten fails; with scratch for all heads, and for one head at
+// a time, the heads then in B * NH launches, which must give the same bits).
 // Exit non-zero on any mismatch.
 // --bench (GPU only): times the forward and the backward (both dQ modes) alone at gpt2-124m's
 // T = 1024 shape (B 16, 12 heads of 64) and prints ms, TFLOP/s and the partials/recompute ratio.
@@ -29,7 +30,8 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
     for (double& v : lse_ref) v /= std::log(2.0);   // the kernels keep it in base 2
     DeviceBuffer<T> d_qkv(N * 3 * C), d_out(N * C), d_dout(N * C), d_dqkv(N * 3 * C);
     DeviceBuffer<float> d_lse((size_t)B * NH * T_), d_dsum(flash_attention_scratch_floats(B, T_, NH));
-    DeviceBuffer<float> d_part(flash_attention_dq_partial_floats(B, T_, C, NH));
+    const size_t part_floats = flash_attention_dq_partial_floats(B, T_, C, NH), head_floats = flash_attention_dq_head_floats(T_, C, NH);
+    DeviceBuffer<float> d_part(part_floats);
     d_qkv.upload(qkv);
     d_dout.upload(dout);
     std::vector<unsigned char> first_out, first_dqkv, first_dsum, first_dqkv_part;
@@ -39,15 +41,22 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
         d_dsum.poison();
         d_dqkv.poison();
         flash_attention_forward(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
-        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Recompute, nullptr, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Recompute, nullptr, 0, B, T_, C, NH, 0);
         cudaCheck(cudaDeviceSynchronize());
         const std::vector<unsigned char> dqkv_recompute = d_dqkv.bytes();
         const std::vector<float> dqkv_recompute_f = d_dqkv.download();
         d_dqkv.poison();
         d_part.poison();
-        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Partials, d_part, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Partials, d_part, part_floats, B, T_, C, NH, 0);
         cudaCheck(cudaDeviceSynchronize());
         const std::vector<unsigned char> dqkv_partials = d_dqkv.bytes();
+        if (rep == 0) {   // one head's scratch: the heads one launch at a time
+            d_dqkv.poison();
+            d_part.poison();
+            flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Partials, d_part, head_floats, B, T_, C, NH, 0);
+            cudaCheck(cudaDeviceSynchronize());
+            ck.check_equal_bytes("flash dqkv from partials, one head per launch", dqkv_partials, d_dqkv.bytes());
+        }
         if (rep == 0) {
             ck.check("flash forward out", d_out.download(), out_ref, 3e-2, 3e-2);
             ck.check("flash log-sum-exp (base 2)", d_lse.download(), lse_ref, 2e-2, 1e-2);
@@ -125,9 +134,9 @@ static void run_flash(Checker& ck, Rng& rng, const Case& cs) {
         cudaCheck(cudaEventRecord(e0));
         flash_attention_forward(d_out, d_lse, d_qkv, B, T_, C, NH, 0);
         cudaCheck(cudaEventRecord(e1));
-        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Recompute, nullptr, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Recompute, nullptr, 0, B, T_, C, NH, 0);
         cudaCheck(cudaEventRecord(e2));
-        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Partials, d_part, B, T_, C, NH, 0);
+        flash_attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_dsum, FlashDq::Partials, d_part, d_part.n, B, T_, C, NH, 0);
         cudaCheck(cudaEventRecord(e3));
         cudaCheck(cudaEventSynchronize(e3));
         float a = 0, c = 0, d = 0;
