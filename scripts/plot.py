@@ -15,6 +15,10 @@ Single files can be given instead with --log/--angular/--drop NAME=FILE (repeata
 Writes (only the ones it has data for):
     FIGDIR/grad_norms.png   gradient norm per layer, one line per run, log scale
                             (mean over the logged steps in --grad_steps)
+    FIGDIR/grad_norms_steps.png  the same norms over training, a heat map per run:
+                            x = logged step, y = layer l, colour = log10 norm
+                            (one colour scale for all runs; runs with at least
+                            two logged steps)
     FIGDIR/angular.png      angular-distance heat map per run: x = layer l,
                             y = n, colour = distance between the states entering
                             layers l and l+n (x_L = output of the last block)
@@ -173,6 +177,47 @@ def plot_grad_norms(runs, out, step_range):
     return True
 
 
+def step_edges(steps):
+    """cell edges around the logged steps (half way between neighbours; logging may be uneven)"""
+    x = np.asarray(steps, dtype=float)
+    mid = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[x[0] - (mid[0] - x[0])], mid, [x[-1] + (x[-1] - mid[-1])]])
+
+
+def plot_grad_norm_map(runs, out):
+    items = []
+    for name, s in runs.items():
+        rows = [r for r in (s["log"]["steps"] if s["log"] else []) if r.get("layer_grad_norms")]
+        if len(rows) < 2:
+            continue
+        g = np.array([[np.nan if v is None or v <= 0 else v for v in r["layer_grad_norms"]] for r in rows], dtype=float)
+        items.append((name, [r["step"] for r in rows], np.log10(g.T)))   # (layers, steps)
+    if not items:
+        return False
+    lo = min(np.nanmin(m) for _, _, m in items)
+    hi = max(np.nanmax(m) for _, _, m in items)
+    cols = min(len(items), 3)
+    rws = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(rws, cols, figsize=(4.2 * cols + 0.8, 3.6 * rws), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.ravel()[len(items):]:
+        ax.axis("off")
+    for ax, (name, steps, m) in zip(axes.ravel(), items):
+        im = ax.pcolormesh(step_edges(steps), np.arange(m.shape[0] + 1) - 0.5, m, cmap="magma", vmin=lo, vmax=hi,
+                           shading="flat")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{name} ({len(steps)} logged steps)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("layer l")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label="log10 gradient norm of layer l")
+    fig.suptitle("Per-layer gradient norm over training")
+    path = os.path.join(out, "grad_norms_steps.png")
+    fig.savefig(path, dpi=110, metadata=PNG_META)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return True
+
+
 def angular_grid(D):
     """distance matrix (L+1)x(L+1) -> M[n-1][l] = D[l][l+n] for n = 1..L, NaN where l+n > L."""
     D = np.asarray(D, dtype=float)
@@ -301,7 +346,7 @@ def main():
         die(f"--grad_steps: expected A:B, got {args.grad_steps!r}")
     runs = gather(args)
     os.makedirs(args.out, exist_ok=True)
-    made = [plot_grad_norms(runs, args.out, step_range), plot_angular(runs, args.out),
+    made = [plot_grad_norms(runs, args.out, step_range), plot_grad_norm_map(runs, args.out), plot_angular(runs, args.out),
             plot_layer_drop(runs, args.out, args.drop_metric), plot_loss(runs, args.out, args.smooth)]
     if not any(made):
         die("no plottable data in the inputs")

@@ -314,6 +314,8 @@ batches of the validation data (see docs/ANALYSIS.md).
 
 ![per-layer gradient norm](figs/grad_norms.png)
 
+![per-layer gradient norm over training](figs/grad_norms_steps.png)
+
 ![angular distance](figs/angular.png)
 
 ![layer removal](figs/layer_drop.png)

@@ -38,7 +38,7 @@ REPRO=(--train_glob "$AN/train_*.bin" --val_glob "$AN/val_*.bin" --vocab 300 --n
        --analysis_batches 3 --ks "0 1 4" --threads 2)
 analysis_reproduce() {
   bash scripts/reproduce_cpu.sh --out $AN/r1 "${REPRO[@]}" || return 1
-  for f in REPORT.md results.json figs/grad_norms.png figs/angular.png figs/layer_drop.png figs/loss.png \
+  for f in REPORT.md results.json figs/grad_norms.png figs/grad_norms_steps.png figs/angular.png figs/layer_drop.png figs/loss.png \
            runs/k00/angular.json runs/k01/layer_drop.json runs/k04/log.jsonl; do
     [ -s $AN/r1/$f ] || { echo "missing $AN/r1/$f"; return 1; }
   done
