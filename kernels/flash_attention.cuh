@@ -339,9 +339,9 @@ __global__ void flash_attention_dsum_kernel(float* __restrict__ dsum, const __nv
 // bh0 .. bh0 + gridDim.y - 1 (all of them when the scratch holds them all), head bh0 + y
 // writing the slots of scratch head y.
 // Launch bounds (minimum blocks per SM) of the DQ kernels: at HD = 64, 3 on sm_90 (at most
-// 168 registers, else a few more put it at 2 blocks per SM; H100/H200 shared memory holds 4
-// blocks of 56 KB), none on sm_80 (its 164 KB of shared memory holds 2 such blocks anyway, and
-// a cap of 168 spilled); at HD 16 and 32, 1 (ptxas's own occupancy target spilled 4 bytes on
+// 168 registers, else a few more put it at 2 blocks per SM; the 228 KB of shared memory of an
+// H100/H200 SM hold 3 blocks of 56 KB, with 1 KB reserved per block), none on sm_80 (its
+// 164 KB hold 2 such blocks anyway, and a cap of 168 registers spilled); at HD 16 and 32, 1 (ptxas's own occupancy target spilled 4 bytes on
 // sm_80). The kernels without DQ keep no minimum (0).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int FA_DQ_MIN_BLOCKS_HD64 = 0;

@@ -12,7 +12,7 @@
 #      and time kernels alone at gpt2-124m's T=1024 shapes (--bench of test_flash_attention,
 #      both --flash_dq modes, test_norm: single-pass vs two-phase backward, test_matmul: bias-gradient kernels vs
 #      cuBLASLt's BGRADB, test_adamw: the update in groups of 4 vs one element at a time);
-#   4. benchmark training for BENCH_SECONDS (default 40) each: llama-130m and gpt2-124m at
+#   4. benchmark training for BENCH_SECONDS (default 25) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --bias_grad kernel, with --flash_dq partials, at 64 sequences with --flash_dq partials
 #      --bias_grad kernel (both opt-in paths), with --gelu_fusion 0 --bias_grad kernel (no
@@ -32,17 +32,20 @@
 # skips steps 2-3 but the kernel benches, and benchmarks gpt2-124m at T = 1024 only (B = 16,
 # B = 16 with --bias_grad kernel, B = 16 with --flash_dq partials, B = 64, B = 64 with both),
 # then the profile if PROFILE is set.
-# The comparison runs (gpt2 T = 1024 at 64 sequences, with --bias_grad kernel, without
-# epilogues, with matmul attention) take EXTRA_SECONDS (default 15) each, llama-1b
-# BENCH_SECONDS + 25, so that the whole script stays under 8 minutes on an H200 (the builds,
-# tests and kernel benches took about 3 minutes of the 286 s session 3's run spent).
+# The comparison runs (gpt2 T = 1024 at 64 sequences, with --bias_grad kernel, with
+# --flash_dq partials, at 64 sequences with both, without epilogues, with matmul attention)
+# take EXTRA_SECONDS (default 12) each, llama-1b BENCH_SECONDS + 25, so that the whole script
+# stays under 8 minutes on an H200: by arithmetic 4 x 25 + 6 x 12 + 50 s of benchmarks plus
+# ~5 s of start-up each, about 280 s, and the builds, tests and kernel benches (about 3
+# minutes in session 3's run, more tests since), about 460 s in all. Timed from the fifth
+# step on, a 25-second gpt2-124m 16 x 1024 run still averages some 500 steps.
 # Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, EXTRA_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 B=${BUILD:-build}
 OUT_DIR=${OUT_DIR:-$B/gpu_check}
-BENCH_SECONDS=${BENCH_SECONDS:-40}
-EXTRA_SECONDS=${EXTRA_SECONDS:-15}
+BENCH_SECONDS=${BENCH_SECONDS:-25}
+EXTRA_SECONDS=${EXTRA_SECONDS:-12}
 JOBS=${JOBS:-$(nproc)}
 PY=${PYTHON:-$(command -v python3 || echo /usr/bin/python3)}
 mkdir -p "$OUT_DIR"
