@@ -177,6 +177,17 @@ def plot_grad_norms(runs, out, step_range):
     return True
 
 
+def panels(n, row_height):
+    """a figure of n panels, up to 3 a row, the unused cells blank -> (figure, all its axes, flat)"""
+    cols = min(n, 3)
+    rws = math.ceil(n / cols)
+    fig, axes = plt.subplots(rws, cols, figsize=(4.2 * cols + 0.8, row_height * rws), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
 def step_edges(steps):
     """cell edges around the logged steps (half way between neighbours; logging may be uneven)"""
     x = np.asarray(steps, dtype=float)
@@ -196,20 +207,15 @@ def plot_grad_norm_map(runs, out):
         return False
     lo = min(np.nanmin(m) for _, _, m in items)
     hi = max(np.nanmax(m) for _, _, m in items)
-    cols = min(len(items), 3)
-    rws = math.ceil(len(items) / cols)
-    fig, axes = plt.subplots(rws, cols, figsize=(4.2 * cols + 0.8, 3.6 * rws), squeeze=False,
-                             constrained_layout=True)
-    for ax in axes.ravel()[len(items):]:
-        ax.axis("off")
-    for ax, (name, steps, m) in zip(axes.ravel(), items):
+    fig, axes = panels(len(items), 3.6)
+    for ax, (name, steps, m) in zip(axes, items):
         im = ax.pcolormesh(step_edges(steps), np.arange(m.shape[0] + 1) - 0.5, m, cmap="magma", vmin=lo, vmax=hi,
                            shading="flat")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name} ({len(steps)} logged steps)", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("layer l")
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label="log10 gradient norm of layer l")
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.85, label="log10 gradient norm of layer l")
     fig.suptitle("Per-layer gradient norm over training")
     path = os.path.join(out, "grad_norms_steps.png")
     fig.savefig(path, dpi=110, metadata=PNG_META)
@@ -235,20 +241,15 @@ def plot_angular(runs, out):
         return False
     grids = [angular_grid(a["distance"]) for _, a in items]
     vmax = max(np.nanmax(g) for g in grids)
-    cols = min(len(items), 3)
-    rws = math.ceil(len(items) / cols)
-    fig, axes = plt.subplots(rws, cols, figsize=(4.2 * cols + 0.8, 3.8 * rws), squeeze=False,
-                             constrained_layout=True)
-    for ax in axes.ravel()[len(items):]:
-        ax.axis("off")
-    for ax, (name, a), M in zip(axes.ravel(), items, grids):
+    fig, axes = panels(len(items), 3.8)
+    for ax, (name, a), M in zip(axes, items, grids):
         L = M.shape[0]
         im = ax.imshow(M, origin="lower", cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
                        extent=(-0.5, L - 0.5, 0.5, L + 0.5))
         ax.set_title(f"{name} ({a.get('samples', '?')} samples)", fontsize=9)
         ax.set_xlabel("layer l")
         ax.set_ylabel("n (distance to layer l+n)")
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label="angular distance (1/pi) arccos(cos)")
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.85, label="angular distance (1/pi) arccos(cos)")
     fig.suptitle("Angular distance between the states entering layer l and layer l+n")
     fig.savefig(os.path.join(out, "angular.png"), dpi=110, metadata=PNG_META)
     plt.close(fig)
