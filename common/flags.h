@@ -177,7 +177,7 @@ inline int parse_placement(const std::string& v, int n_layer) {
 }
 
 // Parse argv into c (and into the targets of `extra`, flags only one trainer has).
-// Returns false when --help was printed.
+// Returns false after printing --help.
 inline bool parse_train_flags(int argc, char** argv, TrainConfig& c, const std::vector<FlagSpec>& extra = {}) {
     std::vector<FlagSpec> flags = train_flags(c);
     flags.insert(flags.end(), extra.begin(), extra.end());

@@ -15,8 +15,8 @@
 // grad_scale = stats->clip, and nothing is written unless stats->finite), so the trainer
 // queues the update right behind the gradient norm without waiting for it.
 //
-// One launch for the whole parameter arena (a step used to make one launch per tensor: a
-// few hundred launches of a few microseconds each). The arena is cut into the chunks of
+// One launch for the whole parameter arena (one launch per tensor would be a few hundred
+// launches of a few microseconds each). The arena is cut into the chunks of
 // gradnorm.cuh (never straddling two tensors; device arrays chunk_off / chunk_len, the same
 // table the gradient norm uses) plus a per-chunk flag chunk_decay (1: the chunk's tensor is
 // decayed, a.decay applies; 0: decay 1). One block per chunk, threads striding over it in

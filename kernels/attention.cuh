@@ -189,11 +189,11 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, T* s
     split_heads(q, qkv, B, T_, C, NH, 3, st);
     split_heads(dyp, dout, B, T_, C, NH, 1, st);
     gemm<T>(dS, dyp, v, nullptr, T_, T_, hd, false, true, false, st, BH, Thd, Thd, TT);  // dP = dY V^T
-    // dV = P^T dY goes into the v block: V's last use was the dP product above
+    // dV = P^T dY goes into the v block: V's last use is the dP product above
     gemm<T>(v, att, dyp, nullptr, T_, hd, T_, true, false, false, st, BH, TT, Thd, Thd);
     const int rows = BH * T_;
     SOFTMAX_LAUNCH(softmax_backward_kernel, T_, dS, dS, att, 1.0f / sqrtf((float)hd), rows, T_);
-    // dQ = dS K into dyp (dY is consumed), dK = dS^T Q into k's slot after dQ no longer needs k:
+    // dQ = dS K into dyp (dY is consumed), dK = dS^T Q into k's slot once dQ has read k:
     gemm<T>(dyp, dS, k, nullptr, T_, hd, T_, false, false, false, st, BH, TT, Thd, Thd);  // dQ
     gemm<T>(k, dS, q, nullptr, T_, hd, T_, true, false, false, st, BH, TT, Thd, Thd);     // dK (k is dead now)
     // blocks now: q (dead), k = dK, v = dV, dyp = dQ. Move dQ into the q slot, then merge.

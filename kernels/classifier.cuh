@@ -199,14 +199,13 @@ __global__ void __launch_bounds__(CLASSIFIER_MAX_BLOCK)
 
 // Threads per row: one per ~CLASSIFIER_VECS_PER_THREAD (16) vectors, i.e. ~256 bytes of the
 // row per thread (Vp/128 threads for bf16, Vp/64 for fp32), in whole warps, 32..1024; `vec`
-// is the kernel's VEC. The old rule, one thread per 8 logits, saturates at 1024 threads for
-// a GPT-2 vocabulary; with 16-byte loads each thread then has only ~6 bf16 vectors, and the
-// per-row reduction, the pass-1 -> pass-2 barrier and the ragged last iteration are a large
-// share of the work. Measured on an H200 (bf16, N = 16384, V = 50257, Vp = 50304, fused
+// is the kernel's VEC. One thread per 8 logits would saturate at 1024 threads for a GPT-2
+// vocabulary; with 16-byte loads each thread would then have only ~6 bf16 vectors, and the
+// per-row reduction, the pass-1 -> pass-2 barrier and the ragged last iteration would be a
+// large share of the work. Measured on an H200 (bf16, N = 16384, V = 50257, Vp = 50304, fused
 // loss + dlogits): 1.05 ms with 16 vectors per thread (416 threads) against 1.25 ms with 8
-// (800), 1.07 ms with 12, 1.18 ms with 24; an earlier 4-deep-unrolled version at 1024
-// threads took 1.79 ms (59 registers: one block per SM); the old scalar three-pass kernel
-// took 4.2 ms.
+// (800), 1.07 ms with 12, 1.18 ms with 24; a 4-deep-unrolled variant at 1024 threads takes
+// 1.79 ms (59 registers: one block per SM) and a scalar three-pass kernel 4.2 ms.
 // fp32 (N = 8192, 800 threads): 1.01 ms against 2.8 ms. The kernel stays at <= 32 registers
 // (2 loads in flight per thread), so several blocks share an SM and one block's barrier
 // overlaps another's loads.

@@ -26,9 +26,9 @@
 //   cuBLASLt's header does not name the form; PyTorch's fused addmm + GELU relies on its being
 //   the tanh approximation (pytorch/pytorch#104061) and llm.c uses it as GPT-2's GELU.
 //   dev/test/test_matmul.cu holds it to the tanh form within 1e-5 in fp32 and prints its
-//   distance from both forms (the erf form differs by up to 4.7e-4 near |x| = 2.7). Not yet
-//   seen on a GPU: whether cuBLASLt evaluates tanh in full fp32 or with the hardware
-//   approximation (MUFU.TANH, about 2^-11 relative), which that tolerance would flag.
+//   distance from both forms (the erf form differs by up to 4.7e-4 near |x| = 2.7). cuBLASLt
+//   does not document whether it evaluates tanh in full fp32 or with the hardware
+//   approximation (MUFU.TANH, about 2^-11 relative); that tolerance would flag the latter.
 //   aux is a row-major (M, N) matrix of T (leading dimension N, which must be a multiple of
 //   8: cuBLASLt's rule for CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD; the emulation enforces it
 //   too). The bias gradients are WRITTEN (cuBLASLt has no accumulating form), as T: the

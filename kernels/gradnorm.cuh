@@ -85,7 +85,7 @@ void sumsq_chunks(float* partial, const T* g, const long long* chunk_off, const 
 // end_step) zeroes them, every micro-batch's forward adds its mean loss (loss_mean), the
 // finalize kernel forms the global norm, the clipping factor and the finite flag from the
 // chunk partials, and AdamW reads clip and finite from here (adamw.cuh): the host sees the
-// numbers once, after the update was queued, in one copy.
+// numbers once, after the update is queued, in one copy.
 struct StepStats {
     double loss_sum;  // sum over the step's micro-batches of each one's mean loss
     double grad_sq;   // sum of g^2 over every gradient element (the chunk partials, in double)

@@ -65,7 +65,7 @@ inline void nccl_check(ncclResult_t r, const char* file, int line) {
 struct Comm {
     int rank = 0, nranks = 1;           // this process among all of them
     int local_rank = 0, local_size = 1; // among the processes of its node (which GPU it takes)
-    bool mpi = false;                   // MPI_Init was called (comm_destroy finalizes)
+    bool mpi = false;                   // this process called MPI_Init (comm_destroy finalizes)
 #if !defined(CUDA_EMU)
     ncclComm_t nccl = nullptr;
 #endif

@@ -18,7 +18,7 @@
 //   dw += sum over rows of dy * xhat                       dw += sum over rows of dy * xhat
 //   db += sum over rows of dy
 //
-// The two placements (layer l, sublayer f = attention or MLP; see docs / DESIGN.md sec. 2):
+// The two placements (layer l, sublayer f = attention or MLP; README.md, "The model"):
 //
 //   Pre-LN  (l >= K):  x' = x + f(N(x)).  The fused kernel ends one sublayer and starts the
 //     next: residual_out = residual_in + branch_out; normed = N(residual_out), the input of

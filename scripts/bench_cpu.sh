@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU benchmark (Core issue target): tokens/s of a training step of train_gpt.cpp
+# CPU benchmark: tokens/s of a training step of train_gpt.cpp
 # vs the PyTorch reference model's own training loop, same model, same batch, same
 # thread count, both on the OpenMP build of OpenBLAS; and the machine's OpenBLAS
 # GEMM rate, to express the trainer's model FLOP/s as a fraction of it.

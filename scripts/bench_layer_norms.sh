@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Overhead of per-layer gradient norms (issue #6 target: at most 5% of the step
-# time when logged every step). Trains the same model on the same random shard
+# Overhead of per-layer gradient norms (the target: at most 5% of the step time when
+# logged every step). Trains the same model on the same random shard
 # with --layer_norms_every 1 and with 0, alternating the two for --rounds rounds
 # (so load from other processes hits both alike), and compares the median step
 # time of each (steps 1.., the first step is warm-up) as the log reports it, and

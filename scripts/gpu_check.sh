@@ -36,8 +36,8 @@
 # --flash_dq partials, at 64 sequences with both, without epilogues, with matmul attention)
 # take EXTRA_SECONDS (default 12) each, llama-1b BENCH_SECONDS + 25, so that the whole script
 # stays under 8 minutes on an H200: by arithmetic 4 x 25 + 6 x 12 + 50 s of benchmarks plus
-# ~5 s of start-up each, about 280 s, and the builds, tests and kernel benches (about 3
-# minutes in session 3's run, more tests since), about 460 s in all. Timed from the fifth
+# ~5 s of start-up each, about 280 s, and the builds, tests and kernel benches (estimated
+# at about 3 minutes), about 460 s in all. Timed from the fifth
 # step on, a 25-second gpt2-124m 16 x 1024 run still averages some 500 steps.
 # Usage: bash scripts/gpu_check.sh   (env: BUILD, OUT_DIR, BENCH_SECONDS, EXTRA_SECONDS, JOBS, PROFILE, QUICK)
 set -u -o pipefail
@@ -55,7 +55,7 @@ say() { echo "$*" | tee -a "$SUMMARY"; }
 fails=0
 # a failure with the lines that say why: the failed checks of a test log (MISMATCH / FAIL /
 # error lines) and its last lines go into the summary itself, so it is enough on its own
-# (the device tool may not return every log file)
+# (when the machine that ran it returns only some of its files, the summary still says why)
 fail_log() {   # message log
   say "FAIL $1 (see $2)"
   { grep -E 'MISMATCH|FAIL|[Ee]rror|no cuBLASLt' "$2" | head -20; echo "    ..."; tail -n 5 "$2"; } | sed 's/^/    | /' | tee -a "$SUMMARY"
@@ -139,7 +139,7 @@ for t in $KT; do
   log="$OUT_DIR/$t.log"
   if [ ! -x "$B/kernels/nvcc/$t" ]; then say "FAIL kernels $t (not built)"; continue; fi
   if "$B/kernels/nvcc/$t" > "$log" 2>&1; then say "PASS kernels $t"; else fail_log "kernels $t" "$log"; fi
-  # shapes where cuBLASLt had no algorithm for a fused epilogue (they take the unfused path)
+  # shapes where cuBLASLt has no algorithm for a fused epilogue (they take the unfused path)
   grep -m3 'no cuBLASLt algorithm' "$log" | sed 's/^/    note: /' | tee -a "$SUMMARY"
 done
 # the GPU-sized cases of the tests that have them (--big)

@@ -6,7 +6,7 @@
 set -u
 PKGS=(
   g++ make                         # the CPU trainer and tests
-  libopenblas-openmp-dev           # BLAS for the CPU matmuls (OpenMP build; see DESIGN.md s7)
+  libopenblas-openmp-dev           # BLAS for the CPU matmuls (the OpenMP build: the pthread build's threads fight the trainer's OpenMP threads)
   python3 python3-torch python3-numpy   # the PyTorch reference (/usr/bin/python3)
   python3-matplotlib               # plots
   clang libclang-rt-14-dev         # sanitizer builds (TSan, ASan, UBSan) and libFuzzer

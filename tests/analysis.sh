@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Analysis suite (issue #6): per-layer gradient norms, angular distance and
+# Analysis suite: per-layer gradient norms, angular distance and
 # layer-removal drop of train_gpt against the PyTorch reference, the plots, the
 # reproduction script end to end (and its reproducibility), the overhead bench.
 # Sourced by scripts/run_tests.sh (see there for run_test / skip_test).

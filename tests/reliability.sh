@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Reliability suite (issue: checkpoints, bit-exact resume, signals, NaN guards,
+# Reliability suite (checkpoints, bit-exact resume, signals, NaN guards,
 # hardened parsers, disk errors). Sourced by scripts/run_tests.sh.
 B=build
 PY=/usr/bin/python3
