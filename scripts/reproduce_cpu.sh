@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Mix-LN study at CPU scale, one command (issue #6):
+# The Mix-LN study at CPU scale, one command:
 #   bash scripts/reproduce_cpu.sh [--out build/reproduce_cpu] [flags]
 #
 # 1. data: the default corpus (data/corpus.py: State of the Union + Gutenberg, via
@@ -16,10 +16,8 @@
 #    loss and perplexity per run) and the figures; OUT/results.json holds the
 #    numbers alone (no timings): the same command gives the same file.
 #
-# Default sizes (about an hour on 2 cores): 12 layers, d_model 128, 4 heads,
-# ffn 344, vocab 8192, T 256, B 8, 600 steps, K in {0, 2, 3, 4, 6, 12}; measured:
-# 5 runs of 400 steps took 58 min on 2 cores shared with other jobs (~1800 tok/s;
-# ~4300 tok/s when the cores are free).
+# Default sizes (about an hour on 2 cores; timings in docs/PERFORMANCE.md): 12 layers,
+# d_model 128, 4 heads, ffn 344, vocab 8192, T 256, B 8, 600 steps, K in {0, 2, 3, 4, 6, 12}.
 # Every size is a flag; the paper's 71M study on a node of 8 GPUs would be e.g.
 #   --trainer ./build/cuda/train_gpt_nvcc --launch "mpirun -np 8" --d_model 512 --n_head 8 \
 #   --ffn 1368 --batch 64 --total_batch 131072 --steps 10000 --warmup 1000 \
