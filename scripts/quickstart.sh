@@ -8,7 +8,8 @@
 # and the CUDA trainer when both are present) with progress output, validation loss
 # and a text sample, then its Pre-LN and Post-LN twins with the same budget and seed,
 # and prints a table: final validation loss and the per-layer gradient norm of the
-# first, middle and last layer of each. About 3 minutes on 2 idle cores (docs/PERFORMANCE.md).
+# first, middle and last layer of each. About 3 minutes on 2 idle cores (timings:
+# docs/PERFORMANCE.md).
 #
 # Every size is a flag (defaults in brackets):
 #   --tokenizer spm|gpt2 [spm]   spm: SentencePiece BPE trained here (--spm_vocab); gpt2: GPT-2 BPE
