@@ -11,16 +11,20 @@ The algorithm is tiktoken's: split the text with the GPT-2 pattern (needs the
 `regex` module for \\p{L}: Debian python3-regex), then in each piece repeatedly
 merge the adjacent pair whose concatenation has the lowest rank (leftmost on a
 tie) until no pair is in the vocabulary. Pieces are cached, so common words cost
-one dict lookup. `<|endoftext|>` (50256) is recognised in text only when asked
+one dict lookup; pieces of up to 12 bytes find each pair by a scan, longer ones
+(a long run without spaces: base64, URLs, minified code) keep their pairs in a
+heap, so a piece of n bytes costs O(n log n), not O(n^2). `<|endoftext|>` (50256) is recognised in text only when asked
 (encode(..., allowed_special=...)); encode_ordinary() treats it as plain text,
 as tiktoken does.
 
     /usr/bin/python3 data/gpt2_bpe.py "Hello world"     -> [15496, 995]
 """
 import base64
+import heapq
 import json
 import os
 import sys
+from array import array
 
 try:
     import regex
@@ -113,11 +117,22 @@ class GPT2Tokenizer:
         self.special_pat = regex.compile(regex.escape(EOT_TEXT))
         self.cache = {}
 
+    SCAN_MAX = 12   # pieces up to this many bytes take the scan (faster than the heap there)
+
     def _bpe(self, piece):
-        ranks = self.ranks
-        r = ranks.get(piece)
+        """bytes -> tuple of ids. Short pieces (almost every word) take the scan below;
+        longer ones the heap, whose cost grows as n log n instead of n^2."""
+        r = self.ranks.get(piece)
         if r is not None:
             return (r,)
+        if len(piece) <= self.SCAN_MAX:
+            return self._bpe_scan(piece)
+        return self._bpe_heap(piece)
+
+    def _bpe_scan(self, piece):
+        """The plain merge loop: each round finds the lowest-ranked adjacent pair
+        (leftmost on a tie) by scanning all pairs, and merges it. O(n^2) per piece."""
+        ranks = self.ranks
         parts = [piece[i:i + 1] for i in range(len(piece))]
         while len(parts) > 1:
             best, bi = None, -1
@@ -130,6 +145,63 @@ class GPT2Tokenizer:
             parts[bi:bi + 2] = [parts[bi] + parts[bi + 1]]
         return tuple(ranks[p] for p in parts)
 
+    def _bpe_heap(self, piece):
+        """The same merges in O(n log n) (tiktoken's long-piece algorithm).
+
+        A part is named by the byte offset where it starts: nxt[s] / prv[s] link the
+        live parts in order (a doubly linked list over offsets; n = len(piece) ends
+        it), so part s is piece[s:nxt[s]]. The pair at s is part s joined with the
+        part after it, piece[s:nxt[nxt[s]]]; when it is a token of rank r its heap
+        key is r * W + s (W > n), so the smallest key is the lowest rank, leftmost on
+        a tie: exactly the pair the scan merges. key[s] is the current key of the
+        pair at s (-1: not a token, or s is no longer a part). Merging s with the
+        part after it changes only the pairs at s and at prv[s]: their new keys are
+        pushed, the old ones stay in the heap and are skipped when popped (no longer
+        equal to key[s]; parts only grow, so an equal key is the same pair).
+        Memory: three int64 arrays of n and the heap, about 100 bytes per byte."""
+        ranks = self.ranks
+        get = ranks.get
+        n = len(piece)
+        W = n + 1
+        nxt = array("q", range(1, n + 1))
+        prv = array("q", range(-1, n - 1))
+        key = array("q", [-1]) * n
+        heap = []
+        for i in range(n - 1):
+            r = get(piece[i:i + 2])
+            if r is not None:
+                key[i] = r * W + i
+                heap.append(r * W + i)
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            k = pop(heap)
+            s = k % W
+            if key[s] != k:
+                continue                      # stale: the pair at s has changed since
+            right = nxt[s]
+            end = nxt[right]                  # part s becomes piece[s:end]
+            nxt[s] = end
+            key[right] = -1                   # part `right` is gone
+            key[s] = -1
+            if end < n:
+                prv[end] = s
+                r = get(piece[s:nxt[end]])
+                if r is not None:
+                    key[s] = r * W + s
+                    push(heap, r * W + s)
+            p = prv[s]
+            if p >= 0:
+                r = get(piece[p:end])
+                key[p] = -1 if r is None else r * W + p
+                if r is not None:
+                    push(heap, r * W + p)
+        out, s = [], 0
+        while s < n:
+            out.append(ranks[piece[s:nxt[s]]])
+            s = nxt[s]
+        return tuple(out)
+
     def encode_ordinary(self, text):
         """Text -> ids, special tokens not recognised (tiktoken's encode_ordinary)."""
         out = []
@@ -139,9 +211,10 @@ class GPT2Tokenizer:
             ids = get(piece)
             if ids is None:
                 ids = self._bpe(piece.encode("utf-8"))
-                if len(cache) > 1_000_000:
-                    cache.clear()
-                cache[piece] = ids
+                if len(piece) <= 256:   # words repeat; long runs rarely do and would fill memory
+                    if len(cache) > 1_000_000:
+                        cache.clear()
+                    cache[piece] = ids
             out += ids
         return out
 
@@ -197,7 +270,18 @@ def split_for_encoding(text, chunk_chars=1 << 16):
     return out
 
 
-if __name__ == "__main__":
+def main(argv):
+    """Prints the ids of each argument (text; <|endoftext|> is 50256)."""
+    for k, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as e:   # bytes that are not UTF-8 arrive as lone surrogates
+            sys.exit("error: argument %d is not UTF-8 text (byte 0x%02x at position %d)"
+                     % (k, ord(arg[e.start]) & 0xFF, e.start))
     tok = GPT2Tokenizer()
-    for arg in sys.argv[1:] or ["Hello world"]:
+    for arg in argv or ["Hello world"]:
         print(tok.encode(arg, allowed_special={EOT_TEXT}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -201,6 +201,93 @@ def test_gpt2_tokenizer_file():
     print("tokenizer.bin: %d bytes" % os.path.getsize(p))
 
 
+def letters_text(nbytes, seed):
+    """Words of the fixture documents (letters only) joined without spaces: one GPT-2
+    piece of about nbytes bytes (the shape of a long run without white space)."""
+    import random
+    rng = random.Random(seed)
+    words = [w for d in fixture_docs() for w in d.split() if w.isalpha()]
+    out, n = [], 0
+    while n < nbytes:
+        w = rng.choice(words)
+        out.append(w)
+        n += len(w.encode("utf-8"))
+    return "".join(out)
+
+
+def js_ids(texts):
+    """gpt-tokenizer@4.0.0's r50k_base ids (node), or None when node is missing."""
+    import shutil as sh
+    if sh.which("node") is None:
+        return None
+    npm = os.path.join(corpus.DEFAULT_CACHE, "npm")
+    js = ("const fs=require('fs');const [npm,i,o]=process.argv.slice(1);"
+          "const e=require(npm+'/gpt-tokenizer-4.0.0/package/cjs/encoding/r50k_base.js');"
+          "fs.writeFileSync(o,JSON.stringify(JSON.parse(fs.readFileSync(i,'utf8'))"
+          ".map(t=>e.encode(t,{disallowedSpecial:new Set()}))));")
+    pin, pout = os.path.join(SCRATCH, "js_in.json"), os.path.join(SCRATCH, "js_out.json")
+    with open(pin, "w") as f:
+        json.dump(texts, f)
+    subprocess.run(["node", "-e", js, os.path.abspath(npm), pin, pout], check=True)
+    return json.load(open(pout))
+
+
+def cpu_bounded(seconds, fn, *a):
+    """fn(*a) under a CPU-time limit (independent of the machine's load): (result, CPU s)."""
+    import signal
+
+    def over(*_):
+        raise AssertionError("did not finish within %d CPU seconds" % seconds)
+    old = signal.signal(signal.SIGPROF, over)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    t0 = time.process_time()
+    try:
+        out = fn(*a)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+    return out, time.process_time() - t0
+
+
+@test
+def test_gpt2_long_piece():
+    """A 2 MB piece without white space (and 'ab' * 1M) encodes in bounded CPU time, at a
+    rate comparable to ordinary text; long pieces give gpt-tokenizer's ids (node); the
+    heap merge loop equals the plain scan on random pieces. Prints MB/s for both."""
+    tok = gpt2()
+    bpe = tok.bpe
+    bench = []
+    for name, text in (("2 MB of words without spaces", letters_text(2_000_000, 1)), ("'ab' * 1_000_000", "ab" * 1_000_000)):
+        check(len(bpe.pat.findall(text)) == 1, "one piece")
+        ids, dt = cpu_bounded(120, bpe.encode_ordinary, text)
+        check(bpe.decode_bytes(ids) == text.encode("utf-8"), "%s: round trip" % name)
+        bench.append("%s: %.2f MB/s" % (name, len(text.encode()) / 1e6 / dt))
+    # the same merges as independent code: gpt-tokenizer (node) on long pieces
+    longs = [letters_text(30_000, 2), "ab" * 15_000, "a" * 5000 + "b" * 5000,
+             "".join(chr(0x4e00 + (i * 7919) % 2000) + "\u00e9" for i in range(4000))]
+    want = js_ids(longs)
+    if want is None:
+        print("node not found: long pieces not compared with gpt-tokenizer")
+    else:
+        for t, w in zip(longs, want):
+            bpe.cache.clear()
+            check(bpe.encode_ordinary(t) == w, "ids differ from gpt-tokenizer on a %d-character piece" % len(t))
+    # the heap path = the scan on random pieces (letters, repeats, raw bytes)
+    import random
+    rng = random.Random(3)
+    alphabets = [b"ab", b"aeht", b"etaoinshrdlu", bytes(range(256)), "\u00e9\u4e2d\u0416a ".encode()]
+    for k in range(400):
+        al = rng.choice(alphabets)
+        p = bytes(rng.choice(al) for _ in range(rng.choice([2, 5, 13, 40, 150, 600, 1500])))
+        check(bpe._bpe_heap(p) == bpe._bpe_scan(p), "heap and scan differ on %r" % p[:60])
+    # ordinary text: short pieces (fixture documents, cache cleared) for comparison
+    docs = "\n\n".join(fixture_docs())
+    bpe.cache.clear()
+    _, dt = cpu_bounded(60, bpe.encode_ordinary, docs)
+    bench.insert(0, "ordinary text (short pieces, cache cleared): %.2f MB/s" % (len(docs.encode()) / 1e6 / dt))
+    print("GPT-2 BPE, one process, MB/s of CPU time: " + "; ".join(bench))
+
+
 # --- shards -------------------------------------------------------------------------------
 @test
 def test_shards():
@@ -364,6 +451,96 @@ def test_cli_errors():
         check(r.returncode != 0 and last.startswith("error: ") and want in last and
               len(r.stderr.strip().splitlines()) == 1, "%s: %r" % (args, r.stderr))
     print("encode.py rejects bad input with one line")
+
+
+def run_encode(args):
+    return subprocess.run([sys.executable, os.path.join(HERE, "encode.py"), "--workers", "2"] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def folder_bytes(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+@test
+def test_encode_keeps_old_set():
+    """A failing re-run leaves the previous shards, tokenizer.bin and meta.json exactly as
+    they were (the new set is staged and swapped in only when complete); a successful
+    re-run replaces the whole set (no old shard left over)."""
+    d = os.path.join(SCRATCH, "keep")
+    docs = fixture_docs()
+    write_jsonl_docs(os.path.join(d, "good"), {"train": docs[:6], "val": docs[6:8]})
+    out = os.path.join(d, "out")
+    r = run_encode(["--input", os.path.join(d, "good"), "--out", out, "--shard_tokens", "3000"])
+    check(r.returncode == 0, r.stderr)
+    before = folder_bytes(out)
+    meta = json.loads(before["meta.json"])
+    check(len(meta["splits"]["train"]["shards"]) > 2, "several train shards")
+    # a bad line late in val.jsonl: found after all of train is encoded
+    bad = os.path.join(d, "bad")
+    write_jsonl_docs(bad, {"train": docs[8:], "val": docs[:2]})
+    with open(os.path.join(bad, "val.jsonl"), "ab") as f:
+        f.write(b'{"text": "caf\xe9"}\n')
+    r = run_encode(["--input", bad, "--out", out])
+    check(r.returncode != 0, "bad input accepted")
+    after = folder_bytes(out)
+    check(after == before, "the previous set changed after a failed run: files %s lost, %s new, %s changed"
+          % (sorted(set(before) - set(after)), sorted(set(after) - set(before)),
+             sorted(f for f in set(before) & set(after) if before[f] != after[f])))
+    check("val.jsonl:3: not UTF-8" in r.stderr and len(r.stderr.strip().splitlines()) == 1, "bad input: %r" % r.stderr)
+    # a good re-run with fewer shards: exactly the new set, meta.json lists it
+    r = run_encode(["--input", bad.replace("bad", "good"), "--out", out, "--shard_tokens", "40000"])
+    check(r.returncode == 0, r.stderr)
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    listed = sorted(meta["splits"]["train"]["shards"] + meta["splits"]["val"]["shards"])
+    have = sorted(f for f in os.listdir(out) if f.endswith(".bin") and f != "tokenizer.bin")
+    check(listed == have and len(have) < len(before) - 2, "shards %s, meta.json lists %s" % (have, listed))
+    check(not [f for f in os.listdir(out) if f.startswith(".") or f.endswith(".tmp")], "no staging files left")
+    print("failed re-run: previous %d files unchanged; good re-run: %d shards, as meta.json lists"
+          % (len(before), len(have)))
+
+
+@test
+def test_encode_text_files():
+    """Plain text files through --train/--val give the same shards as the same documents in
+    JSON lines: one document per file (--text_docs file, the default), or per block between
+    blank lines (--text_docs blank_line); .jsonl files can be mixed in."""
+    d = os.path.join(SCRATCH, "text")
+    docs = fixture_docs()[:5]
+    write_jsonl_docs(os.path.join(d, "jsonl"), {"train": docs[:4], "val": docs[4:]})
+    ref = os.path.join(d, "ref")
+    r = run_encode(["--input", os.path.join(d, "jsonl"), "--out", ref])
+    check(r.returncode == 0, r.stderr)
+    txt = []
+    for i, t in enumerate(docs[:4]):
+        txt.append(os.path.join(d, "doc%d.txt" % i))
+        with open(txt[-1], "w", encoding="utf-8") as f:
+            f.write(t.replace("\n", "\r\n") + "\n")   # CRLF and a final newline: normalised away
+    out = os.path.join(d, "out_file")
+    r = run_encode(["--train"] + txt + ["--val", os.path.join(d, "jsonl", "val.jsonl"), "--out", out])
+    check(r.returncode == 0, r.stderr)
+    for s in ("train_000000.bin", "val_000000.bin"):
+        check(open(os.path.join(out, s), "rb").read() == open(os.path.join(ref, s), "rb").read(),
+              "--text_docs file: %s differs from the JSON-lines run" % s)
+    # blank-line blocks: documents without blank lines inside, joined by blank lines
+    paras = [p.strip() for t in docs for p in t.split("\n\n") if p.strip()]
+    write_jsonl_docs(os.path.join(d, "pjsonl"), {"train": paras[:-3], "val": paras[-3:]})
+    pref = os.path.join(d, "pref")
+    r = run_encode(["--input", os.path.join(d, "pjsonl"), "--out", pref])
+    check(r.returncode == 0, r.stderr)
+    for name, ps in (("train.txt", paras[:-3]), ("val.txt", paras[-3:])):
+        with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+            f.write("\n\n \n".join(ps) + "\n\n\n")
+    out = os.path.join(d, "out_blocks")
+    r = run_encode(["--train", os.path.join(d, "train.txt"), "--val", os.path.join(d, "val.txt"),
+                    "--text_docs", "blank_line", "--out", out])
+    check(r.returncode == 0, r.stderr)
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    check(meta["splits"]["train"]["documents"] == len(paras) - 3, "one document per block")
+    for s in ("train_000000.bin", "val_000000.bin"):
+        check(open(os.path.join(out, s), "rb").read() == open(os.path.join(pref, s), "rb").read(),
+              "--text_docs blank_line: %s differs from the JSON-lines run" % s)
+    print("text files: %d files = JSON lines; %d blank-line blocks = JSON lines" % (len(txt), len(paras)))
 
 
 # --- the real default corpus (fetched with npm) ---------------------------------------------
