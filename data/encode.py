@@ -425,6 +425,7 @@ def main():
     tok = load_tokenizer(args.tokenizer)
     out = args.out or os.path.join(HERE, "cache", "shards", tok.name.rsplit(".model", 1)[0])
     t_load = time.time() - t0
+    created = not os.path.exists(out)
     stage = make_stage(out)
     try:
         writers, shards, dt = encode_to(stage, files, tok, args)
@@ -437,6 +438,8 @@ def main():
         sys.exit("error: interrupted (%s is unchanged)" % out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)   # a failed first run leaves no empty folder behind
     nbytes = sum(w.bytes for w in writers.values())
     for s, w in writers.items():
         print("%-5s %4d documents  %7.2f MB  %9d tokens  %d shard(s)" % (s, w.docs, w.bytes / 1e6, w.tokens,

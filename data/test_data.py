@@ -263,8 +263,8 @@ def test_gpt2_long_piece():
         check(bpe.decode_bytes(ids) == text.encode("utf-8"), "%s: round trip" % name)
         bench.append("%s: %.2f MB/s" % (name, len(text.encode()) / 1e6 / dt))
     # the same merges as independent code: gpt-tokenizer (node) on long pieces
-    longs = [letters_text(30_000, 2), "ab" * 15_000, "a" * 5000 + "b" * 5000,
-             "".join(chr(0x4e00 + (i * 7919) % 2000) + "\u00e9" for i in range(4000))]
+    longs = [letters_text(20_000, 2), "ab" * 10_000, "a" * 4000 + "b" * 4000,
+             "".join(chr(0x4e00 + (i * 7919) % 2000) + "\u00e9" for i in range(3000))]
     want = js_ids(longs)
     if want is None:
         print("node not found: long pieces not compared with gpt-tokenizer")
@@ -278,7 +278,7 @@ def test_gpt2_long_piece():
     alphabets = [b"ab", b"aeht", b"etaoinshrdlu", bytes(range(256)), "\u00e9\u4e2d\u0416a ".encode()]
     for k in range(400):
         al = rng.choice(alphabets)
-        p = bytes(rng.choice(al) for _ in range(rng.choice([2, 5, 13, 40, 150, 600, 1500])))
+        p = bytes(rng.choice(al) for _ in range(rng.choice([2, 5, 13, 40, 150, 600])))
         check(bpe._bpe_heap(p) == bpe._bpe_scan(p), "heap and scan differ on %r" % p[:60])
     # ordinary text: short pieces (fixture documents, cache cleared) for comparison
     docs = "\n\n".join(fixture_docs())

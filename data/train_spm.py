@@ -11,7 +11,6 @@ this model round-trips the text byte for byte (newlines become <0x0A>).
 Ids: 0 <unk>, 1 <s>, 2 </s> (the document separator data/encode.py uses).
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from encode import InputError, read_jsonl_texts  # noqa: E402
 
 
 def main():
@@ -41,13 +42,19 @@ def main():
     prefix = out[:-len(".model")] if out.endswith(".model") else out
     lines_path = prefix + ".train.txt"
     n = 0
-    with open(lines_path, "w", encoding="utf-8") as f:
-        with open(src, encoding="utf-8") as g:
-            for line in g:
-                for l in json.loads(line)["text"].split("\n"):
+    try:
+        with open(lines_path, "w", encoding="utf-8") as f:
+            for text in read_jsonl_texts(src):   # one-line errors for bad lines (see encode.py)
+                for l in text.split("\n"):
                     if l.strip():
                         f.write(l + "\n")
                         n += 1
+    except InputError as e:
+        os.remove(lines_path)
+        sys.exit("error: %s" % e)
+    if n == 0:
+        os.remove(lines_path)
+        sys.exit("error: %s: no text to train on (empty, or only white space)" % src)
     t0 = time.time()
     cmd = [spm_train, "--input=" + lines_path, "--model_prefix=" + prefix + ".tmp",
            "--vocab_size=%d" % args.vocab, "--model_type=" + args.model_type,

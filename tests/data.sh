@@ -50,6 +50,10 @@ data_bad_input_tests() {
   run_test data/err_text_nul     'fail:^error: [^ ]*/nul\.txt:3: NUL byte at column 5' \
     one_line_error $E --train "$B/nul.txt" --val "$B/file.txt" --text_docs blank_line --out "$B/o"
   run_test data/err_train_no_val 'fail:^error: --train and --val go together' one_line_error $E --train "$B/file.txt" --out "$B/o"
+  run_test data/err_spm_not_utf8 'fail:^error: [^ ]*/utf8/train\.jsonl:2: not UTF-8' \
+    one_line_error $DPY data/train_spm.py --input "$B/utf8" --out "$B/spm/m.model"
+  run_test data/err_spm_empty    'fail:^error: [^ ]*/blank/train\.jsonl: no text to train on' \
+    one_line_error $DPY data/train_spm.py --input "$B/blank" --out "$B/spm/m.model"
   run_test data/err_bpe_arg_not_utf8 'fail:^error: argument 2 is not UTF-8 text \(byte 0xff at position 1\)' \
     one_line_error $DPY data/gpt2_bpe.py "Hello" $'a\xffb'
 }
