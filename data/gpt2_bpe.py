@@ -13,9 +13,9 @@ merge the adjacent pair whose concatenation has the lowest rank (leftmost on a
 tie) until no pair is in the vocabulary. Pieces are cached, so common words cost
 one dict lookup; pieces of up to 12 bytes find each pair by a scan, longer ones
 (a long run without spaces: base64, URLs, minified code) keep their pairs in a
-heap, so a piece of n bytes costs O(n log n), not O(n^2). `<|endoftext|>` (50256) is recognised in text only when asked
-(encode(..., allowed_special=...)); encode_ordinary() treats it as plain text,
-as tiktoken does.
+heap, so a piece of n bytes costs O(n log n), not O(n^2). `<|endoftext|>`
+(50256) is recognised in text only when asked (encode(..., allowed_special=...));
+encode_ordinary() treats it as plain text, as tiktoken does.
 
     /usr/bin/python3 data/gpt2_bpe.py "Hello world"     -> [15496, 995]
 """
@@ -158,7 +158,8 @@ class GPT2Tokenizer:
         part after it changes only the pairs at s and at prv[s]: their new keys are
         pushed, the old ones stay in the heap and are skipped when popped (no longer
         equal to key[s]; parts only grow, so an equal key is the same pair).
-        Memory: three int64 arrays of n and the heap, about 100 bytes per byte."""
+        Memory: three int64 arrays of n and the heap (Python ints), about 70 bytes
+        per byte of the piece."""
         ranks = self.ranks
         get = ranks.get
         n = len(piece)
@@ -193,8 +194,9 @@ class GPT2Tokenizer:
             p = prv[s]
             if p >= 0:
                 r = get(piece[p:end])
-                key[p] = -1 if r is None else r * W + p
+                key[p] = -1
                 if r is not None:
+                    key[p] = r * W + p
                     push(heap, r * W + p)
         out, s = [], 0
         while s < n:
