@@ -29,6 +29,36 @@ static const double TOL_LOGITS = 1e-5, TOL_LOSS = 1e-6, TOL_GRAD = 2e-5, TOL_NOR
 
 using Checker = TensorChecker;   // dev/test/tensor_checker.h
 
+// The stored states are built to discriminate (dev/make_reference.py, SHARP_*): a model with K
+// one off must miss the stored logits by at least MIN_K_MARGIN x their tolerance, on logits
+// alone. Prints the margin of each neighbour K; a state too weak to tell them apart fails.
+static const double MIN_K_MARGIN = 100.0;
+static void check_wrong_k_margin(const RefState& s, const ModelConfig& cfg, int attn_block, Checker& ck) {
+    size_t BT = (size_t)s.B * s.T;
+    for (int k : {cfg.post_ln_layers - 1, cfg.post_ln_layers + 1}) {
+        if (k < 0 || k > cfg.n_layer) continue;
+        ModelConfig wrong = cfg;
+        wrong.post_ln_layers = k;
+        Model m;
+        m.init(wrong);
+        if (attn_block > 0) m.attn_block = attn_block;
+        m.params = s.params;
+        m.forward(s.inputs.data(), s.targets.data(), s.B, s.T);
+        double err = 0.0, ref = 0.0;
+        for (size_t n = 0; n < BT; n++)
+            for (int v = 0; v < cfg.vocab; v++) {
+                double r = s.logits[n * cfg.vocab + v];
+                err = std::max(err, std::fabs((double)m.logits[n * cfg.padded_vocab + v] - r));
+                ref = std::max(ref, std::fabs(r));
+            }
+        double margin = err / std::max(ref, 1e-12) / TOL_LOGITS;
+        char msg[160];
+        snprintf(msg, sizeof msg, "a wrong K=%d misses the logits by %.0fx their tolerance (at least %.0fx needed)", k,
+                 margin, MIN_K_MARGIN);
+        ck.expect(margin >= MIN_K_MARGIN, msg);
+    }
+}
+
 static void run_state(const std::string& path, int override_k, const std::string& perturb, int attn_block, Checker& ck) {
     RefState s = read_refstate(path);
     ModelConfig cfg = s.ckpt.cfg;
@@ -86,6 +116,8 @@ static void run_state(const std::string& path, int override_k, const std::string
     double tot = 0.0;
     for (double x : sq) tot += x;
     ck.check1("global grad norm", (float)sqrt(tot), s.total_norm, TOL_NORM);
+
+    check_wrong_k_margin(s, cfg, attn_block, ck);
 
     // N optimizer steps on the same batch, from the initial weights
     model.params = s.params;

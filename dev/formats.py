@@ -96,3 +96,61 @@ def read_checkpoint(path_or_bytes):
         raise ValueError("only fp32 checkpoints are read here")
     params = np.frombuffer(data, dtype=np.float32, count=n, offset=HEADER_WORDS * 4)
     return cfg, params
+
+
+def read_state(data):
+    """Splits a reference state (bytes) into its named parts, in file order:
+    a list of (name, kind, value) where kind is 'exact' (header words, the
+    parameter table, token ids: must match bit for bit) or 'float' (a float32
+    tensor computed by the reference). The checkpoint's weights and the
+    gradients are split per tensor of the parameter table, so a comparison
+    can judge each against its own scale."""
+    h = np.frombuffer(data[: HEADER_WORDS * 4], dtype=np.int32)
+    if h[0] != STATE_MAGIC or h[1] != STATE_VERSION:
+        raise ValueError(f"not a version-{STATE_VERSION} reference state")
+    B, T, n_steps, ntab = (int(x) for x in h[2:6])
+    ckpt_len = int(np.uint32(h[6])) | (int(np.uint32(h[7])) << 32)
+    parts = [("state header", "exact", h)]
+    off = HEADER_WORDS * 4
+    table = []
+    for _ in range(ntab):
+        name = data[off: off + NAME_BYTES].rstrip(b"\0").decode()
+        rows, cols, layer, decay = np.frombuffer(data, dtype=np.int32, count=4, offset=off + NAME_BYTES)
+        table.append((name, int(rows) * int(cols)))
+        off += NAME_BYTES + 16
+    parts.append(("parameter table", "exact", np.frombuffer(data[HEADER_WORDS * 4: off], dtype=np.uint8)))
+    ck = data[off: off + ckpt_len]
+    cfg, params = read_checkpoint(ck)
+    parts.append(("checkpoint header", "exact", np.frombuffer(ck[: HEADER_WORDS * 4], dtype=np.int32)))
+
+    def per_tensor(prefix, flat):
+        at = 0
+        for name, n in table:
+            parts.append((prefix + name, "float", flat[at: at + n]))
+            at += n
+        if at != flat.size:
+            raise ValueError("parameter table does not cover the tensor")
+
+    per_tensor("init ", params)
+    off += ckpt_len
+    BT, V, P = B * T, cfg["vocab"], params.size
+
+    def take(count, dtype=np.float32):
+        nonlocal off
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=off)
+        off += count * 4
+        return arr
+
+    parts.append(("inputs", "exact", take(BT, np.int32)))
+    parts.append(("targets", "exact", take(BT, np.int32)))
+    parts.append(("logits", "float", take(BT * V)))
+    parts.append(("loss", "float", take(1)))
+    per_tensor("grad ", take(P))
+    parts.append(("layer grad norms", "float", take(cfg["n_layer"])))
+    parts.append(("global grad norm", "float", take(1)))
+    parts.append(("schedule lr", "float", take(n_steps)))
+    parts.append(("step losses", "float", take(n_steps)))
+    parts.append(("step grad norms", "float", take(n_steps)))
+    if off != len(data):
+        raise ValueError(f"state has {len(data)} bytes, its header describes {off}")
+    return parts

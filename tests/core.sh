@@ -5,8 +5,54 @@ B=build
 SCRATCH=$(mktemp -d /tmp/mixln_core_XXXXXX)
 PY=/usr/bin/python3
 
-# --- the stored reference states provably come from PyTorch: regenerate, compare
+# --- the stored reference states provably come from PyTorch: regenerate, compare every named
+#     tensor on its own scale (dev/make_reference.py: CHECK_REL)
 run_test core/reference_regenerates pass $PY dev/make_reference.py --check dev/reference
+# ... and they discriminate: a wrong K, norm eps x10, interleaved RoPE or a clipping threshold
+# of 0.9x lands at least MIN_MARGINS tolerances away (printed per state)
+run_test core/reference_margins pass $PY dev/make_reference.py --margins
+# the check can fail: one gradient element changed by 1e-4 of its value
+core_neg_regen() {
+  mkdir -p "$SCRATCH/neg_ref"
+  $PY - dev/reference/gpt_pre.bin "$SCRATCH/neg_ref/gpt_pre.bin" <<'PYEOF' || return 2
+import sys
+import numpy as np
+sys.path.insert(0, "dev")
+import formats
+data = bytearray(open(sys.argv[1], "rb").read())
+off = 0                              # a state is its parts laid end to end
+for name, _, v in formats.read_state(bytes(data)):
+    if name == "grad l1.fc.w":
+        a = np.frombuffer(data, dtype=np.float32, count=v.size, offset=off)
+        i = int(np.abs(a).argmax())
+        a[i] *= np.float32(1 + 1e-4)
+    off += v.nbytes
+open(sys.argv[2], "wb").write(data)
+PYEOF
+  $PY dev/make_reference.py --check "$SCRATCH/neg_ref" --only gpt_pre
+}
+run_test core/neg_reference_perturbed 'fail:DIFFER  gpt_pre: grad l1\.fc\.w off by' core_neg_regen
+
+# --- machine independence: OpenBLAS picks a kernel per CPU, and each sums in its own order.
+#     The regeneration check and the CPU trainer's test under every kernel this CPU can run
+#     (OPENBLAS_CORETYPE; SkylakeX needs AVX-512, Haswell AVX2 + FMA)
+core_cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+for core in Prescott Haswell SkylakeX; do
+  case $core in
+    Haswell)  need="avx2 fma" ;;
+    SkylakeX) need="avx512f avx512bw avx512dq avx512vl" ;;
+    *)        need="" ;;
+  esac
+  missing=""
+  for f in $need; do [[ " $core_cpu_flags " == *" $f "* ]] || missing+=" $f"; done
+  if [ -n "$missing" ]; then
+    skip_test "core/reference_regenerates_$core" "this CPU lacks$missing"
+    skip_test "core/test_gpt_$core" "this CPU lacks$missing"
+    continue
+  fi
+  run_test "core/reference_regenerates_$core" pass env OPENBLAS_CORETYPE=$core OPENBLAS_VERBOSE=2 $PY dev/make_reference.py --check dev/reference
+  run_test "core/test_gpt_$core" pass env OPENBLAS_CORETYPE=$core OPENBLAS_VERBOSE=2 $B/test_gpt
+done
 
 # --- train_gpt.cpp against every stored state (BLAS, plain loops, ASan+UBSan builds)
 run_test core/test_gpt            pass $B/test_gpt
