@@ -46,39 +46,42 @@ Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
 //
 // fp32: as the CPU trainer's test, with room for the GPU's own summation orders.
 // bf16: bf16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2%); weights, activations
-// and gradients are all rounded, so the errors compound through the layers. The table is
-// per tensor kind (the last component of the name), set to about 2-3x the largest error
-// observed over the stored states (docs/CUDA.md lists the observations). The scalar rows
-// (bf16; observed in brackets): logits 2e-2 [7.0e-3], loss 1e-3 [2.9e-5], layer and global
-// norms 1e-2 [1.9e-3], 10 step losses 3e-3 [4.9e-4], step grad norms 4e-2 [1.2e-2].
+// and gradients are all rounded, so the errors compound through the layers, and more so on the
+// stored states, whose weights are sharpened so that every sublayer moves the stream
+// (dev/make_reference.py, SHARP_*). The table is per tensor kind (the last component of the
+// name), set to about 1.5-2x the largest error observed over the stored states in bf16 and
+// pure bf16 (emulated). The scalar rows (bf16; observed in brackets): logits 3e-2 [1.8e-2],
+// loss 1e-3 [2.4e-4], layer and global norms 2.5e-2 [1.4e-2], step losses 1e-2 [5.0e-3], step
+// grad norms 1.5e-1 [8.4e-2: the third step of llama_pre; bf16's small errors in the first
+// updates grow along a 10x LR warmup]. The step checks' precision is the fp32 run's job (1e-4).
 struct Tolerances {
     double logits, loss, norm, step_loss, step_norm, lr;
     double grad(const std::string& name) const;
     bool bf16;
 };
 static const Tolerances TOL_FP32 = {1e-4, 1e-5, 1e-4, 1e-4, 1e-4, 1e-7, false};
-static const Tolerances TOL_BF16 = {2e-2, 1e-3, 1e-2, 3e-3, 4e-2, 1e-7, true};
+static const Tolerances TOL_BF16 = {3e-2, 1e-3, 2.5e-2, 1e-2, 1.5e-1, 1e-7, true};
 
 struct BF16GradTol { const char* suffix; double tol; };
 static const BF16GradTol BF16_GRAD_TOLS[] = {
-    // tensor kind      tol     (largest error observed over the 7 stored states, bf16 mode, emulated)
-    {"wte",           3e-2},  // 1.1e-2
-    {"wpe",           3e-2},  // 1.1e-2
-    {"lm_head.w",     3e-2},  // 8.1e-3
-    {"norm_f.w",      3e-2},  // 7.5e-3
-    {"norm_f.b",      3e-2},  // 3.6e-3
-    {"norm1.w",       6e-2},  // 2.1e-2
-    {"norm1.b",       4e-2},  // 1.2e-2
-    {"norm2.w",       4e-2},  // 1.3e-2
-    {"norm2.b",       4e-2},  // 8.4e-3
-    {"qkv.w",         5e-2},  // 1.8e-2
-    {"qkv.b",         4e-2},  // 1.1e-2
-    {"attn_proj.w",   4e-2},  // 1.1e-2
-    {"attn_proj.b",   4e-2},  // 7.5e-3
-    {"fc.w",          4e-2},  // 1.3e-2
-    {"fc.b",          4e-2},  // 8.8e-3
-    {"mlp_proj.w",    4e-2},  // 1.3e-2
-    {"mlp_proj.b",    4e-2},  // 5.2e-3
+    // tensor kind      tol     (largest error observed over the 7 stored states, bf16 and pure bf16, emulated)
+    {"wte",           4e-2},  // 2.2e-2
+    {"wpe",           3e-2},  // 1.7e-2
+    {"lm_head.w",     3e-2},  // 1.8e-2 (with norm_f.w)
+    {"norm_f.w",      3e-2},  // 1.8e-2 (with lm_head.w)
+    {"norm_f.b",      3e-2},  // 3.8e-3
+    {"norm1.w",       6e-2},  // 4.1e-2
+    {"norm1.b",       4e-2},  // 1.8e-2
+    {"norm2.w",       5e-2},  // 2.8e-2
+    {"norm2.b",       4e-2},  // 2.1e-2
+    {"qkv.w",         8e-2},  // 4.3e-2
+    {"qkv.b",         4e-2},  // 2.5e-2
+    {"attn_proj.w",   4e-2},  // 2.3e-2
+    {"attn_proj.b",   4e-2},  // 1.6e-2
+    {"fc.w",          8e-2},  // 4.4e-2
+    {"fc.b",          4e-2},  // 1.8e-2
+    {"mlp_proj.w",    4e-2},  // 2.5e-2
+    {"mlp_proj.b",    4e-2},  // 1.4e-2
 };
 double Tolerances::grad(const std::string& name) const {
     if (!bf16) return 1e-4;

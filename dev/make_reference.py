@@ -65,6 +65,7 @@ BATCH.update({"x_gpt_odd": (3, 13), "x_gpt_hd12": (2, 12), "x_gpt_t70": (1, 70),
 OPT = dict(lr=0.0, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=0.0,
            warmup=3, total=10, lr_floor=0.1)      # lr: OPT_LR by arch; grad_clip: clip_threshold()
 OPT_LR = {"gpt": 1e-2, "llama": 3e-3}
+EXTRA_LR, EXTRA_CLIP = 3e-3, 1.0                    # the extra set: one LR, a fixed threshold
 N_STEPS = 10
 
 # The stored weights are not a fresh initialisation: at std 0.02 every sublayer barely moves the
@@ -85,14 +86,18 @@ MIN_MARGINS = {"K": 100.0, "eps": 100.0, "rope": 100.0, "clip": 10.0}
 
 
 def build_model(name, kw, **override):
-    """The state's model (float64, weights rounded to float32) and its batch."""
-    cfg = Config(**dict(kw, init_std=SHARP_INIT_STD[kw["arch"]], **override))
+    """The state's model (float64, weights rounded to float32) and its batch. The stored set is
+    sharpened (SHARP_*); the extra set keeps a fresh initialisation (it checks shapes)."""
+    sharp = name in CONFIGS
+    cfg = Config(**dict(kw, **({"init_std": SHARP_INIT_STD[kw["arch"]]} if sharp else {}), **override))
     seed = sum(map(ord, name))
     model = Model(cfg)
     model.reset_parameters(torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():
         for pname, p in model.named_parameters():
+            if not sharp:
+                break
             if "norm" in pname and pname.endswith("weight"):
                 p.add_(torch.randn(p.shape, generator=g, dtype=torch.float64) * SHARP_NORM_W)
             elif "norm" in pname and pname.endswith("bias"):
@@ -107,9 +112,8 @@ def build_model(name, kw, **override):
     return model, cfg, seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
 
 
-def run_steps(model, inputs, targets, grad_clip):
-    """N_STEPS of AdamW + global-norm clipping + schedule on one batch: (lrs, losses, norms)."""
-    peak = OPT_LR[model.cfg.arch]
+def run_steps(model, inputs, targets, grad_clip, peak):
+    """N_STEPS of AdamW + global-norm clipping + schedule (peak LR) on one batch: (lrs, losses, norms)."""
     opt = make_optimizer(model, peak, OPT["beta1"], OPT["beta2"], OPT["eps"], OPT["weight_decay"])
     params = [t for _, t, _, _ in model.param_table()]
     lrs, losses, norms = [], [], []
@@ -131,7 +135,7 @@ def clip_threshold(name, kw):
     not. (Adam ignores a constant gradient scale, so a threshold that clips every step, or none,
     would leave the step losses unchanged.)"""
     model, _, inputs, targets = build_model(name, kw)
-    return float(np.float32(np.median(run_steps(model, inputs, targets, math.inf)[2])))
+    return float(np.float32(np.median(run_steps(model, inputs, targets, math.inf, OPT_LR[kw["arch"]])[2])))
 
 
 def make_state(name, kw):
@@ -146,9 +150,12 @@ def make_state(name, kw):
     total_norm = math.sqrt(sum(float((g_ ** 2).sum()) for g_ in grads))
     first = dict(logits=logits.detach(), loss=float(loss), grads=grads,
                  layer_norms=layer_norms, total_norm=total_norm)
-    opt = dict(OPT, lr=OPT_LR[cfg.arch], grad_clip=clip_threshold(name, kw))
+    if name in CONFIGS:
+        opt = dict(OPT, lr=OPT_LR[cfg.arch], grad_clip=clip_threshold(name, kw))
+    else:
+        opt = dict(OPT, lr=EXTRA_LR, grad_clip=EXTRA_CLIP)
     model.zero_grad(set_to_none=True)
-    lrs, losses, norms = run_steps(model, inputs, targets, opt["grad_clip"])
+    lrs, losses, norms = run_steps(model, inputs, targets, opt["grad_clip"], opt["lr"])
     return formats.state_bytes(cfg, table, ckpt, inputs, targets, first, opt, lrs, losses, norms)
 
 
@@ -182,8 +189,9 @@ def margins(name, kw):
         finally:
             model_module.apply_rope = saved
     clip = clip_threshold(name, kw)
-    losses = torch.tensor(run_steps(build_model(name, kw)[0], inputs, targets, clip)[1])
-    losses_09 = torch.tensor(run_steps(build_model(name, kw)[0], inputs, targets, clip * 0.9)[1])
+    peak = OPT_LR[cfg.arch]
+    losses = torch.tensor(run_steps(build_model(name, kw)[0], inputs, targets, clip, peak)[1])
+    losses_09 = torch.tensor(run_steps(build_model(name, kw)[0], inputs, targets, clip * 0.9, peak)[1])
     out["clip x0.9"] = rel(losses_09, losses) / TOL_STEP_LOSS
     return out
 
