@@ -95,3 +95,72 @@ if [ -x "$KB/nvcc/test_norm" ]; then
 else
   skip_test "kernels/gpu" "nvcc builds absent (no nvcc)"
 fi
+
+# scripts/gpu_check.sh's llm.c side by side, without a GPU: the plan (--plan runs nothing and
+# writes nothing), the one-line errors, the parser on a fixture, and llm.c's build (links here)
+GCS=$(mktemp -d /tmp/mixln_gpu_check_XXXXXX)
+mkdir -p "$GCS/anchors" && : > "$GCS/anchors/llmc_gpu_bench.sh"   # a stand-in: the plan only names it
+gpu_check_plan() {   # both shapes, train_gpt.cu then llm.c, same B x T and steps; nothing written
+  local out; out=$(LLMC_ANCHORS="$GCS/anchors" OUT_DIR="$GCS/plan_out" SIDE_STEPS=37 bash scripts/gpu_check.sh --plan) || return 1
+  echo "$out"
+  for b in 16 64; do
+    grep -Eq "^plan +[0-9]+ s  timeout [0-9]+ build/cuda/train_gpt_nvcc -p gpt2-124m -k pre -b $b -t 1024 -d $((b * 1024)) -x 37 -i $GCS/plan_out/data/tok50k_\*.bin " <<<"$out" &&
+    grep -Eq "^plan +[0-9]+ s  timeout [0-9]+ bash $GCS/anchors/llmc_gpu_bench.sh run .* $GCS/plan_out/data/tok50k_\*.bin $GCS/plan_out/data/tok50k_\*.bin $b 1024 37 > " <<<"$out" &&
+    grep -q "scripts/side_by_side.py $GCS/plan_out/side_${b}x1024_train_gpt.log $GCS/plan_out/side_${b}x1024_llmc.log" <<<"$out" ||
+      { echo "missing: the side by side at $b x 1024"; return 1; }
+  done
+  grep -q "llm.c build .*llmc_gpu_bench.sh build" <<<"$out" && grep -Eq "^plan total: about [0-9]+ s" <<<"$out" &&
+    [ ! -e "$GCS/plan_out" ] || { echo "no llm.c build line, no total, or the plan wrote $GCS/plan_out"; return 1; }
+}
+run_test gpu_check/plan_llmc pass gpu_check_plan
+run_test gpu_check/bad_anchors 'fail:^error: LLMC_ANCHORS=/nonexistent: no llmc_gpu_bench.sh' \
+  env LLMC_ANCHORS=/nonexistent bash scripts/gpu_check.sh --plan
+run_test gpu_check/bad_side_steps "fail:^error: .*SIDE_STEPS must be a positive integer, got 'x'" env SIDE_STEPS=x bash scripts/gpu_check.sh --plan
+run_test gpu_check/shellcheck pass bash -c 'bash -n scripts/gpu_check.sh && if command -v shellcheck >/dev/null; then shellcheck scripts/gpu_check.sh; fi'
+
+# the parser (scripts/side_by_side.py) on hand-made logs: train_gpt.cu's step times 100 90 80
+# (warm-up) then 40 41 40 39 40 ms: median 40 -> 16*1024 / 0.040 s = 409,600 tok/s; llm.c's
+# 200 150 100 then 32.768 33 32.768 32 32.768: median 32.768 -> 500,000 tok/s; ratio 0.8192.
+# FLOPs per token (GPT-2 124M, T 1024): N = 50257*768 + 12*(4*768^2 + 2*768*3072 + 9*768 + 3072)
+# + 2*768 = 38,597,376 + 85,054,464 + 1,536 = 123,653,376; 6N + 6*12*768*1024 = 741,920,256 +
+# 56,623,104 = 798,543,360. MFU against 989e12: 409,600 * 798,543,360 / 989e12 = 0.3307 (33.1%),
+# 500,000 * 798,543,360 / 989e12 = 0.4037 (40.4%).
+side_fixture() {   # dir llmc-B llmc-steps
+  local d=$1 ms
+  { echo "model: gpt, mix K=3, L=12 H=12 C=768 ffn=3072 vocab=50257 (padded 50304), 124.44M parameters"
+    echo "train: B=16 T=1024, 16384 tokens/step (1 micro-steps), 8 steps, lr 0.0006 warmup 700 floor 0.1, wd 0.1, clip 1"
+    echo "mfu: against 989 TFLOP/s (bf16 dense peak of NVIDIA H200)"
+    local i=1; for ms in 100.0 90.0 80.0 40.0 41.0 40.0 39.0 40.0; do
+      echo "step $(printf %5d $i)/8 | loss 10.9000 | norm 1.0000 | lr 8.57e-07 | $ms ms | 0 tok/s | MFU 0.0% | eta 1s"; i=$((i+1)); done
+  } > "$d/ours.log"
+  { echo "| micro batch size B    | $2 |"; echo "| sequence length T     | 1024 |"
+    echo "| vocab_size V          | 50257 |"; echo "| num_layers L          | 12 |"; echo "| channels C            | 768 |"
+    local i=1; for ms in 200.00 150.00 100.00 32.768 33.00 32.768 32.00 32.768; do
+      [ $i -le "$3" ] && echo "step $(printf %4d $i)/$3 | loss 11.010000 (+0.00z)| norm 15.3000 (+0.00z)| lr 8.57e-07 | $ms ms | 40.0% bf16 MFU | 123 tok/s"
+      i=$((i+1)); done
+    echo "llmc_tok_per_s 123"
+  } > "$d/llmc.log"
+}
+side_by_side_check() {
+  side_fixture "$GCS" 16 8
+  local out; out=$(python3 scripts/side_by_side.py "$GCS/ours.log" "$GCS/llmc.log") || return 1
+  echo "$out"
+  grep -qF "gpt2-124m 16 x 1024, 8 steps on NVIDIA H200: train_gpt.cu 409,600 tok/s, MFU 33.1% | llm.c 500,000 tok/s, MFU 40.4% | train_gpt.cu / llm.c 0.819x" <<<"$out" &&
+    grep -qF "798.5 MFLOP/token = 6N + 6LCT, N = 123,653,376; peak 989 TFLOP/s" <<<"$out"
+}
+run_test gpu_check/side_by_side_fixture pass side_by_side_check
+side_by_side_bad() {   # llmc-B llmc-steps: the parser must refuse the pair
+  side_fixture "$GCS" "$1" "$2" && python3 scripts/side_by_side.py "$GCS/ours.log" "$GCS/llmc.log"
+}
+run_test gpu_check/side_by_side_other_B 'fail:^error: side_by_side: B differs: 16 in .*ours.log, 64 in .*llmc.log' side_by_side_bad 64 8
+run_test gpu_check/side_by_side_llmc_stopped 'fail:^error: side_by_side: 8 step lines in .*ours.log, 5 in .*llmc.log' side_by_side_bad 16 5
+run_test gpu_check/side_by_side_missing 'fail:^error: side_by_side: .*nope.log: No such file' \
+  python3 scripts/side_by_side.py "$GCS/nope.log" "$GCS/nope.log"
+
+# llm.c's build from the anchors (nvcc, cuBLAS, cuDNN 9; about a minute on 2 cores) links here
+if [ -f ../shared/anchors/llmc_gpu_bench.sh ] && { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }; then
+  run_test gpu_check/llmc_build pass bash -c \
+    'timeout 180 env LLMC_BUILD_DIR="$1/llmc" bash scripts/gpu_check.sh --build-llmc && [ -x "$1/llmc/train_gpt2cu" ]' _ "$GCS"
+else
+  skip_test gpu_check/llmc_build "no ../shared/anchors or no nvcc"
+fi
