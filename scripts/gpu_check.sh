@@ -84,6 +84,7 @@ QUICK=${QUICK:-0}
 for v in BENCH_SECONDS EXTRA_SECONDS SIDE_STEPS JOBS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: scripts/gpu_check.sh: $v must be a positive integer, got '${!v}'"; exit 2; }
 done
+[ "$SIDE_STEPS" -gt 3 ] || { echo "error: scripts/gpu_check.sh: SIDE_STEPS must be at least 4 (the first 3 are warm-up), got $SIDE_STEPS"; exit 2; }
 
 # llm.c's anchors (header): LLMC_ANCHORS, ../shared/anchors or build/anchors_src
 ANCHORS=""
@@ -292,6 +293,7 @@ else
   if [ -n "$llmc_pid" ] && ! wait "$llmc_pid"; then
     fail_log "llm.c build from $ANCHORS" "$OUT_DIR/llmc_build.log"
   else
+    [ -n "$llmc_pid" ] && say "PASS llm.c build: $(tail -1 "$OUT_DIR/llmc_build.log")"
     side_by_side 16 1024 "$SIDE_STEPS"
     side_by_side 64 1024 "$SIDE_STEPS"
   fi

@@ -116,6 +116,7 @@ run_test gpu_check/plan_llmc pass gpu_check_plan
 run_test gpu_check/bad_anchors 'fail:^error: LLMC_ANCHORS=/nonexistent: no llmc_gpu_bench.sh' \
   env LLMC_ANCHORS=/nonexistent bash scripts/gpu_check.sh --plan
 run_test gpu_check/bad_side_steps "fail:^error: .*SIDE_STEPS must be a positive integer, got 'x'" env SIDE_STEPS=x bash scripts/gpu_check.sh --plan
+run_test gpu_check/few_side_steps "fail:^error: .*SIDE_STEPS must be at least 4 .*, got 3" env SIDE_STEPS=3 bash scripts/gpu_check.sh --plan
 run_test gpu_check/shellcheck pass bash -c 'bash -n scripts/gpu_check.sh && if command -v shellcheck >/dev/null; then shellcheck scripts/gpu_check.sh; fi'
 
 # the parser (scripts/side_by_side.py) on hand-made logs: train_gpt.cu's step times 100 90 80
@@ -157,10 +158,52 @@ run_test gpu_check/side_by_side_llmc_stopped 'fail:^error: side_by_side: 8 step 
 run_test gpu_check/side_by_side_missing 'fail:^error: side_by_side: .*nope.log: No such file' \
   python3 scripts/side_by_side.py "$GCS/nope.log" "$GCS/nope.log"
 
-# llm.c's build from the anchors (nvcc, cuBLAS, cuDNN 9; about a minute on 2 cores) links here
+# llm.c's build from the anchors (nvcc, cuBLAS, cuDNN 9) links here: about a minute on 2 idle
+# cores; the timeout leaves room for cores shared with other jobs
 if [ -f ../shared/anchors/llmc_gpu_bench.sh ] && { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }; then
   run_test gpu_check/llmc_build pass bash -c \
-    'timeout 180 env LLMC_BUILD_DIR="$1/llmc" bash scripts/gpu_check.sh --build-llmc && [ -x "$1/llmc/train_gpt2cu" ]' _ "$GCS"
+    'timeout 600 env LLMC_BUILD_DIR="$1/llmc" bash scripts/gpu_check.sh --build-llmc && [ -x "$1/llmc/train_gpt2cu" ]' _ "$GCS"
 else
   skip_test gpu_check/llmc_build "no ../shared/anchors or no nvcc"
 fi
+
+# the device part's flow on a simulated GPU (QUICK=1): stand-ins for make, nvidia-smi, the
+# trainer, test_gpt, the benched kernel tests and the anchors' llmc_gpu_bench.sh, so that the
+# llm.c build in the background, both shapes' runs, the parser's lines, the seconds per part
+# and the GPU's name in the summary are checked without a GPU (the figures are the stand-ins')
+gpu_check_simulated() {
+  local d="$GCS/sim" bin
+  mkdir -p "$d/path" "$d/build/cuda" "$d/build/kernels/nvcc" "$d/anchors"
+  printf '#!/bin/bash\nfor a in "$@"; do [ "$a" = print-ktests ] && exec /usr/bin/make "$@"; done\n' > "$d/path/make"
+  printf '#!/bin/bash\ncase "$*" in -L) echo "GPU 0: NVIDIA H200 (UUID: GPU-0)";; *name*) echo "NVIDIA H200";; *) echo 1000;; esac\n' > "$d/path/nvidia-smi"
+  cat > "$d/build/cuda/train_gpt_nvcc" <<'SIM'
+#!/bin/bash
+while [ $# -gt 0 ]; do case $1 in -b) b=$2;; -t) t=$2;; -x) x=$2;; esac; shift; done
+[ "$x" -gt 100 ] && x=10
+echo "model: gpt, pre K=0, L=12 H=12 C=768 ffn=3072 vocab=50257 (padded 50304), 124.44M parameters"
+echo "train: B=$b T=$t, $((b * t)) tokens/step (1 micro-steps), $x steps, lr 0.0006 warmup 700 floor 0.1, wd 0.1, clip 1"
+echo "mfu: against 989 TFLOP/s (bf16 dense peak of NVIDIA H200)"
+for i in $(seq 1 "$x"); do echo "step $i/$x | loss 10.9 | norm 1.0 | lr 1e-06 | $((b * 5 / 2)).0 ms | 1 tok/s | MFU 1.0% | eta 1s"; done
+SIM
+  printf '#!/bin/bash\necho "all checks passed"\n' > "$d/build/cuda/test_gpt_nvcc"
+  for bin in test_flash_attention test_norm test_matmul test_adamw; do printf '#!/bin/bash\necho bench\n' > "$d/build/kernels/nvcc/$bin"; done
+  cat > "$d/anchors/llmc_gpu_bench.sh" <<'SIM'
+#!/bin/bash
+case $1 in
+build) mkdir -p "$2" && printf '#!/bin/true\n' > "$2/train_gpt2cu" && chmod +x "$2/train_gpt2cu" ;;
+run) echo "| micro batch size B    | $5 |"; echo "| sequence length T     | $6 |"; echo "| vocab_size V          | 50257 |"
+     echo "| num_layers L          | 12 |"; echo "| channels C            | 768 |"
+     for i in $(seq 1 "$7"); do echo "step $i/$7 | loss 11.0 (+0.00z)| norm 1.0 (+0.00z)| lr 1e-06 | $(( $5 * 2 )).00 ms | 1.0% bf16 MFU | 1 tok/s"; done ;;
+esac
+SIM
+  chmod +x "$d"/path/* "$d"/build/cuda/* "$d"/build/kernels/nvcc/* "$d/anchors/llmc_gpu_bench.sh"
+  PATH="$d/path:$PATH" QUICK=1 BUILD="$d/build" OUT_DIR="$d/out" LLMC_ANCHORS="$d/anchors" LLMC_BUILD_DIR="$d/llmc" \
+    BENCH_SECONDS=1 SIDE_STEPS=9 bash scripts/gpu_check.sh; echo "exit status $?"
+  local s="$d/out/summary.txt"
+  # 16 x 1024: 40 ms vs 32 ms per step -> 409,600 vs 512,000 tok/s, ratio 0.8; 64 x 1024: 160 vs 128 ms
+  grep -qF "llm.c side by side gpt2-124m 16 x 1024, 9 steps on NVIDIA H200: train_gpt.cu 409,600 tok/s, MFU 33.1% | llm.c 512,000 tok/s, MFU 41.3% | train_gpt.cu / llm.c 0.800x" "$s" &&
+    grep -qF "llm.c side by side gpt2-124m 64 x 1024, 9 steps on NVIDIA H200: train_gpt.cu 409,600 tok/s" "$s" &&
+    grep -q "^PASS llm.c build" "$s" && grep -Eq "^time llmc_side_by_side: [0-9]+ s" "$s" && grep -Eq "^time benchmarks: [0-9]+ s" "$s" &&
+    grep -Eq "^gpu_check: 0 failure\(s\), [0-9]+ s on NVIDIA H200" "$s" && [ -x "$d/llmc/train_gpt2cu" ]
+}
+run_test gpu_check/simulated_device pass gpu_check_simulated
