@@ -19,7 +19,8 @@
 #      tokens/s (B*T / median step time after the first 3), both MFU (the same 6N + 6LCT FLOPs
 #      per token, N = 123,653,376 multiplied weights of GPT-2 124M without the position embedding
 #      or llm.c's vocabulary padding, against the peak train_gpt.cu names) and the ratio
-#      train_gpt.cu / llm.c;
+#      train_gpt.cu / llm.c (each trainer's own step time: llm.c's CUDA events from the batch
+#      fetch to the update, train_gpt.cu's host clock around the whole step);
 #   5. benchmark training for BENCH_SECONDS (default 10) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
 #      --bias_grad kernel, with --flash_dq partials, at 64 sequences with --flash_dq partials
@@ -45,8 +46,8 @@
 # The comparison runs of step 5 take EXTRA_SECONDS (default 6) each, so that the whole script
 # and a QUICK=1 rerun fit one 15-minute device lease with the machine's start: by the
 # estimates --plan prints, about 370 s (QUICK=1 about 230 s) on an H100/H200; the seconds each
-# part took are in the summary ("time PART: N s"). Of a 10-second gpt2-124m 16 x 1024 run,
-# some 5 s are start-up and about 150 steps are timed.
+# part took are in the summary ("time PART: N s"). A 10-second gpt2-124m 16 x 1024 run has
+# (estimated) some 5 s of start-up and about 150 timed steps.
 #
 # llm.c (the yardstick; ../shared/anchors/README.md): the anchors folder is LLMC_ANCHORS if set
 # (an error if it has no llmc_gpu_bench.sh), else ../shared/anchors (beside the repository),
