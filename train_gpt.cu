@@ -83,11 +83,13 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "common/dataloader.h"
 #include "common/flags.h"
 #include "common/init.h"
+#include "common/layout.h"
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
 #include "common/sample.h"
 #include "common/schedule.h"
+#include "common/trainer.h"
 #include "common/util.h"
 
 // ============================================================================
@@ -101,26 +103,48 @@ static int parse_precision(const std::string& s) {
     fatal("--precision must be fp32, bf16 or pure_bf16, got '%s'", s.c_str());
 }
 
-// The kernel paths a run chooses between, each a flag of train_gpt.cu and test_gpt.cu; all of
-// them compute the same function (tests/cuda.sh checks every one against the reference).
-// Model::set_kernels applies them.
+// The kernel paths a run chooses between; all of them compute the same function (tests/cuda.sh
+// checks every one against the reference). Model::set_kernels applies them.
 struct KernelChoices {
     bool flash = true;                        // --attention flash (where it applies) | matmul
     FlashDq flash_dq = FlashDq::Recompute;    // --flash_dq recompute | partials
     int gelu_fusion = 1;                      // --gelu_fusion 0 | 1 | 2
     BiasGrad bias_grad = BiasGrad::Epilogue;  // --bias_grad epilogue | kernel
 };
-static KernelChoices parse_kernel_choices(const std::string& attention, const std::string& flash_dq, int gelu_fusion,
-                                          const std::string& bias_grad) {
+
+// The flags of both CUDA programs (train_gpt.cu and test_gpt.cu) that choose the precision and
+// the kernel paths, declared once: the table fills KernelFlags (common/flags.h FlagSpec), and
+// kernel_choices checks and converts it.
+struct KernelFlags {
+    std::string precision = "bf16", attention = "flash", flash_dq = "recompute", bias_grad = "epilogue";
+    int gelu_fusion = 1;
+};
+static std::vector<FlagSpec> kernel_flags(KernelFlags& k) {
+    return {
+        {"precision", 0, 's', &k.precision,
+         "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; the trainer's default) | pure_bf16 (all bf16, "
+         "the paper's code) | fp32 (test_gpt's default)"},
+        {"attention", 0, 's', &k.attention,
+         "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
+        {"flash_dq", 0, 's', &k.flash_dq,
+         "recompute (default): flash attention's dQ in its own kernel, recomputing S and dP | partials: from the dK/dV kernel's "
+         "fp32 partials and a reduction (5 products instead of 7; B*NH*T^2*hd/32 floats of scratch, 428 MB at gpt2 16 x 1024)"},
+        {"gelu_fusion", 0, 'i', &k.gelu_fusion,
+         "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
+        {"bias_grad", 0, 's', &k.bias_grad,
+         "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
+    };
+}
+static KernelChoices kernel_choices(const KernelFlags& f) {
     KernelChoices k;
-    if (attention != "flash" && attention != "matmul") fatal("--attention must be flash or matmul, got '%s'", attention.c_str());
-    k.flash = attention == "flash";
-    if (flash_dq != "recompute" && flash_dq != "partials") fatal("--flash_dq must be recompute or partials, got '%s'", flash_dq.c_str());
-    k.flash_dq = flash_dq == "partials" ? FlashDq::Partials : FlashDq::Recompute;
-    if (gelu_fusion < 0 || gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", gelu_fusion);
-    k.gelu_fusion = gelu_fusion;
-    if (bias_grad != "epilogue" && bias_grad != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", bias_grad.c_str());
-    k.bias_grad = bias_grad == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
+    if (f.attention != "flash" && f.attention != "matmul") fatal("--attention must be flash or matmul, got '%s'", f.attention.c_str());
+    k.flash = f.attention == "flash";
+    if (f.flash_dq != "recompute" && f.flash_dq != "partials") fatal("--flash_dq must be recompute or partials, got '%s'", f.flash_dq.c_str());
+    k.flash_dq = f.flash_dq == "partials" ? FlashDq::Partials : FlashDq::Recompute;
+    if (f.gelu_fusion < 0 || f.gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", f.gelu_fusion);
+    k.gelu_fusion = f.gelu_fusion;
+    if (f.bias_grad != "epilogue" && f.bias_grad != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", f.bias_grad.c_str());
+    k.bias_grad = f.bias_grad == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
     return k;
 }
 
@@ -223,37 +247,8 @@ static void remap_params(const ParamTable& ta, size_t Fa, const S* from, const P
 // The model
 // ============================================================================
 
-// Pointers to one layer's tensors in a flat array (parameters or gradients).
-template <typename T>
-struct LayerTensors {
-    T *norm1_w, *norm1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
-    T *norm2_w, *norm2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;   // biases are null for llama
-};
-template <typename T>
-struct Tensors {
-    T *wte, *wpe, *norm_f_w, *norm_f_b, *lm_head;   // lm_head == wte for gpt (tied)
-    std::vector<LayerTensors<T>> layer;
-};
-
-// Resolve every tensor by name through the parameter table.
-template <typename T>
-static Tensors<T> tensors_in(const ParamTable& pt, const ModelConfig& c, T* base) {
-    auto at = [&](const std::string& name) -> T* {
-        for (const ParamTensor& p : pt.t)
-            if (p.name == name) return base + p.offset;
-        return nullptr;
-    };
-    Tensors<T> w;
-    w.wte = at("wte"); w.wpe = at("wpe"); w.norm_f_w = at("norm_f.w"); w.norm_f_b = at("norm_f.b");
-    w.lm_head = c.gpt() ? w.wte : at("lm_head.w");
-    for (int l = 0; l < c.n_layer; l++) {
-        std::string p = "l" + std::to_string(l) + ".";
-        w.layer.push_back({at(p + "norm1.w"), at(p + "norm1.b"), at(p + "qkv.w"), at(p + "qkv.b"), at(p + "attn_proj.w"),
-                           at(p + "attn_proj.b"), at(p + "norm2.w"), at(p + "norm2.b"), at(p + "fc.w"), at(p + "fc.b"),
-                           at(p + "mlp_proj.w"), at(p + "mlp_proj.b")});
-    }
-    return w;
-}
+// The named tensors of a flat parameter or gradient array (LayerTensors, Tensors,
+// tensors_in): common/layout.h.
 
 // Activations of one layer (N = B*T rows), as in train_gpt.cpp.
 template <typename T>
@@ -525,14 +520,8 @@ struct Model {
         if (plan.grads) cudaCheck(cudaMemset(grad_arena.base, 0, plan.grads));
         cudaCheck(cudaMemset(param_arena.base, 0, plan.params));
         if (!cfg.gpt()) {
-            int half = cfg.head_dim() / 2;
-            std::vector<float> cs((size_t)cfg.max_seq_len * half), sn(cs.size());
-            for (int t = 0; t < cfg.max_seq_len; t++)
-                for (int i = 0; i < half; i++) {
-                    double ang = t * pow((double)cfg.rope_theta, -2.0 * i / cfg.head_dim());
-                    cs[(size_t)t * half + i] = (float)cos(ang);
-                    sn[(size_t)t * half + i] = (float)sin(ang);
-                }
+            std::vector<float> cs, sn;
+            rope_tables(cfg, cs, sn);   // common/layout.h
             cudaCheck(cudaMemcpy(rope_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
             cudaCheck(cudaMemcpy(rope_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
         }
@@ -1008,13 +997,8 @@ struct Model {
     // the averaged gradients of its shard only, so it forms the norm partials of its chunks,
     // the ranks sum the partial arrays (each chunk is non-zero on its owner alone: the sums
     // are exact and the norm is the unsharded one, bit for bit), each updates its shard, and
-    // the updated weights are gathered on every rank before the next forward.
-    struct StepResult {
-        double loss;             // the mean loss over the step's micro-batches
-        float norm;              // the global gradient norm before clipping
-        bool finite;             // false: AdamW skipped the update (the step counter is not advanced)
-        std::vector<double> sq;  // per tensor (table order) sum of g^2, when asked for
-    };
+    // the updated weights are gathered on every rank before the next forward. The numbers come
+    // back as common/trainer.h's StepResult.
     void begin_step() {
         grads_reduced = false;
         zero_grad();
@@ -1046,38 +1030,12 @@ struct Model {
         if (want_tensor_sq) r.sq = tensor_sq(h_partial);
         return r;
     }
-
-    // Model FLOPs per token of a training step, as train_gpt.cpp: 6 per multiplied weight
-    // (not wpe, not the llama input embedding lookup) plus 6 * L * C * T for attention's two
-    // T x T products (the 6N + 6LCT of llm.c's MFU). N counts the logical parameters, not
-    // the device's zero padding.
-    double flops_per_token(int T_) const {
-        double P = (double)table.total;
-        if (cfg.gpt()) P -= (double)cfg.max_seq_len * cfg.d_model;
-        else P -= (double)cfg.padded_vocab * cfg.d_model;
-        return 6.0 * P + 6.0 * cfg.n_layer * cfg.d_model * (double)T_;
-    }
 };
 
-// Mean loss over `steps` batches of a loader (validation), optionally with block skip_layer
-// removed (--mode layer_drop). Data parallel: the loader's rank r of `world` reads batches r,
-// r + world, ... of the same sequence of batches, and the sum over the ranks covers each of
-// the `steps` batches once.
-template <typename T>
-[[maybe_unused]] static double evaluate(Model<T>& model, DataLoader& loader, int steps, const Comm& comm, int skip_layer = -1) {
-    loader.reset();
-    double s = 0.0;
-    for (int i = loader.rank; i < steps; i += loader.world) {
-        loader.next_batch();
-        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T, 0.f, skip_layer);
-    }
-    return comm_sum(s, comm) / steps;
-}
-
 // ----------------------------------------------------------------------------
-// Analyses of a trained model (--mode angular | layer_drop; docs/ANALYSIS.md), as
-// train_gpt.cpp's, the shared parts in common/analysis.h. Data parallel, the ranks split the
-// batches (as evaluate) and add their sums; rank 0 writes the file. In the bf16 modes the
+// Analyses of a trained model (--mode angular | layer_drop; docs/ANALYSIS.md): common/trainer.h
+// runs them, common/analysis.h forms the results. Data parallel, the ranks split the batches
+// (as evaluate) and add their sums; rank 0 writes the file. In the bf16 modes the
 // residual streams and the losses are those of the bf16 model (--precision fp32 for the
 // CPU trainer's numbers).
 
@@ -1110,276 +1068,138 @@ static AngularDistances angular_distances(Model<T>& model, DataLoader& loader, i
     return ad;
 }
 
-template <typename T>
-static int run_analysis(const TrainConfig& tc, Model<T>& model, const Comm& comm) {
-    const ModelConfig& c = model.cfg;
-    DataLoader val;
-    val.init(tc.val_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks);
-    printf("analysis: %s of %s, the first %d validation batches of %d x %d%s (precision %s)\n", tc.mode.c_str(),
-           placement_name(c).c_str(), tc.val_steps, tc.B, tc.T,
-           comm.nranks > 1 ? (", split over " + std::to_string(comm.nranks) + " ranks").c_str() : "", precision_name(model.precision));
-    std::string out;
-    if (tc.mode == "angular") {
-        out = angular_distances(model, val, tc.val_steps, comm).json_and_print();
-    } else {
-        out = layer_drop(c, [&](int skip) { return evaluate(model, val, tc.val_steps, comm, skip); });
-    }
-    if (comm.rank == 0) write_text_atomically(tc.analysis_out, out);
-    return comm_max(0, comm);   // no rank leaves before rank 0 has written
-}
-
-// The logits of position t - 1 after the forward on seq[0..t) (common/sample.h's callback),
-// as fp32 in `row`.
-template <typename T>
-[[maybe_unused]] static const float* sample_logits(Model<T>& model, const std::vector<int>& seq, int t, std::vector<float>& row) {
-    model.forward(seq.data(), nullptr, 1, t);
-    row = model.download_logits(t);
-    return row.data() + (size_t)(t - 1) * model.cfg.padded_vocab;
-}
-
 #ifndef TESTING
 // ============================================================================
-// Checkpoints in --out_dir: common/run.h (as train_gpt.cpp).
-// ============================================================================
-
-// ============================================================================
-// Training
+// Training: common/trainer.h drives the run (start or resume, banner, log, validation,
+// sampling, checkpoints, signals, the step loop); CudaRun is this trainer's side of it.
+// Data parallel (comm.nranks > 1): rank 0 alone writes the log and the checkpoints and
+// prints (main mutes the others' stdout); every rank reads the same starting point.
 // ============================================================================
 
 template <typename T>
-static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, int zero, const Comm& comm) {
+struct CudaRun {
     Model<T> model;
-    CheckpointHeader resume_h;
-    std::string resume_from;
-    std::vector<float> h_params, h_m, h_v;
-    bool have_opt = false;
-    // Data parallel (comm.nranks > 1): rank 0 alone writes the log and the checkpoints and
-    // prints (main mutes the others' stdout); every rank reads the same starting point.
-    const bool rank0 = comm.rank == 0;
-    if (rank0 && !tc.out_dir.empty()) make_dirs(tc.out_dir);
-    if (tc.resume && rank0) resume_from = find_resume_checkpoint(tc.out_dir);
-    if (tc.resume) comm_bcast(&resume_from, comm);
-    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
-    if (!tc.init_from.empty()) {
-        CheckpointHeader h;
-        read_checkpoint(tc.init_from, &h, h_params);
-        model.init(h.cfg, precision);
-        printf("init from %s (step %d)\n", tc.init_from.c_str(), h.step);
-    } else {
-        if (tc.model.n_layer == 0) fatal("no model given: use --preset NAME or --n_layer/--n_head/--d_model/--vocab (see --help)");
-        tc.model.post_ln_layers = parse_placement(tc.placement, tc.model.n_layer);
-        finalize_config(tc.model);
-        model.init(tc.model, precision);
-        if (!resume_from.empty()) {
-            read_checkpoint(resume_from, &resume_h, h_params, &h_m, &h_v);
-            check_resume_config(resume_h, tc, precision, resume_from.c_str());
-            model.step = resume_h.step;
-            have_opt = true;
-        }
-    }
-    tc.model = model.cfg;
-    check_train_config(tc, comm.nranks);
-    const bool analysis = tc.mode != "train";   // --mode angular | layer_drop: analyse the model, no training
-    if (analysis) check_analysis_flags(tc);
-    else if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
-    const ModelConfig& c = model.cfg;
-    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T * comm.nranks));   // micro-steps per rank
-
-    cudaDeviceProp prop;
+    int precision;
+    KernelChoices kc;
+    int zero;
+    const Comm& comm;
+    cudaDeviceProp prop{};
     int device = 0;
-    cudaCheck(cudaGetDevice(&device));
-    cudaCheck(cudaGetDeviceProperties(&prop, device));
-    printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-           prop.totalGlobalMem / (double)(1 << 30));
-    model.set_kernels(kc);
-    model.set_comm(&comm, zero == 1);
-    if (analysis) model.set_forward_only();   // no gradients or optimizer state: analyses fit where training would not
-    model.allocate(tc.B, tc.T, true);   // the memory plan first: a run that cannot fit stops here
+    double peak = 0.0;        // dense peak FLOP/s of the device (0: unknown), for MFU
+    std::vector<float> row;   // sample_logits' fp32 logits
+    CudaRun(int precision_, const KernelChoices& kc_, int zero_, const Comm& comm_)
+        : precision(precision_), kc(kc_), zero(zero_), comm(comm_) {}
 
-    if (h_params.empty()) {   // fresh: the paper's initialisation, drawn as train_gpt.cpp draws it
-        h_params.assign(model.table.total, 0.f);
-        init_params(model.table, c, (uint64_t)tc.seed, h_params.data());   // common/init.h, as train_gpt.cpp
+    int rank() const { return comm.rank; }
+    int nranks() const { return comm.nranks; }
+    void bcast(std::string* s) { comm_bcast(s, comm); }
+    int all_max(int x) { return comm_max(x, comm); }
+    double all_sum(double x) { return comm_sum(x, comm); }
+
+    void init_model(const ModelConfig& c) { model.init(c, precision); }
+    // the device, the kernel paths, the data-parallel set-up, the memory plan (printed; a run
+    // that cannot fit stops here); the analysis modes plan forwards only (no gradients or
+    // optimizer state: analyses fit where training would not)
+    void prepare(const TrainConfig& tc, bool analysis) {
+        cudaCheck(cudaGetDevice(&device));
+        cudaCheck(cudaGetDeviceProperties(&prop, device));
+        printf("device: %s (sm_%d%d, %d SMs, %.1f GiB)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+               prop.totalGlobalMem / (double)(1 << 30));
+        model.set_kernels(kc);
+        model.set_comm(&comm, zero == 1);
+        if (analysis) model.set_forward_only();
+        model.allocate(tc.B, tc.T, true);
+        peak = device_peak_flops(prop.name, precision != PREC_FP32);
     }
-    if (analysis) {
-        model.upload_state(h_params, nullptr, nullptr);
-        const int rc = run_analysis(tc, model, comm);
-        model.free_all();
-        gemm_shutdown();
-        return rc;
-    }
+    void upload(const std::vector<float>& p, const std::vector<float>* m, const std::vector<float>* v) { model.upload_state(p, m, v); }
+    float loss(const int* in, const int* tgt, int B, int T_, int skip_layer) { return model.forward(in, tgt, B, T_, 0.f, skip_layer); }
+    AngularDistances angular_distances(DataLoader& val, int steps) { return ::angular_distances(model, val, steps, comm); }
 
-    // rank r of n reads global batches r, r + n, ... (common/dataloader.h): one optimizer step
-    // covers the same tokens as a single process with n times the micro-steps
-    DataLoader train, val;
-    train.init(tc.train_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks, (uint64_t)tc.shuffle_seed);
-    bool have_val = !tc.val_data.empty();
-    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab, comm.rank, comm.nranks);
-
-    model.upload_state(h_params, have_opt ? &h_m : nullptr, have_opt ? &h_v : nullptr);
-
-    Rng sample_rng((uint64_t)tc.seed + 17);
-    long start_step = 0;
-    int skipped = 0;
-    if (!resume_from.empty()) {
-        const TrainState& t = resume_h.train;
-        train.set_position(LoaderPosition{t.loader_epoch, t.loader_shard, t.loader_window});
-        memcpy(sample_rng.s, t.rng, sizeof t.rng);
-        start_step = resume_h.step;
-        skipped = t.skipped_steps;
-    }
-    bool bf16 = precision != PREC_FP32;
-    double peak = device_peak_flops(prop.name, bf16);
-    printf("precision: %s (%s)\n", precision_name(precision),
-           precision == PREC_FP32 ? "fp32 weights, activations and GEMMs" :
-           precision == PREC_BF16 ? "bf16 weights/activations/gradients, fp32 master weights and AdamW state, fp32 accumulation" :
-                                    "bf16 everywhere, AdamW state too (the paper's code)");
-    printf("attention: %s\n", model.attention_name());
-    printf("gelu fusion: %s\n", model.gelu_fusion_name());
-    printf("bias gradients: %s\n", model.bias_grad_name());
-    printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
-           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
-    printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
-           fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
-    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps%s), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
-           tc.B, tc.T, tc.total_batch, accum, comm.nranks > 1 ? " per rank" : "", tc.steps, tc.lr, tc.warmup, tc.lr_floor,
-           tc.weight_decay, tc.grad_clip);
-    if (comm.nranks > 1)
-        printf("data parallel: %d ranks, %d on this node (this one: rank %d, device %d); gradients and loss averaged over the "
-               "ranks every step; tok/s counts all ranks, MFU is per GPU\n", comm.nranks, comm.local_size, comm.rank, device);
-    if (comm.nranks == 1 && zero == 1) printf("zero: 1 has no effect in a single process (nothing to shard over)\n");
-    if (comm.nranks > 1)
-        printf("zero: %s\n", model.sharded() ? "1 (the master weights and AdamW moments sharded over the ranks; gradients reduced to "
-                                               "their shard's owner, updated weights gathered on every rank after each step)"
-                                             : "0 (every rank holds and updates the whole optimizer state)");
-    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
-           train.shards.size(), have_val ? "" : " (no validation data)", model.plan.acts / (double)(1 << 20));
-    if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, bf16 ? "bf16" : "fp32", prop.name);
-    else printf("mfu: n/a (no peak FLOP/s known for %s)\n", prop.name);
-    if (!resume_from.empty())
-        printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
-               (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
-
-    Logger log;
-    if (rank0) log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
-    if (resume_from.empty())
-        log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
-                      .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
-                      .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
-                      .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
-                      .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
-                      .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
-                      .i("params", (long long)model.table.total).str("precision", precision_name(precision))
-                      .str("device", prop.name));
-
-    signal(SIGINT, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
-    double flops_tok = model.flops_per_token(tc.T);
-    double total_ms = 0.0;
-    long timed_steps = 0;
-    auto do_val = [&](long step) {
-        if (!have_val || tc.val_steps == 0) return;
-        const float vl = (float)evaluate(model, val, tc.val_steps, comm);
-        printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
-        log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
-    };
-    Sampler sampler;   // common/sample.h (as train_gpt.cpp): text with --tokenizer, else token ids
-    sampler.init(tc, c.vocab);
-    auto do_sample = [&]() {
-        if (tc.sample_tokens == 0 || !rank0) return;
-        int max_len = c.max_seq_len;   // the prefix is capped at what the activation buffers hold
-        while (max_len > 1 && !model.fits(1, max_len)) max_len--;
-        std::vector<float> row;
-        sampler.print(sampler.sample(sampler.prompt(train.inputs[0]), tc.sample_tokens, max_len, sample_rng,
-                                     [&](const std::vector<int>& seq, int t) { return sample_logits(model, seq, t, row); }));
-    };
-    // rank 0 writes; every rank learns whether it worked (the call is a collective, so no rank
-    // exits while rank 0 is still writing); with the optimizer state sharded (--zero 1) every
-    // rank first sends its shard to rank 0 (Model::download_state)
-    auto save_rank0 = [&](long step, const std::vector<float>& p, const std::vector<float>& mm, const std::vector<float>& vv) -> bool {
-        TrainState ts;
-        ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
-        memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
-        ts.log_offset = log.offset();
-        ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
-        ts.precision = precision;
-        std::string path = ckpt_path(tc.out_dir, step), err;
-        if (!write_checkpoint(path, c, (int)step, p.data(), mm.data(), vv.data(), &ts, &err, tc.debug_slow_ckpt_ms)) {
-            fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
-            return false;
-        }
-        printf("wrote checkpoint %s\n", path.c_str());
-        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
-        return true;
-    };
-    auto save = [&](long step) -> bool {
-        if (tc.out_dir.empty()) return false;
-        std::vector<float> p, mm, vv;
-        model.download_state(p, &mm, &vv);
-        const int failed = rank0 ? !save_rank0(step, p, mm, vv) : 0;
-        return comm_max(failed, comm) == 0;
-    };
-
-    for (long step = start_step; step < tc.steps; step++) {
-        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
-        if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
-        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
-        cudaCheck(cudaDeviceSynchronize());
-        auto t0 = std::chrono::steady_clock::now();
-        // one step, queued without waiting for the GPU (Model::begin_step / end_step)
+    void sync() { cudaCheck(cudaDeviceSynchronize()); }
+    // one step, queued without waiting for the GPU (Model::begin_step / end_step)
+    StepResult step(DataLoader& train, int accum, float lr, const TrainConfig& tc, bool poison, bool want_sq) {
         model.begin_step();
         for (int micro = 0; micro < accum; micro++) {
             train.next_batch();
             model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
             model.backward(tc.B, tc.T, 1.f / accum, micro == accum - 1);
         }
-        if (step == tc.inject_nan_at) model.poison_grad();
-        float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
-        const typename Model<T>::StepResult r =
-            model.end_step(accum, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.grad_clip, layer_norms);
-        const double loss = r.loss;
-        const float norm = r.norm;
-        const bool finite = r.finite;   // false: the device skipped the update
-        if (!finite) handle_nonfinite(step, loss, norm, tc, &skipped, save);
-        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
-        double tok_s = tc.total_batch / (ms / 1000.0);
-        double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
-        double mfu = peak > 0 ? 100.0 * flops_tok * tok_s / (peak * comm.nranks) : -1.0;   // per GPU
-        if (step % tc.print_every == 0 || step == tc.steps - 1) {
-            char mfu_s[32];
-            if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, "MFU %.1f%%", mfu);
-            else snprintf(mfu_s, sizeof mfu_s, "MFU n/a");
-            printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %s | eta %.0fs\n", step + 1, tc.steps, loss,
-                   norm, lr, ms, tok_s, mfu_s, eta_s);
-        }
-        JsonLine j = step_json(step, loss, norm, lr, ms, tok_s, finite, skipped);
-        if (mfu >= 0) j.f("mfu", mfu / 100.0);
-        if (layer_norms)
-            add_layer_norms(j, model.layer_norms(r.sq), model.group_norm(r.sq, "w"), model.group_norm(r.sq, "norm_f"), !c.gpt(),
-                            model.group_norm(r.sq, "lm_head"));
-        log.write(j);
-        if (comm.nranks > 1) g_stop_signal = comm_max((int)g_stop_signal, comm);   // a signal to any rank stops all at this step
-        int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save);
-        if (rc >= 0) return rc;
-        if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
+        if (poison) model.poison_grad();   // test hook (--inject_nan_at)
+        return model.end_step(accum, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.grad_clip, want_sq);
     }
-    do_val(tc.steps);
-    do_sample();
-    if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
-    if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
-    size_t free_b = 0, total_b = 0;
-    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-    printf("peak memory: %.1f MiB planned (device used %.1f MiB of %.1f)\n", model.plan.total() / (double)(1 << 20),
-           (total_b - free_b) / (double)(1 << 20), total_b / (double)(1 << 20));
-    if (timed_steps) {
+
+    int sample_max_len() const {   // the prefix is capped at what the activation buffers hold
+        int max_len = model.cfg.max_seq_len;
+        while (max_len > 1 && !model.fits(1, max_len)) max_len--;
+        return max_len;
+    }
+    // the logits of position t - 1 after the forward on seq[0..t), as fp32
+    const float* sample_logits(const std::vector<int>& seq, int t) {
+        model.forward(seq.data(), nullptr, 1, t);
+        row = model.download_logits(t);
+        return row.data() + (size_t)(t - 1) * model.cfg.padded_vocab;
+    }
+    // every rank takes part (with the optimizer state sharded, each sends its shard to rank 0:
+    // Model::download_state); rank 0 writes
+    bool save(const std::string& path, long step, const TrainState& ts, std::string* err, int slow_ms) {
+        std::vector<float> p, mm, vv;
+        model.download_state(p, &mm, &vv);
+        return comm.rank != 0 || write_checkpoint(path, model.cfg, (int)step, p.data(), mm.data(), vv.data(), &ts, err, slow_ms);
+    }
+
+    void banner_head() const {
+        printf("precision: %s (%s)\n", precision_name(precision),
+               precision == PREC_FP32 ? "fp32 weights, activations and GEMMs" :
+               precision == PREC_BF16 ? "bf16 weights/activations/gradients, fp32 master weights and AdamW state, fp32 accumulation" :
+                                        "bf16 everywhere, AdamW state too (the paper's code)");
+        printf("attention: %s\n", model.attention_name());
+        printf("gelu fusion: %s\n", model.gelu_fusion_name());
+        printf("bias gradients: %s\n", model.bias_grad_name());
+    }
+    void banner_parallel() const {
+        if (comm.nranks > 1)
+            printf("data parallel: %d ranks, %d on this node (this one: rank %d, device %d); gradients and loss averaged over the "
+                   "ranks every step; tok/s counts all ranks, MFU is per GPU\n", comm.nranks, comm.local_size, comm.rank, device);
+        if (comm.nranks == 1 && zero == 1) printf("zero: 1 has no effect in a single process (nothing to shard over)\n");
+        if (comm.nranks > 1)
+            printf("zero: %s\n", model.sharded() ? "1 (the master weights and AdamW moments sharded over the ranks; gradients reduced to "
+                                                   "their shard's owner, updated weights gathered on every rank after each step)"
+                                                 : "0 (every rank holds and updates the whole optimizer state)");
+    }
+    void banner_tail() const {
+        if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, precision != PREC_FP32 ? "bf16" : "fp32", prop.name);
+        else printf("mfu: n/a (no peak FLOP/s known for %s)\n", prop.name);
+    }
+    double activation_mib() const { return model.plan.acts / (double)(1 << 20); }
+    void config_json(JsonLine& j) const { j.str("precision", precision_name(precision)).str("device", prop.name); }
+    double mfu(double flops_tok, double tok_s) const { return peak > 0 ? 100.0 * flops_tok * tok_s / (peak * comm.nranks) : -1.0; }   // per GPU
+    std::string rate(double, double, double mfu_pct) const {
+        char s[32];
+        if (mfu_pct >= 0) snprintf(s, sizeof s, "MFU %.1f%%", mfu_pct);
+        else snprintf(s, sizeof s, "MFU n/a");
+        return s;
+    }
+    void report_end(double total_ms, long timed_steps, double flops_tok, const TrainConfig& tc) const {
+        size_t free_b = 0, total_b = 0;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        printf("peak memory: %.1f MiB planned (device used %.1f MiB of %.1f)\n", model.plan.total() / (double)(1 << 20),
+               (total_b - free_b) / (double)(1 << 20), total_b / (double)(1 << 20));
+        if (!timed_steps) return;
         double avg = total_ms / timed_steps, tok_s = tc.total_batch / (avg / 1000.0);
         printf("summary: %.1f ms/step, %.0f tok/s, MFU %s over %ld timed steps\n", avg, tok_s,
                peak > 0 ? (std::to_string(100.0 * flops_tok * tok_s / (peak * comm.nranks)).substr(0, 5) + "%").c_str() : "n/a",
                timed_steps);
     }
-    model.free_all();
-    gemm_shutdown();
-    return 0;
+    void shutdown() {
+        model.free_all();
+        gemm_shutdown();
+    }
+};
+
+template <typename T>
+static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, int zero, const Comm& comm) {
+    CudaRun<T> run(precision, kc, zero, comm);
+    return train_or_analyse(tc, run);   // common/trainer.h
 }
 
 int main(int argc, char** argv) {
@@ -1389,24 +1209,12 @@ int main(int argc, char** argv) {
     comm_init(&comm, &argc, &argv);
     if (comm.rank > 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot mute stdout", comm.rank);
     TrainConfig tc;
-    std::string precision_s = "bf16", attention_s = "flash", flash_dq_s = "recompute", bias_grad_s = "epilogue";
-    int gelu_fusion = 1, zero = 0;
-    std::vector<FlagSpec> extra = {
-        {"precision", 0, 's', &precision_s,
-         "bf16 (bf16 weights/activations, fp32 master weights + AdamW state; default) | pure_bf16 (all bf16, the paper's code) | fp32"},
-        {"attention", 0, 's', &attention_s,
-         "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
-        {"flash_dq", 0, 's', &flash_dq_s,
-         "recompute (default): flash attention's dQ in its own kernel, recomputing S and dP | partials: from the dK/dV kernel's "
-         "fp32 partials and a reduction (5 products instead of 7; B*NH*T^2*hd/32 floats of scratch, 428 MB at gpt2 16 x 1024)"},
-        {"gelu_fusion", 0, 'i', &gelu_fusion,
-         "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
-        {"bias_grad", 0, 's', &bias_grad_s,
-         "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
-        {"zero", 0, 'i', &zero,
-         "several GPUs: 0 (default): every rank holds the whole optimizer state | 1: ZeRO-1, the fp32 master weights and AdamW "
-         "moments sharded over the ranks (12 of 16 bytes per parameter divided by the rank count; same results)"},
-    };
+    KernelFlags kf;
+    int zero = 0;
+    std::vector<FlagSpec> extra = kernel_flags(kf);
+    extra.push_back({"zero", 0, 'i', &zero,
+                     "several GPUs: 0 (default): every rank holds the whole optimizer state | 1: ZeRO-1, the fp32 master weights and "
+                     "AdamW moments sharded over the ranks (12 of 16 bytes per parameter divided by the rank count; same results)"});
     if (!parse_train_flags(argc, argv, tc, extra)) {   // --help
         printf("\nseveral GPUs: mpirun -np N %s [flags], one process per GPU (data parallel: each trains on its\n"
                "own B x T micro-batches, --total_batch a multiple of B*T*N; rank 0 logs and checkpoints; docs/CUDA.md)%s\n",
@@ -1420,13 +1228,9 @@ int main(int argc, char** argv) {
         comm_destroy(&comm);
         return 0;
     }
-    int precision = parse_precision(precision_s);
-    const KernelChoices kc = parse_kernel_choices(attention_s, flash_dq_s, gelu_fusion, bias_grad_s);
+    int precision = parse_precision(kf.precision);
+    const KernelChoices kc = kernel_choices(kf);
     if (zero != 0 && zero != 1) fatal("--zero must be 0 or 1, got %d", zero);
-#ifdef _OPENMP
-    if (tc.threads > 0) omp_set_num_threads(tc.threads);   // host threads (the initialisation's normals, common/init.h)
-#endif
-    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T * comm.nranks;
     require_cuda_device(comm.local_rank, comm.local_size);
     comm_connect(&comm);
     const int rc = precision == PREC_FP32 ? train_main<float>(tc, precision, kc, zero, comm)
