@@ -3,8 +3,11 @@ train_gpt.cu: the single-file CUDA trainer for Mix-LN.
 
 Same models, presets, flags, checkpoint and shard formats, data loader, schedule and log
 lines as train_gpt.cpp (the CPU reference trainer; read it for the math of each op). The
-host code both trainers share lives in common/; the kernels live in kernels/, one header
-per family, forward and backward side by side:
+host code both trainers share lives in common/ (the training driver: common/trainer.h); this
+file holds the model (forward, backward, the optimizer step) and main. The model's device
+memory (arenas, the memory plan, pinned staging, the padded <-> logical layout) is
+cuda/memory.cuh, its data-parallel machinery (gradient buckets, ZeRO-1 shards) cuda/parallel.cuh.
+The kernels live in kernels/, one header per family, forward and backward side by side:
 
   kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
@@ -77,6 +80,9 @@ Layout: activations row-major (B*T rows, one per token); weights as PyTorch's (o
 #include "kernels/norm.cuh"
 #include "kernels/rope.cuh"
 
+#include "cuda/memory.cuh"
+#include "cuda/parallel.cuh"
+
 #include "common/analysis.h"
 #include "common/checkpoint.h"
 #include "common/config.h"
@@ -148,13 +154,6 @@ static KernelChoices kernel_choices(const KernelFlags& f) {
     return k;
 }
 
-// host conversions between fp32 and the storage type
-template <typename T> static inline T host_cast(float x);
-template <> inline float host_cast<float>(float x) { return x; }
-template <> inline __nv_bfloat16 host_cast<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-static inline float host_float(float x) { return x; }
-static inline float host_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
 // Fail cleanly when there is no device (an nvcc build on a machine without a GPU); take
 // device `index` (a data-parallel rank's local rank: one process per GPU of the node).
 [[maybe_unused]] static void require_cuda_device(int index = 0, int local_size = 1) {
@@ -182,495 +181,40 @@ static inline float host_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 }
 
 // ============================================================================
-// Device memory: a bump allocator over one allocation. The first pass (base == nullptr)
-// only counts, so the plan is known before anything is allocated.
+// The model: the network's forward, backward and optimizer step. Its buffers, the memory
+// plan and the host <-> device transfers are cuda/memory.cuh's DeviceMemory; the
+// data-parallel machinery (gradient buckets, ZeRO-1 shards) is cuda/parallel.cuh's
+// DataParallel. The named tensors (LayerTensors, Tensors) are common/layout.h's.
 // ============================================================================
-
-struct Arena {
-    char* base = nullptr;
-    size_t used = 0;
-    template <typename X>
-    X* take(size_t n) {
-        size_t off = (used + 255) / 256 * 256;   // 256-byte aligned (16-byte vectors, cuBLASLt)
-        used = off + n * sizeof(X);
-        return base ? reinterpret_cast<X*>(base + off) : nullptr;
-    }
-};
-
-// ============================================================================
-// MLP hidden width, padded on the device. cuBLASLt only picks its fast tensor-core kernels
-// when every matrix row starts 16-byte aligned (8 bf16 elements); with ffn = 5461 (llama-1b)
-// the GEMMs touching the hidden width fall back to slow align1/align2 kernels (2/3 of a step
-// on an H200). So the device keeps the hidden width as Fp = round_up(ffn, FFN_PAD) units;
-// 64 rather than 8 so the hidden width also fills whole GEMM tiles. The padded units have
-// all-zero weights (fc rows, fc.b entries, mlp_proj columns): their activation is
-// GELU(0) = 0 or silu(0) * 0 = 0, their weight gradients are exactly 0, and AdamW (m = v = 0,
-// update 0 / (0 + eps), decay * 0) keeps them 0, so the padded model is the logical one
-// exactly. Checkpoints, the CPU trainer, the tests and the FLOP count see only the logical
-// table; remap_params converts at every host <-> device transfer.
-// ============================================================================
-
-constexpr int FFN_PAD = 64;
-static inline int padded_ffn(int ffn) { return (ffn + FFN_PAD - 1) / FFN_PAD * FFN_PAD; }
-
-// Copy a flat parameter-shaped vector from one layout of the parameter table to another:
-// `from` laid out by table ta (hidden width Fa), `to` by tb (hidden width Fb): logical ->
-// padded or padded -> logical. Tensor i is the same tensor in both tables; where its row
-// count differs it is a stack of row blocks of the hidden width (gpt fc.w and fc.b: one
-// block; llama fc.w: gate and up, two), each copied up to the smaller width, and where its
-// column count differs (mlp_proj.w) each row is copied up to the smaller width. All other
-// elements of `to` are zero. cvt converts an element (float <-> T).
-template <typename D, typename S, typename Cvt>
-static void remap_params(const ParamTable& ta, size_t Fa, const S* from, const ParamTable& tb, size_t Fb, D* to, Cvt cvt) {
-    if (ta.t.size() != tb.t.size()) fatal("internal: remap_params between tables of %zu and %zu tensors", ta.t.size(), tb.t.size());
-    memset((void*)to, 0, tb.total * sizeof(D));   // all-zero bits: +0 in float and bf16
-    for (size_t i = 0; i < ta.t.size(); i++) {
-        const ParamTensor &a = ta.t[i], &b = tb.t[i];
-        size_t blocks = 1, ra = a.rows, rb = b.rows;   // row blocks, rows per block
-        if (a.rows != b.rows) {
-            blocks = a.rows / Fa;
-            ra = Fa; rb = Fb;
-        }
-        if (a.name != b.name || blocks * ra != a.rows || blocks * rb != b.rows)
-            fatal("internal: remap_params: %s (%zu x %zu) vs %s (%zu x %zu)", a.name.c_str(), a.rows, a.cols, b.name.c_str(), b.rows, b.cols);
-        size_t rows = std::min(ra, rb), cols = std::min(a.cols, b.cols);
-        for (size_t k = 0; k < blocks; k++)
-            for (size_t r = 0; r < rows; r++) {
-                const S* s = from + a.offset + (k * ra + r) * a.cols;
-                D* d = to + b.offset + (k * rb + r) * b.cols;
-                for (size_t c = 0; c < cols; c++) d[c] = cvt(s[c]);
-            }
-    }
-}
-
-// ============================================================================
-// The model
-// ============================================================================
-
-// The named tensors of a flat parameter or gradient array (LayerTensors, Tensors,
-// tensors_in): common/layout.h.
-
-// Activations of one layer (N = B*T rows), as in train_gpt.cpp.
-template <typename T>
-struct LayerActs {
-    T *sum1, *n1out; float *mean1, *rstd1;    // sum1 = x + attn branch
-    T *qkv, *att, *atty;                      // qkv after RoPE; att = softmax probs (B,NH,T,T), matmul attention only; atty = P V
-    float* lse;                               // flash attention: the rows' log-sum-exp (B,NH,T), for the backward
-    T *sum2, *n2out; float *mean2, *rstd2;    // sum2 = h + mlp branch
-    T *fc, *act;                              // fc: (N, ffn) gpt, (N, 2 ffn) llama; act: (N, ffn)
-};
-
-struct MemoryPlan {
-    size_t params = 0, grads = 0, acts = 0;
-    size_t total() const { return params + grads + acts; }
-};
 
 template <typename T>
-struct Model {
-    ModelConfig cfg;
-    ParamTable table;      // the logical parameter table: checkpoints, the host side, the FLOP count
-    int ffn_dev = 0;       // the MLP hidden width on the device, padded_ffn(cfg.ffn)
-    ParamTable dtable;     // the device layout: the same tensors in the same order, hidden width ffn_dev
-    int precision = PREC_FP32;
-    bool flash = false;                       // attention through kernels/flash_attention.cuh (set_attention)
-    FlashDq flash_dq = FlashDq::Recompute;    // how its backward forms dQ (set_kernels)
-    int gelu_fusion = 1;                      // GELU (gradient) in GEMM epilogues: 0, 1, 2 (set_gelu_fusion)
-    BiasGrad bias_grad = BiasGrad::Epilogue;  // bias gradients in GEMM epilogues or kernels (set_bias_grad)
-    cudaStream_t stream = 0;
+struct Model : DeviceMemory<T> {
+    using Mem = DeviceMemory<T>;   // the names the network uses from its memory and data-parallel parts
+    using Mem::cfg, Mem::table, Mem::dtable, Mem::ffn_dev, Mem::precision, Mem::stream, Mem::forward_only, Mem::chunks;
+    using Mem::params, Mem::master, Mem::m, Mem::v, Mem::grads, Mem::W, Mem::G, Mem::B, Mem::T_cap, Mem::plan, Mem::pure, Mem::fits;
+    using Mem::acts, Mem::resid, Mem::encoded, Mem::nf_out, Mem::nf_mean, Mem::nf_rstd, Mem::logits, Mem::losses, Mem::branch;
+    using Mem::dx, Mem::d1, Mem::dqkv, Mem::datty, Mem::dfc, Mem::dact, Mem::attn_scratch, Mem::fa_dsum, Mem::fa_dq_part;
+    using Mem::fa_dq_part_floats, Mem::fscratch, Mem::rope_cos, Mem::rope_sin, Mem::staging;
+    using Mem::d_inputs, Mem::d_targets, Mem::d_btok, Mem::d_bstart, Mem::d_bpos;
+    using Mem::d_chunk_off, Mem::d_chunk_len, Mem::d_chunk_decay, Mem::d_partial, Mem::d_stats, Mem::h_stats, Mem::h_partial;
+    using Mem::comm, Mem::reduce_in_backward, Mem::grads_reduced, Mem::data_parallel, Mem::sharded, Mem::my_shard;
+    using Mem::shard_chunk, Mem::shard_off, Mem::state_base, Mem::reduce_bucket, Mem::wait_reductions;
+
+    KernelChoices kc;                         // the kernel paths (set_kernels); kc.flash where flash applies
     NormType norm_type = NormType::LayerNorm;
-    // Data parallel (set_comm, more than one rank): the step's last backward averages each
-    // bucket of gradients over the ranks as soon as the bucket is final (reduce_bucket), on a
-    // stream of its own, so the all-reduce of layer l overlaps the backward of layers < l.
-    const Comm* comm = nullptr;
-    cudaStream_t comm_stream = nullptr;       // non-blocking: runs beside the legacy default stream
-    cudaEvent_t bucket_ready = nullptr, comm_done = nullptr;
-    bool reduce_in_backward = false;          // the current backward is the step's last micro-step
-    bool comm_pending = false;                // reductions queued on comm_stream not yet waited for
-    bool grads_reduced = false;               // this step's gradients were reduced (begin_step clears it)
-    // bucket k is grads[bucket_bounds[k], bucket_bounds[k + 1]): k = 0 the embeddings (the start
-    // of the table), k = l + 1 layer l, k = n_layer + 1 the final norm and the head (the end)
-    std::vector<size_t> bucket_bounds;
-    // ZeRO-1 (set_comm with zero, more than one rank): the optimizer state is sharded. Rank r
-    // owns chunks [shard_chunk[r], shard_chunk[r + 1]) of the chunk table (gradnorm.cuh), which
-    // are arena elements [shard_off[r], shard_off[r + 1]) (about 1/n of the parameters each,
-    // cut at chunk boundaries). Only rank r keeps their master weights and AdamW moments,
-    // receives their averaged gradients (reduce_bucket: a reduce to the owner instead of an
-    // all-reduce), forms their gradient-norm partials and updates them; then each rank's
-    // updated weights go to all (end_step). Not sharded: one shard, the whole arena.
-    bool zero = false;
-    // Forward only (set_forward_only, the analysis modes): no gradients, no optimizer state,
-    // no backward buffers, and the layers share their scratch activations (each keeps its two
-    // outputs, sum2 and n2out, one of which is the residual stream the analyses read). A
-    // llama-7b analysis then needs the bf16 weights and little more (the plan at 8 x 256:
-    // 14,403 MiB, against 112,573 MiB for training).
-    bool forward_only = false;
-    std::vector<int> shard_chunk;
-    std::vector<size_t> shard_off;
-    size_t state_base = 0, state_len = 0;    // this rank's master / m / v: arena elements [state_base, state_base + state_len)
-
-    // arena 1, parameters: the compute weights (T), the fp32 master copy (bf16 mode only),
-    // the AdamW moments m, v (fp32, or T in pure bf16); the last three for this rank's shard
-    Arena param_arena, grad_arena, act_arena;
-    T* params = nullptr;
-    float* master = nullptr;
-    void* m = nullptr;
-    void* v = nullptr;
-    // arena 2, gradients (T)
-    T* grads = nullptr;
-    Tensors<T> W, G;
-
-    // arena 3, activations for batches up to B x T, and every scratch buffer
-    int B = 0, T_cap = 0;
-    std::vector<LayerActs<T>> acts;
-    T *encoded = nullptr, *nf_out = nullptr, *logits = nullptr, *branch = nullptr;
-    float *nf_mean = nullptr, *nf_rstd = nullptr, *losses = nullptr;
-    std::vector<T*> resid;                    // resid[l] = input of layer l, resid[L] = last block's output
-    T *dx = nullptr, *d1 = nullptr, *dqkv = nullptr, *datty = nullptr, *dfc = nullptr, *dact = nullptr, *attn_scratch = nullptr;
-    float* fa_dsum = nullptr;                 // flash attention backward: D = rowsum(dY * Y), (B,NH,T)
-    float* fa_dq_part = nullptr;              // and with --flash_dq partials the dQ partials (flash_attention.cuh)
-    size_t fa_dq_part_floats = 0;             // their size: at most 2 GiB, the heads then taken in groups
-    float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
-    float *rope_cos = nullptr, *rope_sin = nullptr;
-    int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
-    int nbuckets = 0;                          // distinct tokens of the last batch (embedding backward)
-    // The host side of a batch's uploads, in pinned memory (the copies are truly asynchronous):
-    // the token ids, the targets and the embedding backward's token buckets. Two sets alternate
-    // between forwards, so that with gradient accumulation the next micro-batch is written
-    // while the GPU may still be copying the previous one; a set is refilled only after its
-    // `uploaded` event (recorded behind its last copy) has passed.
-    struct BatchStaging {
-        int *inputs = nullptr, *targets = nullptr, *btok = nullptr, *bstart = nullptr, *bpos = nullptr;
-        cudaEvent_t uploaded = nullptr;
-    };
-    BatchStaging staging[2];
-    int cur_staging = 0;
-    long long* d_chunk_off = nullptr;
-    int* d_chunk_len = nullptr;
-    unsigned char* d_chunk_decay = nullptr;   // per chunk: its tensor takes weight decay (AdamW)
-    float* d_partial = nullptr;
-    StepStats* d_stats = nullptr;              // the step's loss, norm, clip, finite flag (gradnorm.cuh)
-    StepStats* h_stats = nullptr;              // pinned host copies of d_stats and d_partial, filled at the
-    float* h_partial = nullptr;                //   end of a step by asynchronous copies (end_step)
-    GradNormChunks chunks;
-    MemoryPlan plan;
-
+    int cur_staging = 0;                      // the BatchStaging set of the last forward
+    int nbuckets = 0;                         // distinct tokens of the last batch (embedding backward)
     bool logits_are_grad = false;             // the last forward fused the classifier backward
     int step = 0;                             // optimizer steps taken (AdamW bias correction)
 
-    bool pure() const { return precision == PREC_PURE_BF16; }
-    size_t state_elem_bytes() const { return pure() ? sizeof(T) : sizeof(float); }
-
     void init(const ModelConfig& c, int prec) {
-        cfg = c;
-        finalize_config(cfg);
-        table = build_param_table(cfg);
-        ModelConfig dc = cfg;
-        dc.ffn = ffn_dev = padded_ffn(cfg.ffn);
-        dtable = build_param_table(dc);
-        precision = prec;
+        this->init_tables(c, prec);
         norm_type = cfg.gpt() ? NormType::LayerNorm : NormType::RMSNorm;
         set_attention(true);
-        std::vector<std::pair<size_t, size_t>> spans;
-        for (const ParamTensor& p : dtable.t) spans.push_back({p.offset, p.numel()});
-        chunks = gradnorm_chunks(spans);
     }
-
-    bool sharded() const { return zero && data_parallel(); }
-    int my_shard() const { return sharded() ? comm->rank : 0; }
-    // The shards of the optimizer state (see zero above): rank r's starts at the first chunk
-    // at or past r/n of the arena. state_base is rounded down to a multiple of 4, so that
-    // AdamW's groups of 4 stay aligned in the state arrays too (the few elements before the
-    // shard's start that this adds are never read or written).
-    void plan_shards() {
-        const size_t P = dtable.total;
-        const int n = sharded() ? comm->nranks : 1, nch = (int)chunks.off.size();
-        shard_chunk.assign(n + 1, nch);
-        shard_off.assign(n + 1, P);
-        shard_chunk[0] = 0;
-        shard_off[0] = 0;
-        for (int r = 1; r < n; r++) {
-            int k = shard_chunk[r - 1];
-            while (k < nch && (size_t)chunks.off[k] < P / n * r) k++;
-            shard_chunk[r] = k;
-            shard_off[r] = k < nch ? (size_t)chunks.off[k] : P;
-        }
-        state_base = shard_off[my_shard()] / 4 * 4;
-        state_len = shard_off[my_shard() + 1] - state_base;
-    }
-
-    // Lay the three arenas out for batches up to B_ x T_ (base pointers null: count only).
-    void layout(int B_, int T_) {
-        B = B_; T_cap = T_;
-        size_t P = dtable.total;   // the device layout (padded hidden width)
-        plan_shards();
-        const size_t S = state_len;
-        const bool train = !forward_only;
-        param_arena.used = 0;
-        params = param_arena.take<T>(P);
-        master = train && precision == PREC_BF16 ? param_arena.take<float>(S) : nullptr;
-        m = !train ? nullptr : pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
-        v = !train ? nullptr : pure() ? (void*)param_arena.take<T>(S) : (void*)param_arena.take<float>(S);
-        grad_arena.used = 0;
-        grads = train ? grad_arena.take<T>(P) : nullptr;
-        if (param_arena.base) {
-            W = tensors_in(dtable, cfg, params);
-            if (train) G = tensors_in(dtable, cfg, grads);
-        }
-
-        Arena& a = act_arena;
-        a.used = 0;
-        size_t N = (size_t)B * T_, C = cfg.d_model, F = ffn_dev, fcw = cfg.gpt() ? F : 2 * F, Vp = cfg.padded_vocab;
-        size_t att = (size_t)B * cfg.n_head * T_ * T_;
-        acts.resize(cfg.n_layer);
-        encoded = a.take<T>(N * C);
-        resid.assign(cfg.n_layer + 1, nullptr);
-        resid[0] = encoded;
-        for (int l = 0; l < cfg.n_layer; l++) {
-            LayerActs<T>& x = acts[l];
-            if (!train && l > 0) {   // forward only: layer 0's scratch, outputs of its own
-                x = acts[0];
-                x.sum2 = a.take<T>(N * C); x.n2out = a.take<T>(N * C);
-                resid[l + 1] = cfg.post_ln(l) ? x.n2out : x.sum2;
-                continue;
-            }
-            x.sum1 = a.take<T>(N * C); x.n1out = a.take<T>(N * C); x.mean1 = a.take<float>(N); x.rstd1 = a.take<float>(N);
-            x.qkv = a.take<T>(3 * N * C); x.atty = a.take<T>(N * C);
-            x.att = flash ? nullptr : a.take<T>(att);
-            x.lse = flash ? a.take<float>((size_t)B * cfg.n_head * T_) : nullptr;
-            x.sum2 = a.take<T>(N * C); x.n2out = a.take<T>(N * C); x.mean2 = a.take<float>(N); x.rstd2 = a.take<float>(N);
-            x.fc = a.take<T>(N * fcw); x.act = a.take<T>(N * F);
-            resid[l + 1] = cfg.post_ln(l) ? x.n2out : x.sum2;
-        }
-        nf_out = a.take<T>(N * C); nf_mean = a.take<float>(N); nf_rstd = a.take<float>(N);
-        losses = a.take<float>(N);
-        logits = a.take<T>(N * Vp);
-        branch = a.take<T>(N * C);
-        attn_scratch = flash ? nullptr : a.take<T>(attention_scratch_elems(B, T_, (int)C, cfg.n_head));   // the forward's too
-        int half = cfg.head_dim() / 2;
-        rope_cos = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
-        rope_sin = cfg.gpt() ? nullptr : a.take<float>((size_t)cfg.max_seq_len * half);
-        d_inputs = a.take<int>(N); d_targets = a.take<int>(N);
-        d_stats = a.take<StepStats>(1);
-        if (!train) {
-            dx = d1 = dqkv = datty = dfc = dact = nullptr;
-            fa_dsum = fscratch = d_partial = nullptr;
-            d_btok = d_bstart = d_bpos = d_chunk_len = nullptr;
-            d_chunk_off = nullptr;
-            d_chunk_decay = nullptr;
-            plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
-            return;
-        }
-        // backward buffers
-        dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
-        dfc = a.take<T>(N * fcw);
-        dact = fused_dgelu() ? nullptr : a.take<T>(N * F);   // fused: the proj GEMM writes dfc directly
-        fa_dsum = flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
-        fa_dq_part_floats = flash && flash_dq == FlashDq::Partials ? flash_attention_dq_partial_floats(B, T_, (int)C, cfg.n_head) : 0;
-        fa_dq_part = fa_dq_part_floats ? a.take<float>(fa_dq_part_floats) : nullptr;
-        size_t widest = std::max({3 * C, fcw, C});
-        fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
-        d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
-        d_chunk_off = a.take<long long>(chunks.off.size());
-        d_chunk_len = a.take<int>(chunks.len.size());
-        d_chunk_decay = a.take<unsigned char>(chunks.len.size());
-        d_partial = a.take<float>(chunks.off.size());
-        plan.params = param_arena.used; plan.grads = grad_arena.used; plan.acts = act_arena.used;
-    }
-
-    // Plan the memory for B_ x T_, print the plan, refuse it when it does not fit, allocate.
+    // Plan the memory for batches up to B_ x T_ (printed with verbose), check it fits, allocate.
     void allocate(int B_, int T_, bool verbose) {
-        if (T_ > cfg.max_seq_len) fatal("sequence length %d does not fit the model's max_seq_len %d", T_, cfg.max_seq_len);
-        layout(B_, T_);
-        size_t free_b = 0, total_b = 0;
-        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        const double MiB = 1 << 20;
-        const char* pdesc = forward_only ? (precision == PREC_FP32 ? "fp32 weights" : "bf16 weights")
-                            : precision == PREC_FP32 ? "fp32 weights + fp32 AdamW m, v"
-                            : precision == PREC_BF16 ? "bf16 weights + fp32 master + fp32 AdamW m, v"
-                                                     : "bf16 weights + bf16 AdamW m, v";
-        if (verbose) {
-            printf("memory plan (%s%s): parameters %.1f MiB (%s), gradients %.1f MiB, activations %.1f MiB (B=%d T=%d), total %.1f MiB; "
-                   "device free %.1f of %.1f MiB\n",
-                   precision_name(precision), forward_only ? ", forward only" : "", plan.params / MiB, pdesc, plan.grads / MiB,
-                   plan.acts / MiB, B_, T_, plan.total() / MiB, free_b / MiB, total_b / MiB);
-            if (sharded() && !forward_only)
-                printf("memory plan: ZeRO-1, this rank holds the master weights and AdamW moments of %zu of the %zu parameters "
-                       "(%.1f%%, shard %d of %d)\n", shard_off[comm->rank + 1] - shard_off[comm->rank], dtable.total,
-                       100.0 * (shard_off[comm->rank + 1] - shard_off[comm->rank]) / dtable.total, comm->rank, comm->nranks);
-            if (ffn_dev != cfg.ffn)
-                printf("memory plan: ffn %d padded to %d on the device (zero units, for aligned GEMM rows; %.2fM parameters stored)\n",
-                       cfg.ffn, ffn_dev, dtable.total / 1e6);
-            if (flash && flash_dq == FlashDq::Partials && !forward_only) {
-                const size_t all = (size_t)B_ * cfg.n_head;
-                const size_t fit = fa_dq_part_floats / flash_attention_dq_head_floats(T_, cfg.d_model, cfg.n_head);
-                const std::string how = fit >= all ? "all heads at once" : "heads in groups of " + std::to_string(fit) + " of " + std::to_string(all);
-                printf("memory plan: of the activations, %.1f MiB are flash attention's dQ partials (--flash_dq partials; %s)\n",
-                       fa_dq_part_floats * 4.0 / MiB, how.c_str());
-            }
-        }
-        if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
-            fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) and 64 MiB "
-                  "for the GEMM workspace and a margin, but %.1f MiB are free; lower --batch_size (and raise --total_batch accumulation) or --seq_len",
-                  plan.total() / MiB, plan.params / MiB, plan.grads / MiB, plan.acts / MiB, free_b / MiB);
-        cudaCheck(cudaMalloc((void**)&param_arena.base, plan.params));
-        if (plan.grads) cudaCheck(cudaMalloc((void**)&grad_arena.base, plan.grads));   // none when forward only
-        cudaCheck(cudaMalloc((void**)&act_arena.base, plan.acts));
-        layout(B_, T_);   // again, with the bases: real pointers
-        cudaCheck(cudaMemset(act_arena.base, 0, plan.acts));
-        if (plan.grads) cudaCheck(cudaMemset(grad_arena.base, 0, plan.grads));
-        cudaCheck(cudaMemset(param_arena.base, 0, plan.params));
-        if (!cfg.gpt()) {
-            std::vector<float> cs, sn;
-            rope_tables(cfg, cs, sn);   // common/layout.h
-            cudaCheck(cudaMemcpy(rope_cos, cs.data(), cs.size() * 4, cudaMemcpyHostToDevice));
-            cudaCheck(cudaMemcpy(rope_sin, sn.data(), sn.size() * 4, cudaMemcpyHostToDevice));
-        }
-        if (!forward_only) {   // the chunk table of the gradient norm and AdamW (gradnorm.cuh)
-            cudaCheck(cudaMemcpy(d_chunk_off, chunks.off.data(), chunks.off.size() * sizeof(long long), cudaMemcpyHostToDevice));
-            cudaCheck(cudaMemcpy(d_chunk_len, chunks.len.data(), chunks.len.size() * sizeof(int), cudaMemcpyHostToDevice));
-            std::vector<unsigned char> decay(chunks.owner.size());
-            for (size_t k = 0; k < decay.size(); k++) decay[k] = dtable.t[chunks.owner[k]].decay ? 1 : 0;
-            cudaCheck(cudaMemcpy(d_chunk_decay, decay.data(), decay.size(), cudaMemcpyHostToDevice));
-        }
-        const size_t N = (size_t)B_ * T_;
-        for (BatchStaging& hb : staging) {
-            cudaCheck(cudaMallocHost((void**)&hb.inputs, N * sizeof(int)));
-            cudaCheck(cudaMallocHost((void**)&hb.targets, N * sizeof(int)));
-            cudaCheck(cudaMallocHost((void**)&hb.btok, N * sizeof(int)));
-            cudaCheck(cudaMallocHost((void**)&hb.bstart, (N + 1) * sizeof(int)));
-            cudaCheck(cudaMallocHost((void**)&hb.bpos, N * sizeof(int)));
-            cudaCheck(cudaEventCreateWithFlags(&hb.uploaded, cudaEventDisableTiming));
-        }
-        cudaCheck(cudaMallocHost((void**)&h_stats, sizeof(StepStats)));
-        cudaCheck(cudaMallocHost((void**)&h_partial, std::max<size_t>(1, chunks.off.size()) * sizeof(float)));
-    }
-
-    // Call before allocate(): a model that only runs forwards (see forward_only above).
-    void set_forward_only() {
-        if (param_arena.base) fatal("internal: set_forward_only after allocate");
-        forward_only = true;
-    }
-    // Call before allocate() (the shards of the optimizer state decide the memory plan).
-    void set_comm(const Comm* c, bool zero_ = false) {
-        if (param_arena.base) fatal("internal: set_comm after allocate");
-        comm = c;
-        zero = zero_;
-        if (!data_parallel() || comm_stream) return;
-        bucket_bounds.assign(1, 0);
-        for (int l = 0; l <= cfg.n_layer; l++)   // the first tensor of layer l (l = n_layer: the final norm)
-            for (const ParamTensor& t : dtable.t)
-                if (t.layer == l) {
-                    bucket_bounds.push_back(t.offset);
-                    break;
-                }
-        bucket_bounds.push_back(dtable.total);
-        if ((int)bucket_bounds.size() != cfg.n_layer + 3) fatal("internal: a layer without tensors in the parameter table");
-        cudaCheck(cudaStreamCreateWithFlags(&comm_stream, cudaStreamNonBlocking));
-        cudaCheck(cudaEventCreateWithFlags(&bucket_ready, cudaEventDisableTiming));
-        cudaCheck(cudaEventCreateWithFlags(&comm_done, cudaEventDisableTiming));
-    }
-    bool data_parallel() const { return comm && comm->nranks > 1; }
-
-    void free_all() {
-        if (comm_stream) {
-            cudaStreamDestroy(comm_stream); cudaEventDestroy(bucket_ready); cudaEventDestroy(comm_done);
-            comm_stream = nullptr;
-        }
-        cudaFree(param_arena.base); cudaFree(grad_arena.base); cudaFree(act_arena.base);
-        param_arena.base = grad_arena.base = act_arena.base = nullptr;
-        cudaFreeHost(h_stats); cudaFreeHost(h_partial);
-        h_stats = nullptr; h_partial = nullptr;
-        for (BatchStaging& hb : staging) {
-            int* bufs[] = {hb.inputs, hb.targets, hb.btok, hb.bstart, hb.bpos};
-            for (int* p : bufs) cudaFreeHost(p);
-            if (hb.uploaded) cudaEventDestroy(hb.uploaded);
-            hb = BatchStaging{};
-        }
-    }
-
-    // ------------------------------------------------------------------ state transfer
-    // Every transfer goes through the logical <-> padded mapping (remap_params): the host
-    // side holds logical fp32 vectors (table), the device the padded layout (dtable) in its
-    // storage type X (T, or float for the master weights and the fp32 optimizer state).
-    // state = true: dst is an optimizer-state array (master, m, v), which holds arena elements
-    // [state_base, state_base + state_len) only.
-    template <typename X>
-    void upload_flat(X* dst, const std::vector<float>& src, bool state = false) const {
-        if (src.size() != table.total) fatal("internal: %zu values given, the model has %zu parameters", src.size(), table.total);
-        std::vector<X> tmp(dtable.total);
-        remap_params(table, cfg.ffn, src.data(), dtable, ffn_dev, tmp.data(), [](float x) { return host_cast<X>(x); });
-        const size_t lo = state ? state_base : 0, n = state ? state_len : tmp.size();
-        cudaCheck(cudaMemcpy(dst, tmp.data() + lo, n * sizeof(X), cudaMemcpyHostToDevice));
-    }
-    template <typename X>
-    std::vector<float> download_flat(const X* src) const {
-        std::vector<X> tmp(dtable.total);
-        cudaCheck(cudaMemcpy(tmp.data(), src, tmp.size() * sizeof(X), cudaMemcpyDeviceToHost));
-        return to_logical(tmp);
-    }
-    template <typename X>
-    std::vector<float> to_logical(const std::vector<X>& padded) const {
-        std::vector<float> out(table.total);
-        remap_params(dtable, ffn_dev, padded.data(), table, cfg.ffn, out.data(), [](X x) { return host_float(x); });
-        return out;
-    }
-    // An optimizer-state array, whole, on rank 0: each rank's shard of it is sent there (a
-    // collective when sharded; the other ranks get an empty vector and hold no more than
-    // their shard on the host meanwhile).
-    template <typename X>
-    std::vector<float> gather_state(const X* src) const {
-        const size_t lo = shard_off[my_shard()], hi = shard_off[my_shard() + 1];
-        std::vector<X> mine(hi - lo);
-        cudaCheck(cudaMemcpy(mine.data(), src + (lo - state_base), (hi - lo) * sizeof(X), cudaMemcpyDeviceToHost));
-        if (!sharded()) return to_logical(mine);   // one shard: the whole arena
-        std::vector<X> all(comm->rank == 0 ? dtable.total : 0);
-        comm_gather_ranges(all.data(), mine.data(), sizeof(X), shard_off, *comm);
-        return comm->rank == 0 ? to_logical(all) : std::vector<float>();
-    }
-    // fp32 values (a checkpoint's) -> the device: master (bf16 mode) and the compute copy
-    // (rounded to T); m and v (zero when null). Sharded: this rank's part of the state.
-    void upload_state(const std::vector<float>& p, const std::vector<float>* mm, const std::vector<float>* vv) {
-        upload_flat(params, p);
-        if (master) upload_flat(master, p, true);
-        for (int k = 0; k < 2; k++) {
-            const std::vector<float>* src = k ? vv : mm;
-            void* dst = k ? v : m;
-            if (!dst) continue;   // forward only: no optimizer state
-            if (!src) cudaCheck(cudaMemset(dst, 0, state_len * state_elem_bytes()));
-            else if (pure()) upload_flat((T*)dst, *src, true);
-            else upload_flat((float*)dst, *src, true);
-        }
-    }
-    // The device state as fp32: the master weights where there are some, else the weights.
-    // Data parallel, every rank calls it (a collective when sharded); rank 0 gets the whole
-    // state, the other ranks empty vectors.
-    void download_state(std::vector<float>& p, std::vector<float>* mm, std::vector<float>* vv) const {
-        p.clear();
-        if (mm) mm->clear();
-        if (vv) vv->clear();
-        if (data_parallel() && !sharded() && comm->rank != 0) return;
-        if (master) p = gather_state(master);
-        else if (!data_parallel() || comm->rank == 0) p = download_flat(params);   // the same on every rank
-        for (int k = 0; k < 2; k++) {
-            std::vector<float>* dst = k ? vv : mm;
-            const void* src = k ? v : m;
-            if (dst) *dst = pure() ? gather_state((const T*)src) : gather_state((const float*)src);
-        }
-    }
-    // the gradient of every parameter as fp32 (tests)
-    std::vector<float> download_grads() const { return download_flat(grads); }
-    // logits row n (padded width) as fp32
-    std::vector<float> download_logits(int nrows) const {
-        std::vector<T> tmp((size_t)nrows * cfg.padded_vocab);
-        cudaCheck(cudaMemcpy(tmp.data(), logits, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost));
-        std::vector<float> z(tmp.size());
-        for (size_t i = 0; i < z.size(); i++) z[i] = host_float(tmp[i]);
-        return z;
-    }
-
-    // Would a batch of B_ x T_ fit the activation buffers laid out for B x T_cap?
-    bool fits(int B_, int T_) const {
-        return T_ <= cfg.max_seq_len && (size_t)B_ * T_ <= (size_t)B * T_cap && (size_t)B_ * T_ * T_ <= (size_t)B * T_cap * T_cap;
+        Mem::allocate(B_, T_, verbose, PlanChoices{kc.flash, kc.flash && kc.flash_dq == FlashDq::Partials, !fused_dgelu()});
     }
 
     // ------------------------------------------------------------------ attention
@@ -678,26 +222,26 @@ struct Model {
     // size <= 64; else, or with want_flash = false (--attention matmul), the materialised
     // version. init() picks flash where it applies; call before allocate().
     void set_attention(bool want_flash) {
-        flash = want_flash && std::is_same<T, __nv_bfloat16>::value && flash_attention_supported(cfg.d_model, cfg.n_head);
+        kc.flash = want_flash && std::is_same<T, __nv_bfloat16>::value && flash_attention_supported(cfg.d_model, cfg.n_head);
     }
     const char* attention_name() const {
-        if (!flash) return "matmul (T x T scores via cuBLAS)";
-        return flash_dq == FlashDq::Partials ? "flash (tiled, bf16 tensor cores; dQ from the dK/dV kernel's partials)"
+        if (!kc.flash) return "matmul (T x T scores via cuBLAS)";
+        return kc.flash_dq == FlashDq::Partials ? "flash (tiled, bf16 tensor cores; dQ from the dK/dV kernel's partials)"
                                              : "flash (tiled, bf16 tensor cores; dQ recomputed in its own kernel)";
     }
     // atty = attention(qkv); the flash path keeps lse, the other P (att)
     void attn_forward(LayerActs<T>& a, int B_, int T_) {
         const int C = cfg.d_model, NH = cfg.n_head;
         if constexpr (std::is_same<T, __nv_bfloat16>::value)
-            if (flash) return flash_attention_forward(a.atty, a.lse, a.qkv, B_, T_, C, NH, stream);
+            if (kc.flash) return flash_attention_forward(a.atty, a.lse, a.qkv, B_, T_, C, NH, stream);
         attention_forward(a.atty, a.att, a.qkv, attn_scratch, B_, T_, C, NH, stream);
     }
     // dqkv = d(attention)/d(qkv) given datty
     void attn_backward(const LayerActs<T>& a, int B_, int T_) {
         const int C = cfg.d_model, NH = cfg.n_head;
         if constexpr (std::is_same<T, __nv_bfloat16>::value)
-            if (flash)
-                return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, flash_dq, fa_dq_part, fa_dq_part_floats, B_, T_,
+            if (kc.flash)
+                return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, kc.flash_dq, fa_dq_part, fa_dq_part_floats, B_, T_,
                                                 C, NH, stream);
         attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, stream);
     }
@@ -719,26 +263,22 @@ struct Model {
     //             sums the dfc it writes: no extra read of the widest gradient at all
     //             (with --gelu_fusion 2 DGELU_BGRAD forms it)
     // Call before allocate() (level 2 needs no dact buffer).
-    void set_gelu_fusion(int level) { gelu_fusion = level; }
-    void set_bias_grad(BiasGrad bg) { bias_grad = bg; }
-    // all four choices of KernelChoices at once (after init(), before allocate())
+    // all the choices of KernelChoices at once (after init(), before allocate())
     void set_kernels(const KernelChoices& k) {
+        kc = k;
         set_attention(k.flash);
-        flash_dq = k.flash_dq;
-        set_gelu_fusion(k.gelu_fusion);
-        set_bias_grad(k.bias_grad);
     }
-    bool fused_gelu() const { return gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward in the GEMM
-    bool fused_dgelu() const { return gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
+    bool fused_gelu() const { return kc.gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward in the GEMM
+    bool fused_dgelu() const { return kc.gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
     const char* gelu_fusion_name() const {
         if (!cfg.gpt()) return "n/a (llama: SwiGLU, no biases)";
-        return gelu_fusion >= 2 ? "2 (GELU and its gradient in cuBLASLt GEMM epilogues)"
-               : gelu_fusion    ? "1 (GELU in a cuBLASLt GEMM epilogue, GELU gradient kernel)"
+        return kc.gelu_fusion >= 2 ? "2 (GELU and its gradient in cuBLASLt GEMM epilogues)"
+               : kc.gelu_fusion    ? "1 (GELU in a cuBLASLt GEMM epilogue, GELU gradient kernel)"
                                 : "0 (GELU and GELU-gradient kernels)";
     }
     const char* bias_grad_name() const {
         if (!cfg.gpt()) return "n/a (llama: no biases)";
-        return bias_grad == BiasGrad::Epilogue ? "epilogue (cuBLASLt BGRADB in the dW GEMMs)"
+        return kc.bias_grad == BiasGrad::Epilogue ? "epilogue (cuBLASLt BGRADB in the dW GEMMs)"
                : fused_dgelu() ? "kernel (column sums; fc's from DGELU_BGRAD)"
                                : "kernel (column sums; fc's inside the GELU-gradient kernel)";
     }
@@ -756,7 +296,7 @@ struct Model {
         int fcw = c.gpt() ? F : 2 * F;
         float eps = c.norm_eps;
         cudaStream_t st = stream;
-        BatchStaging& hb = staging[cur_staging ^= 1];   // the set not used by the previous forward
+        BatchStaging& hb = staging[cur_staging ^= 1];   // the set not used by the previous forward (cuda/memory.cuh)
         cudaCheck(cudaEventSynchronize(hb.uploaded));    // its copies (two forwards ago) have run
         for (int i = 0; i < N; i++) {
             if (in[i] < 0 || in[i] >= V) fatal("input token id %d is outside the vocab [0, %d)", in[i], V);
@@ -854,10 +394,10 @@ struct Model {
         float* fs = fscratch;
         if (!logits_are_grad) classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, true, st);
         logits_are_grad = false;   // logits now hold dlogits
-        const BiasGrad bg = bias_grad;
+        const BiasGrad bg = kc.bias_grad;
         linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, bg, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
-        reduce_bucket(c.n_layer + 1);
+        reduce_bucket(grads, c.n_layer + 1, stream);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
             const LayerTensors<T>& w = W.layer[l];
@@ -905,31 +445,11 @@ struct Model {
                 linear_backward(d1, g.qkv_w, g.qkv_b, fs, dqkv, a.n1out, w.qkv_w, N, C, 3 * C, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, dx, x, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             }
-            reduce_bucket(l + 1);
+            reduce_bucket(grads, l + 1, stream);
         }
         embedding_backward(G.wte, G.wpe, dx, d_btok, d_bstart, d_bpos, nbuckets, B_, T_, C, st);
-        reduce_bucket(0);
+        reduce_bucket(grads, 0, stream);
     }
-    // average bucket k over the ranks on comm_stream once the default stream has written it
-    // (an event orders the two streams)
-    void reduce_bucket(int k) {
-        if (!reduce_in_backward) return;
-        const size_t begin = bucket_bounds[k], end = bucket_bounds[k + 1];
-        if (end <= begin) return;
-        cudaCheck(cudaEventRecord(bucket_ready, stream));
-        cudaCheck(cudaStreamWaitEvent(comm_stream, bucket_ready, 0));
-        if (sharded()) reduce_mean_to_owners(grads, begin, end, shard_off, *comm, comm_stream);   // ZeRO-1: each part to its owner
-        else allreduce_mean(grads + begin, end - begin, *comm, comm_stream);
-        comm_pending = grads_reduced = true;
-    }
-    // the default stream waits for every queued reduction (before anything reads the gradients)
-    void wait_reductions() {
-        if (!comm_pending) return;
-        cudaCheck(cudaEventRecord(comm_done, comm_stream));
-        cudaCheck(cudaStreamWaitEvent(stream, comm_done, 0));
-        comm_pending = false;
-    }
-
     void zero_grad() {
         if (forward_only) fatal("internal: zero_grad of a forward-only model");
         cudaCheck(cudaMemsetAsync(grads, 0, dtable.total * sizeof(T), stream));
@@ -957,7 +477,7 @@ struct Model {
     // test hook (--inject_nan_at): one gradient element becomes NaN, the first element of
     // the middle tensor (element (0, 0) of a tensor is never a padded one)
     void poison_grad() {
-        wait_reductions();
+        wait_reductions(stream);
         cudaCheck(cudaStreamSynchronize(stream));
         T nan = host_cast<T>(NAN);
         cudaCheck(cudaMemcpy(grads + dtable.t[dtable.t.size() / 2].offset, &nan, sizeof(T), cudaMemcpyHostToDevice));
@@ -988,9 +508,9 @@ struct Model {
     // host never waits for the GPU: the loss, the gradient norm, the clipping factor and the
     // decision to skip a non-finite step are formed on the device (StepStats, gradnorm.cuh),
     // AdamW reads them there, and one synchronisation at the end brings back the numbers
-    // (and, for the per-layer norms, the chunk partials) in pinned memory. (Before, the
-    // loss download after every forward and the norm download before the update each left
-    // the GPU idle while the host caught up.) Data parallel (set_comm, more than one rank):
+    // (and, for the per-layer norms, the chunk partials) in pinned memory (a download of the
+    // loss after every forward, or of the norm before the update, would leave the GPU idle
+    // while the host caught up). Data parallel (set_comm, more than one rank):
     // the gradients were averaged over the ranks during the last backward (reduce_bucket)
     // and the loss is averaged here (kernels/nccl_wrap.cuh), so the norm, the clipping, the
     // skip decision and the update are the same on every rank. Sharded (ZeRO-1): a rank holds
@@ -1008,7 +528,7 @@ struct Model {
         const int nch = (int)chunks.off.size();
         if (data_parallel()) {   // the gradients were averaged bucket by bucket in the last backward
             if (!grads_reduced) fatal("internal: a data-parallel step whose last backward did not reduce the gradients");
-            wait_reductions();
+            wait_reductions(stream);
             allreduce_mean(&d_stats->loss_sum, 1, *comm, stream);
         }
         if (sharded()) {
