@@ -321,9 +321,8 @@ int main(int argc, char** argv) {
 #endif
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
-    printf("precision %s, attention %s, gelu fusion %d, bias gradients %s (gpt states)\n", precision_name(precision),
-           precision == PREC_FP32 ? "matmul (fp32)" : !kc.flash ? "matmul" : kc.flash_dq == FlashDq::Partials ? "flash, dQ from partials" : "flash",
-           kc.gelu_fusion, kc.bias_grad == BiasGrad::Kernel ? "kernel" : "epilogue");
+    printf("precision %s, attention %s, gelu fusion %d (gpt states)\n", precision_name(precision),
+           precision == PREC_FP32 ? "matmul (fp32)" : !kc.flash ? "matmul" : "flash", kc.gelu_fusion);
     size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
     for (size_t fi = files.size(); fi-- > 0;) {
         int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;

@@ -136,11 +136,11 @@ static inline float row_sum_exp(float* out, const float* z, int n, float shift) 
 }
 
 // ============================================================================
-// Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b.
-// `beta` = 1 accumulates into out (used to add a branch onto the residual).
+// Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b (kernels/matmul.cuh's linear_forward /
+// linear_backward on the GPU). `beta` = 1 accumulates into out (adds a branch onto the residual).
 // ============================================================================
 
-static void matmul_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int OC,
+static void linear_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int OC,
                            float beta = 0.f) {
     gemm(false, true, N, OC, C, 1.f, inp, C, W, C, beta, out, OC);
     if (bias) {
@@ -151,7 +151,7 @@ static void matmul_forward(float* out, const float* inp, const float* W, const f
 }
 
 // dinp[N,C] (=, or += when dinp_beta = 1) dout @ W;  dW[OC,C] += dout^T @ inp;  db[OC] += sum_n dout.
-static void matmul_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+static void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
                             int N, int C, int OC, float dinp_beta) {
     if (dinp) gemm(false, false, N, C, OC, 1.f, dout, OC, W, C, dinp_beta, dinp, C);
     gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dW, C);
@@ -438,9 +438,10 @@ static void swiglu_backward(float* dfc, const float* fc, const float* dout, int 
 //   lse_n  = logsumexp(z_n[:V]),  loss_n = lse_n - z_n[target_n]
 //   dz_n[v] = (exp(z_n[v] - lse_n) - [v == target_n]) * dscale  for v < V, 0 for padding
 // The forward keeps lse_n so the backward is one exp pass. Returns the mean loss.
+// (kernels/classifier.cuh's classifier does both in one kernel on the GPU.)
 // ============================================================================
 
-static float crossentropy_forward(float* losses, float* lse, const float* logits, const int* targets, int N, int V, int Vp) {
+static float classifier_forward(float* losses, float* lse, const float* logits, const int* targets, int N, int V, int Vp) {
     double total = 0.0;
 #pragma omp parallel for reduction(+ : total)
     for (int n = 0; n < N; n++) {
@@ -453,7 +454,7 @@ static float crossentropy_forward(float* losses, float* lse, const float* logits
     return (float)(total / N);
 }
 
-static void crossentropy_backward(float* logits, const float* lse, const int* targets, int N, int V, int Vp, float dscale) {
+static void classifier_backward(float* logits, const float* lse, const int* targets, int N, int V, int Vp, float dscale) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         float* z = logits + (size_t)n * Vp;
@@ -577,31 +578,31 @@ struct Model {
             // attention branch: input is N1(x) (Pre-LN) or x (Post-LN)
             if (!post) norm_forward(a.n1out, a.mean1, a.rstd1, x, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
             const float* a_in = post ? x : a.n1out;
-            matmul_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
+            linear_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
             if (!c.gpt()) rope_forward(a.qkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
             attention_forward(a.atty, a.att, a.qkv, B_, T_, C, NH, attn_block);
             memcpy(a.sum1, x, sizeof(float) * N * C);                           // sum1 = x + atty @ Wo^T + bo
-            matmul_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
+            linear_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
             if (post) norm_forward(a.n1out, a.mean1, a.rstd1, a.sum1, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
             const float* h = post ? a.n1out : a.sum1;
             // MLP branch: input is N2(h) (Pre-LN) or h (Post-LN)
             if (!post) norm_forward(a.n2out, a.mean2, a.rstd2, h, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
             const float* m_in = post ? h : a.n2out;
             if (c.gpt()) {
-                matmul_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, F);
+                linear_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, F);
                 gelu_forward(a.act, a.fc, (size_t)N * F);
             } else {
-                matmul_forward(a.fc, m_in, w.fc_w, nullptr, N, C, 2 * F);
+                linear_forward(a.fc, m_in, w.fc_w, nullptr, N, C, 2 * F);
                 swiglu_forward(a.act, a.fc, N, F);
             }
             memcpy(a.sum2, h, sizeof(float) * N * C);                           // sum2 = h + act @ Wd^T + bd
-            matmul_forward(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, 1.f);
+            linear_forward(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, 1.f);
             if (post) norm_forward(a.n2out, a.mean2, a.rstd2, a.sum2, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
         }
         norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, c.norm_eps, rms);
-        matmul_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
+        linear_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
         if (!tgt) return -1.f;
-        loss = crossentropy_forward(losses, lse, logits, targets.data(), N, V, Vp);
+        loss = classifier_forward(losses, lse, logits, targets.data(), N, V, Vp);
         return loss;
     }
 
@@ -623,8 +624,8 @@ struct Model {
         float* dact = dfc + (size_t)N * fcw;
         float* scratch = dact + (size_t)N * F;
 
-        crossentropy_backward(logits, lse, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
-        matmul_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
+        classifier_backward(logits, lse, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
+        linear_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, N, C, rms, false);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
@@ -649,13 +650,13 @@ struct Model {
                 dsum2 = dx;
                 dh = dx;
             }
-            matmul_backward(dact, g.mlp_proj_w, g.mlp_proj_b, dsum2, a.act, w.mlp_proj_w, N, F, C, 0.f);
+            linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, dsum2, a.act, w.mlp_proj_w, N, F, C, 0.f);
             if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F);
             else swiglu_backward(dfc, a.fc, dact, N, F);
             if (post) {   // m_in = h: add the branch gradient onto dh
-                matmul_backward(dh, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 1.f);
+                linear_backward(dh, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 1.f);
             } else {      // m_in = N2(h): dh += N2'(dm_in)
-                matmul_backward(d1, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 0.f);
+                linear_backward(d1, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 0.f);
                 norm_backward(dh, g.norm2_w, g.norm2_b, d1, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, rms, true);
             }
 
@@ -664,13 +665,13 @@ struct Model {
             if (post)     // h = N1(sum1)
                 norm_backward(dsum1, g.norm1_w, g.norm1_b, dh, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, rms, false);
             // (Pre-LN: h = sum1, and dh already is dx)
-            matmul_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
+            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
             attention_backward(dqkv, scratch, datty, a.qkv, a.att, B_, T_, C, NH, attn_block);
             if (!c.gpt()) rope_backward(dqkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
             if (post) {   // a_in = x: dx (= dsum1, the skip) += branch gradient
-                matmul_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
+                linear_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
             } else {      // a_in = N1(x)
-                matmul_backward(d1, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 0.f);
+                linear_backward(d1, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 0.f);
                 norm_backward(dx, g.norm1_w, g.norm1_b, d1, x, w.norm1_w, a.mean1, a.rstd1, N, C, rms, true);
             }
         }
@@ -794,7 +795,7 @@ struct CpuRun {
             model.backward(tc.B, tc.T, 1.f / accum);
         }
         loss /= accum;
-        if (poison) model.grads[model.grads.size() / 2] = NAN;   // test hook (--inject_nan_at)
+        if (poison) model.grads[model.grads.size() / 2] = NAN;   // test hook (MIXLN_TEST_NAN_AT, common/trainer.h)
         StepResult r{loss, 0.f, false, model.grad_sq_per_tensor()};
         r.norm = global_norm(r.sq);
         r.finite = std::isfinite(loss) && std::isfinite(r.norm);

@@ -12,13 +12,11 @@ The kernels live in kernels/, one header per family, forward and backward side b
   kernels/embedding.cuh   token (+ position) embedding; deterministic backward (no atomics)
   kernels/norm.cuh        LayerNorm / RMSNorm fused with the residual add, Pre-LN and Post-LN forms
   kernels/matmul.cuh      linear layers through kernels/cublas_wrap.cuh (cuBLASLt); GPT-2's GELU in a
-                          cuBLASLt epilogue (--gelu_fusion 1, default; 2: the GELU gradient too; 0: kernels)
-                          and the bias gradients in epilogues (--bias_grad epilogue, default) or in
-                          column-sum kernels (kernel: common.cuh; fc's fused into the GELU gradient)
+                          cuBLASLt epilogue (--gelu_fusion 1, default; 0: kernels) and the bias
+                          gradients in the dW GEMMs' epilogues
   kernels/rope.cuh        rotary position embedding (llama)
   kernels/flash_attention.cuh  causal attention in tiles, no T x T scores (bf16, tensor cores; default);
-                          dQ recomputed in its own kernel (--flash_dq recompute, default) or summed from
-                          the dK/dV kernel's fp32 partials (partials)
+                          dQ recomputed in its own kernel
   kernels/attention.cuh   causal attention with the T x T scores (batched GEMMs + softmax kernels;
                           fp32 runs, head sizes over 64, --attention matmul)
   kernels/activation.cuh  GELU (gpt), SwiGLU (llama)
@@ -113,16 +111,14 @@ static int parse_precision(const std::string& s) {
 // checks every one against the reference). Model::set_kernels applies them.
 struct KernelChoices {
     bool flash = true;                        // --attention flash (where it applies) | matmul
-    FlashDq flash_dq = FlashDq::Recompute;    // --flash_dq recompute | partials
-    int gelu_fusion = 1;                      // --gelu_fusion 0 | 1 | 2
-    BiasGrad bias_grad = BiasGrad::Epilogue;  // --bias_grad epilogue | kernel
+    int gelu_fusion = 1;                      // --gelu_fusion 0 | 1
 };
 
 // The flags of both CUDA programs (train_gpt.cu and test_gpt.cu) that choose the precision and
 // the kernel paths, declared once: the table fills KernelFlags (common/flags.h FlagSpec), and
 // kernel_choices checks and converts it.
 struct KernelFlags {
-    std::string precision = "bf16", attention = "flash", flash_dq = "recompute", bias_grad = "epilogue";
+    std::string precision = "bf16", attention = "flash";
     int gelu_fusion = 1;
 };
 static std::vector<FlagSpec> kernel_flags(KernelFlags& k) {
@@ -132,25 +128,16 @@ static std::vector<FlagSpec> kernel_flags(KernelFlags& k) {
          "the paper's code) | fp32 (test_gpt's default)"},
         {"attention", 0, 's', &k.attention,
          "flash (default: tiled, no T x T scores; bf16 modes with head size <= 64, else matmul) | matmul (T x T scores through cuBLAS)"},
-        {"flash_dq", 0, 's', &k.flash_dq,
-         "recompute (default): flash attention's dQ in its own kernel, recomputing S and dP | partials: from the dK/dV kernel's "
-         "fp32 partials and a reduction (5 products instead of 7; B*NH*T^2*hd/32 floats of scratch, 428 MB at gpt2 16 x 1024)"},
         {"gelu_fusion", 0, 'i', &k.gelu_fusion,
-         "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient too (slower on H200) | 0: GELU kernels"},
-        {"bias_grad", 0, 's', &k.bias_grad,
-         "epilogue (default): gpt's bias gradients in the dW GEMMs (cuBLASLt BGRADB) | kernel: column-sum kernels, fc's inside the GELU gradient"},
+         "1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 0: GELU and GELU-gradient kernels"},
     };
 }
 static KernelChoices kernel_choices(const KernelFlags& f) {
     KernelChoices k;
     if (f.attention != "flash" && f.attention != "matmul") fatal("--attention must be flash or matmul, got '%s'", f.attention.c_str());
     k.flash = f.attention == "flash";
-    if (f.flash_dq != "recompute" && f.flash_dq != "partials") fatal("--flash_dq must be recompute or partials, got '%s'", f.flash_dq.c_str());
-    k.flash_dq = f.flash_dq == "partials" ? FlashDq::Partials : FlashDq::Recompute;
-    if (f.gelu_fusion < 0 || f.gelu_fusion > 2) fatal("--gelu_fusion must be 0, 1 or 2, got %d", f.gelu_fusion);
+    if (f.gelu_fusion < 0 || f.gelu_fusion > 1) fatal("--gelu_fusion must be 0 or 1, got %d", f.gelu_fusion);
     k.gelu_fusion = f.gelu_fusion;
-    if (f.bias_grad != "epilogue" && f.bias_grad != "kernel") fatal("--bias_grad must be epilogue or kernel, got '%s'", f.bias_grad.c_str());
-    k.bias_grad = f.bias_grad == "kernel" ? BiasGrad::Kernel : BiasGrad::Epilogue;
     return k;
 }
 
@@ -193,8 +180,8 @@ struct Model : DeviceMemory<T> {
     using Mem::cfg, Mem::table, Mem::dtable, Mem::ffn_dev, Mem::precision, Mem::stream, Mem::forward_only, Mem::chunks;
     using Mem::params, Mem::master, Mem::m, Mem::v, Mem::grads, Mem::W, Mem::G, Mem::B, Mem::T_cap, Mem::plan, Mem::pure, Mem::fits;
     using Mem::acts, Mem::resid, Mem::encoded, Mem::nf_out, Mem::nf_mean, Mem::nf_rstd, Mem::logits, Mem::losses, Mem::branch;
-    using Mem::dx, Mem::d1, Mem::dqkv, Mem::datty, Mem::dfc, Mem::dact, Mem::attn_scratch, Mem::fa_dsum, Mem::fa_dq_part;
-    using Mem::fa_dq_part_floats, Mem::fscratch, Mem::rope_cos, Mem::rope_sin, Mem::staging;
+    using Mem::dx, Mem::d1, Mem::dqkv, Mem::datty, Mem::dfc, Mem::dact, Mem::attn_scratch, Mem::fa_dsum;
+    using Mem::fscratch, Mem::rope_cos, Mem::rope_sin, Mem::staging;
     using Mem::d_inputs, Mem::d_targets, Mem::d_btok, Mem::d_bstart, Mem::d_bpos;
     using Mem::d_chunk_off, Mem::d_chunk_len, Mem::d_chunk_decay, Mem::d_partial, Mem::d_stats, Mem::h_stats, Mem::h_partial;
     using Mem::comm, Mem::reduce_in_backward, Mem::grads_reduced, Mem::data_parallel, Mem::sharded, Mem::my_shard;
@@ -214,7 +201,7 @@ struct Model : DeviceMemory<T> {
     }
     // Plan the memory for batches up to B_ x T_ (printed with verbose), check it fits, allocate.
     void allocate(int B_, int T_, bool verbose) {
-        Mem::allocate(B_, T_, verbose, PlanChoices{kc.flash, kc.flash && kc.flash_dq == FlashDq::Partials, !fused_dgelu()});
+        Mem::allocate(B_, T_, verbose, PlanChoices{kc.flash});
     }
 
     // ------------------------------------------------------------------ attention
@@ -226,8 +213,7 @@ struct Model : DeviceMemory<T> {
     }
     const char* attention_name() const {
         if (!kc.flash) return "matmul (T x T scores via cuBLAS)";
-        return kc.flash_dq == FlashDq::Partials ? "flash (tiled, bf16 tensor cores; dQ from the dK/dV kernel's partials)"
-                                             : "flash (tiled, bf16 tensor cores; dQ recomputed in its own kernel)";
+        return "flash (tiled, bf16 tensor cores; dQ recomputed in its own kernel)";
     }
     // atty = attention(qkv); the flash path keeps lse, the other P (att)
     void attn_forward(LayerActs<T>& a, int B_, int T_) {
@@ -241,46 +227,26 @@ struct Model : DeviceMemory<T> {
         const int C = cfg.d_model, NH = cfg.n_head;
         if constexpr (std::is_same<T, __nv_bfloat16>::value)
             if (kc.flash)
-                return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, kc.flash_dq, fa_dq_part, fa_dq_part_floats, B_, T_,
+                return flash_attention_backward(dqkv, datty, a.qkv, a.atty, a.lse, fa_dsum, FlashDq::Recompute, nullptr, 0, B_, T_,
                                                 C, NH, stream);
         attention_backward(dqkv, datty, a.qkv, a.att, attn_scratch, B_, T_, C, NH, stream);
     }
 
-    // ------------------------------------------------------------------ GELU / bias-gradient fusion
-    // For GPT-2 (llama has neither GELU nor biases), kernels/matmul.cuh:
-    // --gelu_fusion
-    //   0  gelu_forward / gelu_backward kernels
-    //   1  (default) GELU in the fc GEMM's epilogue (GELU_AUX_BIAS, which also keeps the
-    //      pre-activation for the backward); the GELU gradient stays a kernel
-    //   2  as 1, and the GELU gradient with the fc bias gradient in the proj dinp GEMM
-    //      (DGELU_BGRAD). Not the default: on the H200 cuBLASLt runs that epilogue as a
-    //      separate kernel, 3.9 ms per gpt2-124m T=1024 step against gelu_backward's 0.9.
-    // --bias_grad
-    //   epilogue  (default) every bias gradient from its dW GEMM (BGRADB; on the H200 a
-    //             separate cuBLASLt kernel, 1.14 ms per gpt2-124m T=1024 step)
-    //   kernel    the column-sum kernels (common.cuh, 16-byte loads, one read of dout); the fc
-    //             bias gradient inside the GELU-gradient kernel (gelu_backward_bias), which
-    //             sums the dfc it writes: no extra read of the widest gradient at all
-    //             (with --gelu_fusion 2 DGELU_BGRAD forms it)
-    // Call before allocate() (level 2 needs no dact buffer).
-    // all the choices of KernelChoices at once (after init(), before allocate())
+    // ------------------------------------------------------------------ GELU fusion
+    // For GPT-2 (llama has neither GELU nor biases), kernels/matmul.cuh: --gelu_fusion 1
+    // (default) puts the GELU into the fc GEMM's epilogue (GELU_AUX_BIAS, which also keeps the
+    // pre-activation for the backward), and the GELU gradient is a kernel; 0 runs the
+    // gelu_forward / gelu_backward kernels. The bias gradients come from the dW GEMMs'
+    // epilogues (BGRADB; on the H200 a separate cuBLASLt kernel, 1.14 ms per gpt2-124m T=1024 step).
+    // All the choices of KernelChoices at once (after init(), before allocate()).
     void set_kernels(const KernelChoices& k) {
         kc = k;
         set_attention(k.flash);
     }
     bool fused_gelu() const { return kc.gelu_fusion >= 1 && cfg.gpt(); }    // GELU forward in the GEMM
-    bool fused_dgelu() const { return kc.gelu_fusion >= 2 && cfg.gpt(); }   // the GELU gradient too
     const char* gelu_fusion_name() const {
         if (!cfg.gpt()) return "n/a (llama: SwiGLU, no biases)";
-        return kc.gelu_fusion >= 2 ? "2 (GELU and its gradient in cuBLASLt GEMM epilogues)"
-               : kc.gelu_fusion    ? "1 (GELU in a cuBLASLt GEMM epilogue, GELU gradient kernel)"
-                                : "0 (GELU and GELU-gradient kernels)";
-    }
-    const char* bias_grad_name() const {
-        if (!cfg.gpt()) return "n/a (llama: no biases)";
-        return kc.bias_grad == BiasGrad::Epilogue ? "epilogue (cuBLASLt BGRADB in the dW GEMMs)"
-               : fused_dgelu() ? "kernel (column sums; fc's from DGELU_BGRAD)"
-                               : "kernel (column sums; fc's inside the GELU-gradient kernel)";
+        return kc.gelu_fusion ? "1 (GELU in a cuBLASLt GEMM epilogue, GELU gradient kernel)" : "0 (GELU and GELU-gradient kernels)";
     }
 
     // ------------------------------------------------------------------ forward
@@ -394,7 +360,7 @@ struct Model : DeviceMemory<T> {
         float* fs = fscratch;
         if (!logits_are_grad) classifier(logits, losses, d_targets, N, V, Vp, grad_scale / N, true, st);
         logits_are_grad = false;   // logits now hold dlogits
-        const BiasGrad bg = kc.bias_grad;
+        const BiasGrad bg = BiasGrad::Epilogue;   // the bias gradients in the dW GEMMs (kernels/matmul.cuh)
         linear_backward(d1, G.lm_head, (T*)nullptr, fs, logits, nf_out, W.lm_head, N, C, Vp, false, bg, st);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, fs, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, (const T*)nullptr, N, C, nt, st);
         reduce_bucket(grads, c.n_layer + 1, stream);
@@ -413,26 +379,14 @@ struct Model : DeviceMemory<T> {
             } else {      // y = sum2: the residual gradient flows through unchanged
                 dsum2 = dx;
             }
-            T* fc_b_grad = g.fc_b;   // the fc bias gradient, unless the GELU backward forms it
-            if (fused_dgelu()) {   // dfc = (dsum2 @ Wproj) * GELU'(fc), fc.b's gradient with it; the proj gradients
-                linear_dgelu_backward(dfc, g.fc_b, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, a.fc, w.mlp_proj_w, N, F, C, st);
-                fc_b_grad = nullptr;
-            } else {
-                linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, bg, st);
-                if (c.gpt() && bg == BiasGrad::Kernel) {   // dfc = GELU'(fc) * dact, and fc.b += colsum(dfc) in the same pass
-                    gelu_backward_bias(dfc, g.fc_b, fs, a.fc, dact, N, F, st);
-                    fc_b_grad = nullptr;
-                } else if (c.gpt()) {
-                    gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
-                } else {
-                    swiglu_backward(dfc, a.fc, dact, N, F, st);
-                }
-            }
+            linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, fs, dsum2, a.act, w.mlp_proj_w, N, F, C, false, bg, st);
+            if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F, st);
+            else swiglu_backward(dfc, a.fc, dact, N, F, st);
             if (post) {   // MLP input = h: d1 (= dh) += dfc @ Wfc; then dsum1 = N1'(dh) into dx
-                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, bg, st);
+                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n1out, w.fc_w, N, C, fcw, true, bg, st);
                 postln_residual_norm_backward(dx, g.norm1_w, g.norm1_b, fs, d1, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, nt, st);
             } else {      // MLP input = N2(h): dx (= dh = dsum1) += N2'(dfc @ Wfc)
-                linear_backward(d1, g.fc_w, fc_b_grad, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, bg, st);
+                linear_backward(d1, g.fc_w, g.fc_b, fs, dfc, a.n2out, w.fc_w, N, C, fcw, false, bg, st);
                 preln_residual_norm_backward(dx, g.norm2_w, g.norm2_b, fs, d1, dx, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, nt, st);
             }
             // --- attention sublayer: dx = dsum1, the gradient w.r.t. sum1 = x + Attn(a_in)
@@ -474,7 +428,7 @@ struct Model : DeviceMemory<T> {
     }
     std::vector<float> layer_norms(const std::vector<double>& sq) const { return ::layer_norms(table, cfg.n_layer, sq); }   // common/run.h
     float group_norm(const std::vector<double>& sq, const char* prefix) const { return ::group_norm(table, sq, prefix); }
-    // test hook (--inject_nan_at): one gradient element becomes NaN, the first element of
+    // test hook (MIXLN_TEST_NAN_AT, common/trainer.h): one gradient element becomes NaN, the first element of
     // the middle tensor (element (0, 0) of a tensor is never a padded one)
     void poison_grad() {
         wait_reductions(stream);
@@ -644,7 +598,7 @@ struct CudaRun {
             model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
             model.backward(tc.B, tc.T, 1.f / accum, micro == accum - 1);
         }
-        if (poison) model.poison_grad();   // test hook (--inject_nan_at)
+        if (poison) model.poison_grad();   // test hook (MIXLN_TEST_NAN_AT, common/trainer.h)
         return model.end_step(accum, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.grad_clip, want_sq);
     }
 
@@ -674,7 +628,6 @@ struct CudaRun {
                                         "bf16 everywhere, AdamW state too (the paper's code)");
         printf("attention: %s\n", model.attention_name());
         printf("gelu fusion: %s\n", model.gelu_fusion_name());
-        printf("bias gradients: %s\n", model.bias_grad_name());
     }
     void banner_parallel() const {
         if (comm.nranks > 1)

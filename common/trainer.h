@@ -26,6 +26,9 @@
 #pragma once
 #include <signal.h>
 
+#include <cerrno>
+#include <cstdlib>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -267,7 +270,7 @@ struct Trainer {
         run.sync();
         auto t0 = std::chrono::steady_clock::now();
         const float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
-        const StepResult r = run.step(train, accum, lr, tc, step == tc.inject_nan_at, layer_norms);
+        const StepResult r = run.step(train, accum, lr, tc, step == tc.inject_nan_at, layer_norms);   // (MIXLN_TEST_NAN_AT)
         if (!r.finite) handle_nonfinite(step, r.loss, r.norm, tc, &skipped, [&](long s) { return save(s); });
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
@@ -316,9 +319,30 @@ struct Trainer {
     }
 };
 
+// Test hooks, environment variables rather than flags (no part of a user's run, so not in
+// --help): MIXLN_TEST_NAN_AT=S makes one gradient element NaN at step S (the non-finite
+// guard's tests); MIXLN_TEST_SLOW_CKPT_MS=MS sleeps that long in the middle of each checkpoint
+// write (the kill-during-write tests).
+inline void read_test_hooks(TrainConfig& tc) {
+    auto get = [](const char* name, long lo, long* out) {
+        const char* v = getenv(name);
+        if (!v) return;
+        char* end = nullptr;
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno || x < lo || x > 2147483647L) fatal("environment variable %s must be an integer >= %ld, got '%s'", name, lo, v);
+        *out = x;
+    };
+    long slow = tc.debug_slow_ckpt_ms;
+    get("MIXLN_TEST_NAN_AT", 0, &tc.inject_nan_at);
+    get("MIXLN_TEST_SLOW_CKPT_MS", 0, &slow);
+    tc.debug_slow_ckpt_ms = (int)slow;
+}
+
 // The whole run of a trainer, after its flags are parsed.
 template <typename Run>
 int train_or_analyse(TrainConfig& tc, Run& run) {
+    read_test_hooks(tc);
 #ifdef _OPENMP
     if (tc.threads > 0) omp_set_num_threads(tc.threads);   // host threads (the initialisation's normals, common/init.h)
 #endif

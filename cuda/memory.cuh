@@ -118,8 +118,6 @@ struct BatchStaging {
 // What the activation plan depends on besides the shapes: the model's kernel paths.
 struct PlanChoices {
     bool flash = false;         // flash attention: row log-sum-exps instead of the T x T scores
-    bool dq_partials = false;   // flash attention's dQ from partials (their scratch)
-    bool dact = true;           // a buffer for the gradient of the MLP activation
 };
 
 template <typename T>
@@ -157,8 +155,6 @@ struct DeviceMemory : DataParallel {
     std::vector<T*> resid;                    // resid[l] = input of layer l, resid[L] = last block's output
     T *dx = nullptr, *d1 = nullptr, *dqkv = nullptr, *datty = nullptr, *dfc = nullptr, *dact = nullptr, *attn_scratch = nullptr;
     float* fa_dsum = nullptr;                 // flash attention backward: D = rowsum(dY * Y), (B,NH,T)
-    float* fa_dq_part = nullptr;              // and with --flash_dq partials the dQ partials (flash_attention.cuh)
-    size_t fa_dq_part_floats = 0;             // their size: at most 2 GiB, the heads then taken in groups
     float* fscratch = nullptr;                // norm / bias weight-gradient partial sums
     float *rope_cos = nullptr, *rope_sin = nullptr;
     int *d_inputs = nullptr, *d_targets = nullptr, *d_btok = nullptr, *d_bstart = nullptr, *d_bpos = nullptr;
@@ -254,10 +250,8 @@ struct DeviceMemory : DataParallel {
         // backward buffers
         dx = a.take<T>(N * C); d1 = a.take<T>(N * C); dqkv = a.take<T>(3 * N * C); datty = a.take<T>(N * C);
         dfc = a.take<T>(N * fcw);
-        dact = pc.dact ? a.take<T>(N * F) : nullptr;   // none: the proj GEMM writes dfc directly
+        dact = a.take<T>(N * F);
         fa_dsum = pc.flash ? a.take<float>(flash_attention_scratch_floats(B, T_, cfg.n_head)) : nullptr;
-        fa_dq_part_floats = pc.flash && pc.dq_partials ? flash_attention_dq_partial_floats(B, T_, (int)C, cfg.n_head) : 0;
-        fa_dq_part = fa_dq_part_floats ? a.take<float>(fa_dq_part_floats) : nullptr;
         size_t widest = std::max({3 * C, fcw, C});
         fscratch = a.take<float>(std::max(norm_backward_scratch_floats((int)N, (int)C), bias_grad_scratch_floats((int)N, (int)widest)));
         d_btok = a.take<int>(N); d_bstart = a.take<int>(N + 1); d_bpos = a.take<int>(N);
@@ -292,13 +286,6 @@ struct DeviceMemory : DataParallel {
             if (ffn_dev != cfg.ffn)
                 printf("memory plan: ffn %d padded to %d on the device (zero units, for aligned GEMM rows; %.2fM parameters stored)\n",
                        cfg.ffn, ffn_dev, dtable.total / 1e6);
-            if (pc.flash && pc.dq_partials && !forward_only) {
-                const size_t all = (size_t)B_ * cfg.n_head;
-                const size_t fit = fa_dq_part_floats / flash_attention_dq_head_floats(T_, cfg.d_model, cfg.n_head);
-                const std::string how = fit >= all ? "all heads at once" : "heads in groups of " + std::to_string(fit) + " of " + std::to_string(all);
-                printf("memory plan: of the activations, %.1f MiB are flash attention's dQ partials (--flash_dq partials; %s)\n",
-                       fa_dq_part_floats * 4.0 / MiB, how.c_str());
-            }
         }
         if (plan.total() + (64u << 20) > free_b)   // + the GEMM workspace and a margin
             fatal("not enough GPU memory: the plan needs %.1f MiB (parameters %.1f, gradients %.1f, activations %.1f) and 64 MiB "
