@@ -76,18 +76,7 @@ static void run_state(const std::string& path, int override_k, const std::string
 
     // the C++ parameter table must be PyTorch's, tensor for tensor
     const ParamTable& pt = model.table;
-    if (pt.t.size() != s.table.size()) {
-        ck.fail("parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(s.table.size()));
-        return;
-    }
-    for (size_t i = 0; i < pt.t.size(); i++) {
-        const ParamTensor& p = pt.t[i];
-        const RefParam& r = s.table[i];
-        if (p.name != r.name || (int)p.rows != r.rows || (int)p.cols != r.cols || p.layer != r.layer || (int)p.decay != r.decay) {
-            ck.fail("parameter table entry " + std::to_string(i) + ": C++ " + p.name + " vs PyTorch " + r.name);
-            return;
-        }
-    }
+    if (!check_param_table(ck, pt, s.table, "C++")) return;   // dev/test/tensor_checker.h
     model.params = s.params;
 
     // forward + backward on the stored batch

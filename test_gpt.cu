@@ -16,21 +16,8 @@ is padded on the device (else the first state), so the checkpoint goes through t
 padded <-> logical mapping of the weights and of m and v.
 Exits non-zero on any failure; 77 (skip) when an nvcc build finds no device.
 
-  ./test_gpt_cuda [flags] [state.bin ...]
-    --precision P        fp32 (default) | bf16 | pure_bf16
-    --attention A        flash (default; kernels/flash_attention.cuh in the bf16 modes) | matmul
-                         (kernels/attention.cuh, the T x T scores; fp32 always uses it)
-    --flash_dq D         recompute (default): flash attention's dQ in its own kernel | partials: from
-                         the dK/dV kernel's fp32 partials (as train_gpt.cu's flag)
-    --gelu_fusion F      1 (default): gpt's GELU in a cuBLASLt GEMM epilogue | 2: the GELU gradient
-                         too | 0: GELU kernels (as train_gpt.cu's flag)
-    --bias_grad B        epilogue (default): gpt's bias gradients in the dW GEMMs (BGRADB) | kernel:
-                         column-sum kernels, fc's inside the GELU gradient (as train_gpt.cu's flag)
-    --steps N            run at most N of the stored optimizer steps (emulation is slow)
-    --resume_steps K     steps before and after the checkpoint in the resume check (default 2; 0: no check)
-    --no_reference       skip the comparisons with the reference (resume check only)
-    --post_ln_layers K   build the model with this K instead of the state's (negative test)
-    --perturb NAME       add a small error to the computed gradient of tensor NAME (negative test)
+  ./test_gpt_cuda [flags] [state.bin ...]   (--help lists the flags: train_gpt.cu's precision and
+                                             kernel-path flags, and the test's own)
 */
 #define TESTING
 #include "train_gpt.cu"
@@ -157,18 +144,7 @@ static void run_state(const RefState& s, int precision, const KernelChoices& kc,
     model.init(cfg, precision);
     model.set_kernels(kc);
     const ParamTable& pt = model.table;
-    if (pt.t.size() != s.table.size()) {
-        ck.expect(false, "parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(s.table.size()));
-        return;
-    }
-    for (size_t i = 0; i < pt.t.size(); i++) {
-        const ParamTensor& p = pt.t[i];
-        const RefParam& r = s.table[i];
-        if (p.name != r.name || (int)p.rows != r.rows || (int)p.cols != r.cols || p.layer != r.layer || (int)p.decay != r.decay) {
-            ck.expect(false, "parameter table entry " + std::to_string(i) + ": CUDA " + p.name + " vs PyTorch " + r.name);
-            return;
-        }
-    }
+    if (!check_param_table(ck, pt, s.table, "CUDA")) return;   // dev/test/tensor_checker.h
     model.allocate(s.B, s.T, false);
     model.upload_state(s.params, nullptr, nullptr);
 
@@ -293,40 +269,43 @@ static void resume_check(const RefState& s, int precision, const KernelChoices& 
 }
 
 int main(int argc, char** argv) {
-    int override_k = -1, max_steps = 1 << 30, resume_steps = 2, precision = PREC_FP32;
+    int override_k = -1, max_steps = 1 << 30, resume_steps = 2;
     bool reference = true;
-    std::string attention = "flash", flash_dq = "recompute", bias_grad = "epilogue";
-    int gelu_fusion = 1;
     std::string perturb;
     std::vector<std::string> files;
-    auto int_arg = [&](int& i, const char* flag) {
-        if (i + 1 >= argc) fatal("%s needs a value", flag);
-        char* end;
-        long x = strtol(argv[++i], &end, 10);
-        if (*end || x < 0) fatal("%s expects a non-negative integer, got '%s'", flag, argv[i]);
-        return (int)x;
-    };
+    KernelFlags kf;               // the precision and kernel-path flags: train_gpt.cu's table
+    kf.precision = "fp32";
+    std::vector<FlagSpec> flags = kernel_flags(kf);
+    flags.insert(flags.end(), {
+        {"steps", 0, 'i', &max_steps, "run at most N of the stored optimizer steps (emulation is slow)"},
+        {"resume_steps", 0, 'i', &resume_steps, "steps before and after the checkpoint in the resume check (default 2; 0: no check)"},
+        {"post_ln_layers", 0, 'i', &override_k, "build the model with this K instead of the state's (negative test)"},
+        {"perturb", 0, 's', &perturb, "add a small error to the computed gradient of tensor NAME (negative test)"},
+    });
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
-        if (a == "--post_ln_layers") override_k = int_arg(i, "--post_ln_layers");
-        else if (a == "--steps") max_steps = int_arg(i, "--steps");
-        else if (a == "--resume_steps") resume_steps = int_arg(i, "--resume_steps");
-        else if (a == "--no_reference") reference = false;
-        else if (a == "--precision" && i + 1 < argc) precision = parse_precision(argv[++i]);
-        else if (a == "--perturb" && i + 1 < argc) perturb = argv[++i];
-        else if (a == "--attention" && i + 1 < argc) attention = argv[++i];
-        else if (a == "--flash_dq" && i + 1 < argc) flash_dq = argv[++i];
-        else if (a == "--gelu_fusion") gelu_fusion = int_arg(i, "--gelu_fusion");
-        else if (a == "--bias_grad" && i + 1 < argc) bias_grad = argv[++i];
-        else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--precision fp32|bf16|pure_bf16] [--attention flash|matmul] [--flash_dq recompute|partials] [--gelu_fusion 1|2|0] "
-                   "[--bias_grad epilogue|kernel] [--steps N] [--resume_steps K] "
-                   "[--no_reference] [--post_ln_layers K] [--perturb TENSOR] [state.bin ...]\n", argv[0]);
+        const FlagSpec* f = nullptr;
+        for (const FlagSpec& s : flags)
+            if (a == std::string("--") + s.name) f = &s;
+        if (a == "--no_reference") {
+            reference = false;
+        } else if (a == "--help" || a == "-h") {
+            printf("usage: %s [flags] [state.bin ...]\n  --no_reference         skip the comparisons with the reference (resume check only)\n", argv[0]);
+            for (const FlagSpec& s : flags) printf("  --%-20s %s\n", s.name, s.help);
             return 0;
-        } else if (a.rfind("--", 0) == 0) fatal("unknown flag %s (see --help)", a.c_str());
-        else files.push_back(a);
+        } else if (f) {
+            if (i + 1 >= argc) fatal("%s needs a value", a.c_str());
+            set_flag_value(*f, argv[++i]);
+        } else if (a.rfind("--", 0) == 0) {
+            fatal("unknown flag %s (see --help)", a.c_str());
+        } else {
+            files.push_back(a);
+        }
     }
-    const KernelChoices kc = parse_kernel_choices(attention, flash_dq, gelu_fusion, bias_grad);
+    if (max_steps < 0 || resume_steps < 0 || (override_k < 0 && override_k != -1))
+        fatal("--steps, --resume_steps and --post_ln_layers must be non-negative");
+    const int precision = parse_precision(kf.precision);
+    const KernelChoices kc = kernel_choices(kf);
 #if !defined(CUDA_EMU)
     {
         int n = 0;
@@ -345,9 +324,8 @@ int main(int argc, char** argv) {
 #endif
     if (files.empty()) files = glob_files("dev/reference/*.bin");
     if (files.empty()) fatal("no reference states found (dev/reference/*.bin; run `make reference`)");
-    printf("precision %s, attention %s, gelu fusion %d, bias gradients %s (gpt states)\n", precision_name(precision),
-           precision == PREC_FP32 ? "matmul (fp32)" : !kc.flash ? "matmul" : kc.flash_dq == FlashDq::Partials ? "flash, dQ from partials" : "flash",
-           kc.gelu_fusion, kc.bias_grad == BiasGrad::Kernel ? "kernel" : "epilogue");
+    printf("precision %s, attention %s, gelu fusion %d (gpt states)\n", precision_name(precision),
+           precision == PREC_FP32 ? "matmul (fp32)" : !kc.flash ? "matmul" : "flash", kc.gelu_fusion);
     size_t resume_fi = 0;   // the first state with a padded MLP on the device, else the first
     for (size_t fi = files.size(); fi-- > 0;) {
         int ffn = read_refstate(files[fi]).ckpt.cfg.ffn;

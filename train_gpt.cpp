@@ -1,10 +1,12 @@
 /*
 train_gpt.cpp: the CPU reference trainer for Mix-LN (fp32, OpenMP, BLAS).
 
-One file: every op's forward and backward side by side, the model, AdamW, the
-schedule and the training loop. The host code shared with the CUDA trainer
-(config and flags, checkpoint and shard formats, data loader, schedule, RNG,
-log) lives in common/. The math is documented in dev/model.py, the PyTorch
+One file: every op's forward and backward side by side, the model with AdamW, and
+main. The host code shared with the CUDA trainer lives in common/: the training
+driver (common/trainer.h: start or resume, banner, log, validation, sampling,
+checkpoints, signals, the step loop), config and flags, the parameter table and
+what derives from it (common/layout.h), checkpoint and shard formats, data loader,
+schedule, RNG, log. The math is documented in dev/model.py, the PyTorch
 reference this file is tested against (test_gpt.cpp includes this file).
 
 Norm placement per layer l, K = post_ln_layers, N = LayerNorm (gpt) / RMSNorm (llama):
@@ -39,11 +41,13 @@ wide, head h owning columns [h*hd, (h+1)*hd) of each.
 #include "common/dataloader.h"
 #include "common/flags.h"
 #include "common/init.h"
+#include "common/layout.h"
 #include "common/logger.h"
 #include "common/rng.h"
 #include "common/run.h"
 #include "common/sample.h"
 #include "common/schedule.h"
+#include "common/trainer.h"
 #include "common/util.h"
 
 // ============================================================================
@@ -132,11 +136,11 @@ static inline float row_sum_exp(float* out, const float* z, int n, float shift) 
 }
 
 // ============================================================================
-// Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b.
-// `beta` = 1 accumulates into out (used to add a branch onto the residual).
+// Linear layer: out[N,OC] = inp[N,C] @ W[OC,C]^T + b (kernels/matmul.cuh's linear_forward /
+// linear_backward on the GPU). `beta` = 1 accumulates into out (adds a branch onto the residual).
 // ============================================================================
 
-static void matmul_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int OC,
+static void linear_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int OC,
                            float beta = 0.f) {
     gemm(false, true, N, OC, C, 1.f, inp, C, W, C, beta, out, OC);
     if (bias) {
@@ -147,7 +151,7 @@ static void matmul_forward(float* out, const float* inp, const float* W, const f
 }
 
 // dinp[N,C] (=, or += when dinp_beta = 1) dout @ W;  dW[OC,C] += dout^T @ inp;  db[OC] += sum_n dout.
-static void matmul_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+static void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
                             int N, int C, int OC, float dinp_beta) {
     if (dinp) gemm(false, false, N, C, OC, 1.f, dout, OC, W, C, dinp_beta, dinp, C);
     gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dW, C);
@@ -434,9 +438,10 @@ static void swiglu_backward(float* dfc, const float* fc, const float* dout, int 
 //   lse_n  = logsumexp(z_n[:V]),  loss_n = lse_n - z_n[target_n]
 //   dz_n[v] = (exp(z_n[v] - lse_n) - [v == target_n]) * dscale  for v < V, 0 for padding
 // The forward keeps lse_n so the backward is one exp pass. Returns the mean loss.
+// (kernels/classifier.cuh's classifier does both in one kernel on the GPU.)
 // ============================================================================
 
-static float crossentropy_forward(float* losses, float* lse, const float* logits, const int* targets, int N, int V, int Vp) {
+static float classifier_forward(float* losses, float* lse, const float* logits, const int* targets, int N, int V, int Vp) {
     double total = 0.0;
 #pragma omp parallel for reduction(+ : total)
     for (int n = 0; n < N; n++) {
@@ -449,7 +454,7 @@ static float crossentropy_forward(float* losses, float* lse, const float* logits
     return (float)(total / N);
 }
 
-static void crossentropy_backward(float* logits, const float* lse, const int* targets, int N, int V, int Vp, float dscale) {
+static void classifier_backward(float* logits, const float* lse, const int* targets, int N, int V, int Vp, float dscale) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         float* z = logits + (size_t)n * Vp;
@@ -464,34 +469,8 @@ static void crossentropy_backward(float* logits, const float* lse, const int* ta
 // The model
 // ============================================================================
 
-// Pointers to one layer's tensors inside a flat array (parameters or gradients).
-struct LayerTensors {
-    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
-    float *norm2_w, *norm2_b, *fc_w, *fc_b, *mlp_proj_w, *mlp_proj_b;   // biases are null for llama
-};
-struct Tensors {
-    float *wte, *wpe, *norm_f_w, *norm_f_b, *lm_head;   // lm_head == wte for gpt (tied)
-    std::vector<LayerTensors> layer;
-};
-
-// Resolve every tensor by name through the parameter table (same for params and grads).
-static Tensors tensors_in(const ParamTable& pt, const ModelConfig& c, float* base) {
-    auto at = [&](const std::string& name) -> float* {
-        for (const ParamTensor& p : pt.t)
-            if (p.name == name) return base + p.offset;
-        return nullptr;
-    };
-    Tensors w;
-    w.wte = at("wte"); w.wpe = at("wpe"); w.norm_f_w = at("norm_f.w"); w.norm_f_b = at("norm_f.b");
-    w.lm_head = c.gpt() ? w.wte : at("lm_head.w");
-    for (int l = 0; l < c.n_layer; l++) {
-        std::string p = "l" + std::to_string(l) + ".";
-        w.layer.push_back({at(p + "norm1.w"), at(p + "norm1.b"), at(p + "qkv.w"), at(p + "qkv.b"), at(p + "attn_proj.w"),
-                           at(p + "attn_proj.b"), at(p + "norm2.w"), at(p + "norm2.b"), at(p + "fc.w"), at(p + "fc.b"),
-                           at(p + "mlp_proj.w"), at(p + "mlp_proj.b")});
-    }
-    return w;
-}
+// The named tensors of a flat parameter or gradient array: common/layout.h.
+using LayerW = LayerTensors<float>;
 
 // Activations of one layer (N = B*T rows). See the header comment for the wiring.
 struct LayerActs {
@@ -505,7 +484,7 @@ struct Model {
     ModelConfig cfg;
     ParamTable table;
     std::vector<float> params, grads, m, v;
-    Tensors W, G;
+    Tensors<float> W, G;   // parameters and gradients by name (common/layout.h)
     int B = 0, T = 0;                          // activation capacity
     std::vector<float> arena;                  // all activations, one allocation
     std::vector<LayerActs> acts;
@@ -528,21 +507,8 @@ struct Model {
         v.assign(table.total, 0.f);
         W = tensors_in(table, cfg, params.data());
         G = tensors_in(table, cfg, grads.data());
-        if (!cfg.gpt()) {
-            int half = cfg.head_dim() / 2;
-            rope_cos.resize((size_t)cfg.max_seq_len * half);
-            rope_sin.resize((size_t)cfg.max_seq_len * half);
-            for (int t = 0; t < cfg.max_seq_len; t++)
-                for (int i = 0; i < half; i++) {
-                    double ang = t * pow((double)cfg.rope_theta, -2.0 * i / cfg.head_dim());
-                    rope_cos[(size_t)t * half + i] = (float)cos(ang);
-                    rope_sin[(size_t)t * half + i] = (float)sin(ang);
-                }
-        }
+        if (!cfg.gpt()) rope_tables(cfg, rope_cos, rope_sin);   // common/layout.h
     }
-
-    // The paper's initialisation (see dev/model.py Model.reset_parameters).
-    void random_init(uint64_t seed) { init_params(table, cfg, seed, params.data()); }
 
     // Allocate activations for batches up to B_ x T_: one arena, laid out twice
     // (the first pass with base == nullptr only counts).
@@ -601,7 +567,7 @@ struct Model {
         }
         embedding_forward(encoded, inputs.data(), W.wte, W.wpe, B_, T_, C);
         for (int l = 0; l < c.n_layer; l++) {
-            const LayerTensors& w = W.layer[l];
+            const LayerW& w = W.layer[l];
             LayerActs& a = acts[l];
             const float* x = resid[l];
             if (l == skip_layer) {   // the block becomes the identity (layer-removal analysis)
@@ -612,31 +578,31 @@ struct Model {
             // attention branch: input is N1(x) (Pre-LN) or x (Post-LN)
             if (!post) norm_forward(a.n1out, a.mean1, a.rstd1, x, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
             const float* a_in = post ? x : a.n1out;
-            matmul_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
+            linear_forward(a.qkv, a_in, w.qkv_w, w.qkv_b, N, C, 3 * C);
             if (!c.gpt()) rope_forward(a.qkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
             attention_forward(a.atty, a.att, a.qkv, B_, T_, C, NH, attn_block);
             memcpy(a.sum1, x, sizeof(float) * N * C);                           // sum1 = x + atty @ Wo^T + bo
-            matmul_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
+            linear_forward(a.sum1, a.atty, w.attn_proj_w, w.attn_proj_b, N, C, C, 1.f);
             if (post) norm_forward(a.n1out, a.mean1, a.rstd1, a.sum1, w.norm1_w, w.norm1_b, N, C, c.norm_eps, rms);
             const float* h = post ? a.n1out : a.sum1;
             // MLP branch: input is N2(h) (Pre-LN) or h (Post-LN)
             if (!post) norm_forward(a.n2out, a.mean2, a.rstd2, h, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
             const float* m_in = post ? h : a.n2out;
             if (c.gpt()) {
-                matmul_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, F);
+                linear_forward(a.fc, m_in, w.fc_w, w.fc_b, N, C, F);
                 gelu_forward(a.act, a.fc, (size_t)N * F);
             } else {
-                matmul_forward(a.fc, m_in, w.fc_w, nullptr, N, C, 2 * F);
+                linear_forward(a.fc, m_in, w.fc_w, nullptr, N, C, 2 * F);
                 swiglu_forward(a.act, a.fc, N, F);
             }
             memcpy(a.sum2, h, sizeof(float) * N * C);                           // sum2 = h + act @ Wd^T + bd
-            matmul_forward(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, 1.f);
+            linear_forward(a.sum2, a.act, w.mlp_proj_w, w.mlp_proj_b, N, F, C, 1.f);
             if (post) norm_forward(a.n2out, a.mean2, a.rstd2, a.sum2, w.norm2_w, w.norm2_b, N, C, c.norm_eps, rms);
         }
         norm_forward(nf_out, nf_mean, nf_rstd, resid[c.n_layer], W.norm_f_w, W.norm_f_b, N, C, c.norm_eps, rms);
-        matmul_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
+        linear_forward(logits, nf_out, W.lm_head, nullptr, N, C, Vp);
         if (!tgt) return -1.f;
-        loss = crossentropy_forward(losses, lse, logits, targets.data(), N, V, Vp);
+        loss = classifier_forward(losses, lse, logits, targets.data(), N, V, Vp);
         return loss;
     }
 
@@ -658,13 +624,13 @@ struct Model {
         float* dact = dfc + (size_t)N * fcw;
         float* scratch = dact + (size_t)N * F;
 
-        crossentropy_backward(logits, lse, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
-        matmul_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
+        classifier_backward(logits, lse, targets.data(), N, V, Vp, grad_scale / N);   // logits now hold dlogits
+        linear_backward(d1, G.lm_head, nullptr, logits, nf_out, W.lm_head, N, C, Vp, 0.f);
         norm_backward(dx, G.norm_f_w, G.norm_f_b, d1, resid[c.n_layer], W.norm_f_w, nf_mean, nf_rstd, N, C, rms, false);
 
         for (int l = c.n_layer - 1; l >= 0; l--) {
-            const LayerTensors& w = W.layer[l];
-            const LayerTensors& g = G.layer[l];
+            const LayerW& w = W.layer[l];
+            const LayerW& g = G.layer[l];
             LayerActs& a = acts[l];
             const float* x = resid[l];
             bool post = c.post_ln(l);
@@ -684,13 +650,13 @@ struct Model {
                 dsum2 = dx;
                 dh = dx;
             }
-            matmul_backward(dact, g.mlp_proj_w, g.mlp_proj_b, dsum2, a.act, w.mlp_proj_w, N, F, C, 0.f);
+            linear_backward(dact, g.mlp_proj_w, g.mlp_proj_b, dsum2, a.act, w.mlp_proj_w, N, F, C, 0.f);
             if (c.gpt()) gelu_backward(dfc, a.fc, dact, (size_t)N * F);
             else swiglu_backward(dfc, a.fc, dact, N, F);
             if (post) {   // m_in = h: add the branch gradient onto dh
-                matmul_backward(dh, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 1.f);
+                linear_backward(dh, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 1.f);
             } else {      // m_in = N2(h): dh += N2'(dm_in)
-                matmul_backward(d1, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 0.f);
+                linear_backward(d1, g.fc_w, g.fc_b, dfc, m_in, w.fc_w, N, C, fcw, 0.f);
                 norm_backward(dh, g.norm2_w, g.norm2_b, d1, a.sum1, w.norm2_w, a.mean2, a.rstd2, N, C, rms, true);
             }
 
@@ -699,13 +665,13 @@ struct Model {
             if (post)     // h = N1(sum1)
                 norm_backward(dsum1, g.norm1_w, g.norm1_b, dh, a.sum1, w.norm1_w, a.mean1, a.rstd1, N, C, rms, false);
             // (Pre-LN: h = sum1, and dh already is dx)
-            matmul_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
+            linear_backward(datty, g.attn_proj_w, g.attn_proj_b, dsum1, a.atty, w.attn_proj_w, N, C, C, 0.f);
             attention_backward(dqkv, scratch, datty, a.qkv, a.att, B_, T_, C, NH, attn_block);
             if (!c.gpt()) rope_backward(dqkv, rope_cos.data(), rope_sin.data(), B_, T_, C, NH);
             if (post) {   // a_in = x: dx (= dsum1, the skip) += branch gradient
-                matmul_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
+                linear_backward(dx, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 1.f);
             } else {      // a_in = N1(x)
-                matmul_backward(d1, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 0.f);
+                linear_backward(d1, g.qkv_w, g.qkv_b, dqkv, a_in, w.qkv_w, N, C, 3 * C, 0.f);
                 norm_backward(dx, g.norm1_w, g.norm1_b, d1, x, w.norm1_w, a.mean1, a.rstd1, N, C, rms, true);
             }
         }
@@ -756,35 +722,7 @@ struct Model {
             }
         }
     }
-
-    // Model FLOPs per token of a training step: 6 per matmul weight (forward 2,
-    // backward 4) over every weight that is multiplied (not wpe, not the llama
-    // input embedding lookup), plus 6 * L * C * T for attention's two T x T
-    // products (counted causally: half of 12 L C T).
-    double flops_per_token(int T_) const {
-        double P = (double)table.total;
-        if (cfg.gpt()) P -= (double)cfg.max_seq_len * cfg.d_model;
-        else P -= (double)cfg.padded_vocab * cfg.d_model;
-        return 6.0 * P + 6.0 * cfg.n_layer * cfg.d_model * (double)T_;
-    }
 };
-
-// Mean loss over `steps` batches of a loader (validation).
-[[maybe_unused]] static float evaluate(Model& model, DataLoader& loader, int steps) {
-    loader.reset();
-    double s = 0.0;
-    for (int i = 0; i < steps; i++) {
-        loader.next_batch();
-        s += model.forward(loader.inputs.data(), loader.targets.data(), loader.B, loader.T);
-    }
-    return (float)(s / steps);
-}
-
-// The logits of position t - 1 after the forward on seq[0..t) (common/sample.h's callback).
-[[maybe_unused]] static const float* sample_logits(Model& model, const std::vector<int>& seq, int t) {
-    model.forward(seq.data(), nullptr, 1, t);
-    return model.logits + (size_t)(t - 1) * model.cfg.padded_vocab;
-}
 
 // ============================================================================
 // Analyses of a trained model (docs/ANALYSIS.md)
@@ -792,7 +730,7 @@ struct Model {
 
 // The residual streams at the last token of every sequence of the first `batches`
 // validation batches (common/analysis.h forms the distances).
-static AngularDistances angular_distances(Model& model, DataLoader& val, int batches) {
+[[maybe_unused]] static AngularDistances angular_distances(Model& model, DataLoader& val, int batches) {
     const int L = model.cfg.n_layer, C = model.cfg.d_model, T = val.T;
     AngularDistances ad(L);
     val.reset();
@@ -809,170 +747,46 @@ static AngularDistances angular_distances(Model& model, DataLoader& val, int bat
     return ad;
 }
 
-// Mean validation loss over the first `batches` batches, optionally with one block removed.
-static double val_loss_skipping(Model& model, DataLoader& val, int batches, int skip_layer) {
-    val.reset();
-    double s = 0.0;
-    for (int it = 0; it < batches; it++) {
-        val.next_batch();
-        s += model.forward(val.inputs.data(), val.targets.data(), val.B, val.T, skip_layer);
-    }
-    return s / batches;
-}
-
-[[maybe_unused]] static int run_analysis(TrainConfig& tc, Model& model) {
-    check_analysis_flags(tc);
-    for (std::vector<float>* x : {&model.grads, &model.m, &model.v}) std::vector<float>().swap(*x);   // forwards only: the weights alone
-    const ModelConfig& c = model.cfg;
-    DataLoader val;
-    val.init(tc.val_data, tc.B, tc.T, c.vocab);
-    std::string out;
-    if (tc.mode == "angular") {
-        out = angular_distances(model, val, tc.val_steps).json_and_print();
-    } else {
-        out = layer_drop(c, [&](int skip) { return val_loss_skipping(model, val, tc.val_steps, skip); });
-    }
-    write_text_atomically(tc.analysis_out, out);
-    return 0;
-}
-
 #ifndef TESTING
 // ============================================================================
-// Training
+// Training: common/trainer.h drives the run (start or resume, banner, log, validation,
+// sampling, checkpoints, signals, the step loop); CpuRun is this trainer's side of it.
 // ============================================================================
 
-int main(int argc, char** argv) {
-    setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
-    TrainConfig tc;
-    if (!parse_train_flags(argc, argv, tc)) return 0;
-#ifdef _OPENMP
-    if (tc.threads > 0) omp_set_num_threads(tc.threads);
-#endif
-    if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
+struct CpuRun {
     Model model;
-    CheckpointHeader resume_h;
-    std::string resume_from;
-    if (!tc.out_dir.empty() && tc.mode == "train") make_dirs(tc.out_dir);
-    if (tc.resume) resume_from = find_resume_checkpoint(tc.out_dir);   // the newest complete checkpoint, if any
-    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
-    if (!tc.init_from.empty()) {
-        CheckpointHeader h;
-        std::vector<float> p;
-        read_checkpoint(tc.init_from, &h, p);
-        model.init(h.cfg);
-        model.params = p;
-        printf("init from %s (step %d)\n", tc.init_from.c_str(), h.step);
-    } else {
-        if (tc.model.n_layer == 0) fatal("no model given: use --preset NAME or --n_layer/--n_head/--d_model/--vocab (see --help)");
-        tc.model.post_ln_layers = parse_placement(tc.placement, tc.model.n_layer);
-        finalize_config(tc.model);
-        model.init(tc.model);
-        if (!resume_from.empty()) {
-            std::vector<float> p;
-            read_checkpoint(resume_from, &resume_h, p, &model.m, &model.v);
-            check_resume_config(resume_h, tc, PREC_FP32, resume_from.c_str());
-            model.params = p;
-            model.step = resume_h.step;
-        } else {
-            model.random_init((uint64_t)tc.seed);
-        }
-    }
-    tc.model = model.cfg;
-    check_train_config(tc);
-    if (tc.mode != "train") return run_analysis(tc, model);
-    if (tc.train_data.empty()) fatal("--train_data is required (a glob of token shards; see data/ and README)");
-    const ModelConfig& c = model.cfg;
-    int accum = (int)(tc.total_batch / ((long)tc.B * tc.T));
-
-    DataLoader train, val;
-    train.init(tc.train_data, tc.B, tc.T, c.vocab, 0, 1, (uint64_t)tc.shuffle_seed);
-    bool have_val = !tc.val_data.empty();
-    if (have_val) val.init(tc.val_data, tc.B, tc.T, c.vocab);
-    model.alloc_acts(tc.B, tc.T);
-    Rng sample_rng((uint64_t)tc.seed + 17);
-    long start_step = 0;
-    int skipped = 0;
-    if (!resume_from.empty()) {
-        const TrainState& t = resume_h.train;
-        train.set_position(LoaderPosition{t.loader_epoch, t.loader_shard, t.loader_window});
-        memcpy(sample_rng.s, t.rng, sizeof t.rng);
-        start_step = resume_h.step;
-        skipped = t.skipped_steps;
-    }
-
+    int precision = PREC_FP32;   // always: the CPU trainer is fp32
     int nthreads = 1;
+    // one process: the collectives are identities
+    int rank() const { return 0; }
+    int nranks() const { return 1; }
+    void bcast(std::string*) {}
+    int all_max(int x) { return x; }
+    double all_sum(double x) { return x; }
+
+    void init_model(const ModelConfig& c) { model.init(c); }
+    void prepare(const TrainConfig& tc, bool analysis) {
+        if (analysis)   // forwards only: the weights alone
+            for (std::vector<float>* x : {&model.grads, &model.m, &model.v}) std::vector<float>().swap(*x);
+        model.alloc_acts(tc.B, tc.T);
 #ifdef _OPENMP
-    nthreads = omp_get_max_threads();
+        nthreads = omp_get_max_threads();
 #endif
-#ifndef NO_BLAS
-    printf("blas: %s, %d OpenMP threads\n", openblas_get_config(), nthreads);
-#else
-    printf("blas: none (plain-loop matmuls, -DNO_BLAS), %d OpenMP threads\n", nthreads);
-#endif
-    printf("model: %s, %s, L=%d H=%d C=%d ffn=%d vocab=%d (padded %d), %.2fM parameters\n", arch_name(c.arch),
-           placement_name(c).c_str(), c.n_layer, c.n_head, c.d_model, c.ffn, c.vocab, c.padded_vocab, model.table.total / 1e6);
-    printf("init: linear std %g, embedding std %g%s, scaled residual init %s\n", c.init_std, c.emb_std,
-           fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
-    printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
-           tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
-    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
-           train.shards.size(), have_val ? "" : " (no validation data)", model.arena.size() * 4.0 / (1 << 20));
-    if (!resume_from.empty())
-        printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
-               (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
+    }
+    // copied into the model's arrays (W and G point into them)
+    void upload(const std::vector<float>& p, const std::vector<float>* m, const std::vector<float>* v) {
+        if (p.size() != model.params.size()) fatal("internal: %zu values given, the model has %zu parameters", p.size(), model.params.size());
+        std::copy(p.begin(), p.end(), model.params.begin());
+        if (m) model.m = *m;
+        if (v) model.v = *v;
+    }
+    float loss(const int* in, const int* tgt, int B, int T, int skip_layer) { return model.forward(in, tgt, B, T, skip_layer); }
+    AngularDistances angular_distances(DataLoader& val, int steps) { return ::angular_distances(model, val, steps); }
 
-    Logger log;
-    log.open(tc.log_path, resume_from.empty() ? -1 : resume_h.train.log_offset);
-    if (resume_from.empty())
-        log.write(JsonLine().str("kind", "config").str("arch", arch_name(c.arch)).i("n_layer", c.n_layer).i("n_head", c.n_head)
-                      .i("d_model", c.d_model).i("ffn", c.ffn).i("vocab", c.vocab).i("post_ln_layers", c.post_ln_layers)
-                      .str("placement", placement_name(c)).f("emb_std", c.emb_std).f("init_std", c.init_std)
-                      .i("scaled_init", c.scaled_init).i("B", tc.B).i("T", tc.T).i("total_batch", tc.total_batch)
-                      .i("steps", tc.steps).f("lr", tc.lr).i("warmup", tc.warmup).f("lr_floor", tc.lr_floor)
-                      .f("weight_decay", tc.weight_decay).f("grad_clip", tc.grad_clip).i("seed", tc.seed)
-                      .i("params", (long long)model.table.total).i("threads", nthreads));
-
-    signal(SIGINT, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
-    double flops_tok = model.flops_per_token(tc.T);
-    double total_ms = 0.0;
-    long timed_steps = 0;
-    auto do_val = [&](long step) {
-        if (!have_val || tc.val_steps == 0) return;
-        float vl = evaluate(model, val, tc.val_steps);
-        printf("step %5ld | val loss %.4f | val ppl %.2f\n", step, vl, expf(vl));
-        log.write(JsonLine().str("kind", "val").i("step", step).f("val_loss", vl).f("val_ppl", expf(vl)));
-    };
-    Sampler sampler;   // common/sample.h: text with --tokenizer, else token ids
-    sampler.init(tc, c.vocab);
-    auto do_sample = [&]() {
-        if (tc.sample_tokens == 0) return;
-        sampler.print(sampler.sample(sampler.prompt(train.inputs[0]), tc.sample_tokens, c.max_seq_len, sample_rng,
-                                     [&](const std::vector<int>& seq, int t) { return sample_logits(model, seq, t); }));
-    };
-    // Write a checkpoint of the state after `step` optimizer steps; prune old ones.
-    auto save = [&](long step) -> bool {
-        if (tc.out_dir.empty()) return false;
-        TrainState ts;
-        ts.loader_epoch = train.pos.epoch; ts.loader_shard = train.pos.shard; ts.loader_window = train.pos.window;
-        memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
-        ts.log_offset = log.offset();
-        ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
-        std::string path = ckpt_path(tc.out_dir, step), err;
-        if (!write_checkpoint(path, c, (int)step, model.params.data(), model.m.data(), model.v.data(), &ts, &err,
-                              tc.debug_slow_ckpt_ms)) {
-            fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
-            return false;
-        }
-        printf("wrote checkpoint %s\n", path.c_str());
-        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
-        return true;
-    };
-
-    for (long step = start_step; step < tc.steps; step++) {
-        if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);   // (a resumed run repeats the val its checkpoint preceded)
-        if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
-        auto t0 = std::chrono::steady_clock::now();
+    void sync() {}
+    // zero the gradients, forward + backward over `accum` micro-batches, the norm, and AdamW
+    // with clipping unless the loss or the norm is not finite
+    StepResult step(DataLoader& train, int accum, float lr, const TrainConfig& tc, bool poison, bool /*want_sq: always*/) {
         model.zero_grad();
         double loss = 0.0;
         for (int micro = 0; micro < accum; micro++) {
@@ -981,34 +795,50 @@ int main(int argc, char** argv) {
             model.backward(tc.B, tc.T, 1.f / accum);
         }
         loss /= accum;
-        if (step == tc.inject_nan_at) model.grads[model.grads.size() / 2] = NAN;
-        std::vector<double> sq = model.grad_sq_per_tensor();
-        float norm = global_norm(sq);
-        float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
-        bool finite = std::isfinite(loss) && std::isfinite(norm);
-        if (finite) model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(norm, tc.grad_clip));
-        else handle_nonfinite(step, loss, norm, tc, &skipped, save);
-        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
-        double tok_s = tc.total_batch / (ms / 1000.0);
-        double eta_s = (timed_steps ? total_ms / timed_steps : ms) * (tc.steps - step - 1) / 1000.0;
-        bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
-        if (step % tc.print_every == 0 || step == tc.steps - 1)
-            printf("step %5ld/%ld | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | %.1f GFLOP/s | eta %.0fs\n", step + 1,
-                   tc.steps, loss, norm, lr, ms, tok_s, flops_tok * tok_s / 1e9, eta_s);
-        JsonLine j = step_json(step, loss, norm, lr, ms, tok_s, finite, skipped);
-        if (layer_norms)
-            add_layer_norms(j, model.layer_norms(sq), model.group_norm(sq, "w"), model.group_norm(sq, "norm_f"), !c.gpt(),
-                            model.group_norm(sq, "lm_head"));
-        log.write(j);
-        int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save);
-        if (rc >= 0) return rc;
-        if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
+        if (poison) model.grads[model.grads.size() / 2] = NAN;   // test hook (MIXLN_TEST_NAN_AT, common/trainer.h)
+        StepResult r{loss, 0.f, false, model.grad_sq_per_tensor()};
+        r.norm = global_norm(r.sq);
+        r.finite = std::isfinite(loss) && std::isfinite(r.norm);
+        if (r.finite) model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(r.norm, tc.grad_clip));
+        return r;
     }
-    do_val(tc.steps);
-    do_sample();
-    if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
-    if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
-    return 0;
+
+    int sample_max_len() const { return model.cfg.max_seq_len; }
+    // the logits of position t - 1 after the forward on seq[0..t)
+    const float* sample_logits(const std::vector<int>& seq, int t) {
+        model.forward(seq.data(), nullptr, 1, t);
+        return model.logits + (size_t)(t - 1) * model.cfg.padded_vocab;
+    }
+    bool save(const std::string& path, long step, const TrainState& ts, std::string* err, int slow_ms) {
+        return write_checkpoint(path, model.cfg, (int)step, model.params.data(), model.m.data(), model.v.data(), &ts, err, slow_ms);
+    }
+
+    void banner_head() const {
+#ifndef NO_BLAS
+        printf("blas: %s, %d OpenMP threads\n", openblas_get_config(), nthreads);
+#else
+        printf("blas: none (plain-loop matmuls, -DNO_BLAS), %d OpenMP threads\n", nthreads);
+#endif
+    }
+    void banner_parallel() const {}
+    void banner_tail() const {}
+    double activation_mib() const { return model.arena.size() * 4.0 / (1 << 20); }
+    void config_json(JsonLine& j) const { j.i("threads", nthreads); }
+    double mfu(double, double) const { return -1.0; }   // no peak FLOP/s: the step line shows GFLOP/s
+    std::string rate(double flops_tok, double tok_s, double) const {
+        char b[48];
+        snprintf(b, sizeof b, "%.1f GFLOP/s", flops_tok * tok_s / 1e9);
+        return b;
+    }
+    void report_end(double, long, double, const TrainConfig&) const {}
+    void shutdown() {}
+};
+
+int main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);   // progress lines appear as they happen, also in a log file
+    TrainConfig tc;
+    if (!parse_train_flags(argc, argv, tc)) return 0;
+    CpuRun run;
+    return train_or_analyse(tc, run);   // common/trainer.h
 }
 #endif

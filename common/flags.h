@@ -31,8 +31,8 @@ struct TrainConfig {
     std::string log_path, out_dir, init_from;
     int ckpt_every = 0, keep_ckpts = 3, milestone_every = 0, resume = 0;
     std::string nonfinite = "skip";  // skip | stop
-    long inject_nan_at = -1;         // test hook: poison the gradient at this step
-    int debug_slow_ckpt_ms = 0;      // test hook: slow checkpoint writes down
+    long inject_nan_at = -1;         // test hook (MIXLN_TEST_NAN_AT, common/trainer.h): poison the gradient at this step
+    int debug_slow_ckpt_ms = 0;      // test hook (MIXLN_TEST_SLOW_CKPT_MS): slow checkpoint writes down
     // analysis modes
     std::string mode = "train";      // train | angular | layer_drop
     std::string analysis_out;
@@ -94,8 +94,6 @@ inline std::vector<FlagSpec> train_flags(TrainConfig& c) {
         {"milestone_every", 0, 'i', &c.milestone_every, "checkpoints at multiples of N steps are kept forever (0: none)"},
         {"resume", 0, 'i', &c.resume, "1: continue from the newest complete checkpoint in out_dir (bit-exact), or start fresh if there is none"},
         {"nonfinite", 0, 's', &c.nonfinite, "on a NaN/Inf loss or gradient norm: skip (drop the update, count it) | stop (checkpoint the last good state, exit 1)"},
-        {"inject_nan_at", 0, 'l', &c.inject_nan_at, "testing: make the gradient NaN at this step (-1: never)"},
-        {"debug_slow_ckpt_ms", 0, 'i', &c.debug_slow_ckpt_ms, "testing: sleep this long in the middle of each checkpoint write"},
         {"init_from", 'e', 's', &c.init_from, "start from (or, in analysis modes, analyse) this checkpoint's weights; its config wins over model flags"},
         {"mode", 0, 's', &c.mode, "train | angular (angular distance between layers' hidden states) | layer_drop (val loss with each layer removed)"},
         {"analysis_out", 0, 's', &c.analysis_out, "JSON output file of an analysis mode"},

@@ -17,17 +17,6 @@
 // aligned, else VEC = 1, the same code with scalar accesses. The per-element math is shared
 // (the *_elem functions below), so both paths give bitwise-identical results.
 //
-// GELU backward with the fc bias gradient (GPT-2's MLP, when bias gradients are not left to
-// cuBLASLt epilogues): pre, dact, dpre (N, F) row-major, dbias (F):
-//   dpre = GELU'(pre) * dact                (gelu_backward_elem: the same bits as gelu_backward)
-//   dbias[f] += sum over rows of dpre[r][f]  (the dpre values as stored, i.e. rounded to T)
-// in one pass: gelu_backward_bias runs common.cuh's deterministic column sum (colsum_launch)
-// with a source (GeluBackwardColsum) that loads pre and dact, computes and stores dpre, and
-// hands the stored values to the column sums, so the bias gradient reads no extra byte. A
-// thread owns VEC = 16 / sizeof(T) consecutive columns (scalar fallback as above when F % VEC
-// != 0 or a pointer is not 16-byte aligned), warps and blocks take different rows, fp32 partial
-// sums per row split are added in a fixed order: dbias gets the same bits on every run, on
-// both paths, and the same bits as gelu_backward followed by matmul.cuh's bias_backward of dpre.
 #pragma once
 
 #include "common.cuh"
@@ -80,30 +69,6 @@ __global__ void gelu_backward_kernel(T* __restrict__ dinp, const T* __restrict__
         store_packed<T, VEC>(dinp + i * VEC, dx);
     }
 }
-
-// the column-sum source of gelu_backward_bias (common.cuh, colsum_partial_kernel): at flat
-// index i (row * F + column) it loads VEC elements of pre and dact, stores VEC of dpre and
-// yields them (as stored) for the sums
-template <typename T, int VEC>
-struct GeluBackwardColsum {
-    static constexpr int UNROLL = 2;   // rows in flight per thread: 2 x 2 x 16 bytes (64 registers at most)
-    T* dinp;
-    const T* inp;
-    const T* dout;
-    struct Raw {
-        Packed<T, VEC> x, dy;
-    };
-    __device__ __forceinline__ Raw load(size_t i) const { return {load_packed<T, VEC>(inp + i), load_packed<T, VEC>(dout + i)}; }
-    __device__ __forceinline__ void values(const Raw& a, size_t i, float (&v)[VEC]) const {
-        Packed<T, VEC> dx;
-#pragma unroll
-        for (int k = 0; k < VEC; k++) {
-            dx.v[k] = from_float<T>(gelu_backward_elem(to_float(a.x.v[k]), to_float(a.dy.v[k])));
-            v[k] = to_float(dx.v[k]);
-        }
-        store_packed<T, VEC>(dinp + i, dx);
-    }
-};
 
 template <typename T, int VEC>
 __global__ void swiglu_forward_kernel(T* __restrict__ out, const T* __restrict__ fc, int N, int F) {
@@ -159,20 +124,6 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t 
         launch_kernel(gelu_backward_kernel<T, VEC>, grid_stride_blocks(n / VEC, EW_BLOCK), EW_BLOCK, 0, st, dinp, inp, dout, n);
     else
         launch_kernel(gelu_backward_kernel<T, 1>, grid_stride_blocks(n, EW_BLOCK), EW_BLOCK, 0, st, dinp, inp, dout, n);
-}
-// dpre (N, F) = GELU'(pre) * dact and dbias (F) += colsum(dpre), one pass (see the top).
-// dpre may be dact (in place: each element of dact is read, by the thread that writes it,
-// before dpre is written there; GeluBackwardColsum's pointers are not __restrict__).
-// scratch: gelu_backward_bias_scratch_floats(N, F) floats (the same count as matmul.cuh's
-// bias_grad_scratch_floats(N, F): one buffer serves both).
-inline size_t gelu_backward_bias_scratch_floats(int N, int F) { return colsum_scratch_floats(N, F); }
-template <typename T>
-void gelu_backward_bias(T* dpre, T* dbias, float* scratch, const T* pre, const T* dact, int N, int F, cudaStream_t st) {
-    constexpr int VEC = 16 / sizeof(T);
-    if (F % VEC == 0 && is_aligned(dpre, 16) && is_aligned(pre, 16) && is_aligned(dact, 16))
-        colsum_launch<VEC>(dbias, scratch, GeluBackwardColsum<T, VEC>{dpre, pre, dact}, N, F, st);
-    else
-        colsum_launch<1>(dbias, scratch, GeluBackwardColsum<T, 1>{dpre, pre, dact}, N, F, st);
 }
 template <typename T>
 void swiglu_forward(T* out, const T* fc, int N, int F, cudaStream_t st) {

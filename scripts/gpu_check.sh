@@ -4,8 +4,7 @@
 #   1. build the nvcc binaries (sm_80 + sm_90; the kernel tests, test_gpt_nvcc, train_gpt_nvcc)
 #      and print the ptxas register / shared-memory / spill table for sm_90;
 #   2. run test_gpt.cu on the device in fp32, bf16 and pure bf16 (all stored states, resume check),
-#      bf16 with the T x T attention, bf16 with flash attention's dQ from partials
-#      (--flash_dq partials) and fp32 without the GEMM-epilogue fusion; and, where
+#      bf16 with the T x T attention and fp32 without the GELU fusion; and, where
 #      PyTorch is installed, the trainer's analysis modes (fp32) against dev/model.py and
 #      test_gpt.cu (fp32, bf16) on the unstored shapes of make_reference.py --set extra;
 #   3. run every kernel test on the device (plus the planted numeric bug, which must be caught),
@@ -23,9 +22,7 @@
 #      fetch to the update, train_gpt.cu's host clock around the whole step);
 #   5. benchmark training for BENCH_SECONDS (default 10) each: llama-130m and gpt2-124m at
 #      T = 256 and T = 1024 (gpt2 T = 1024 also at llm.c's batch of 64 sequences, with
-#      --bias_grad kernel, with --flash_dq partials, at 64 sequences with --flash_dq partials
-#      --bias_grad kernel (both opt-in paths), with --gelu_fusion 0 --bias_grad kernel (no
-#      epilogues) and with --attention matmul, for comparison), and
+#      --gelu_fusion 0 (GELU kernels) and with --attention matmul, for comparison), and
 #      llama-1b at T = 256 (20 s longer: its initialisation) (bf16, random tokens): tokens/s, MFU
 #      (6N + 6LCT flops per token against the device's dense bf16 peak, from train_gpt.cu's table:
 #      H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312) and peak device memory;
@@ -41,11 +38,10 @@
 # exits 77 (skip).
 # QUICK=1 (for iterating on speed): builds the trainer (and the kernel benches) only,
 # skips steps 2-3 but the kernel benches, runs the llm.c side by side and benchmarks gpt2-124m
-# at T = 1024 only (B = 16, B = 16 with --bias_grad kernel, B = 16 with --flash_dq partials,
-# B = 64, B = 64 with both), then the profile if PROFILE is set.
+# at T = 1024 only (B = 16, B = 64), then the profile if PROFILE is set.
 # The comparison runs of step 5 take EXTRA_SECONDS (default 6) each, so that the whole script
 # and a QUICK=1 rerun fit one 15-minute device lease with the machine's start: by the
-# estimates --plan prints, about 370 s (QUICK=1 about 230 s) on an H100/H200; the seconds each
+# estimates --plan prints, about 340 s (QUICK=1 about 200 s) on an H100/H200; the seconds each
 # part took are in the summary ("time PART: N s"). A 10-second gpt2-124m 16 x 1024 run has
 # (estimated) some 5 s of start-up and about 150 timed steps.
 #
@@ -193,9 +189,7 @@ GPU_NAME="(the GPU nvidia-smi names)"
 [ "$MODE" = plan ] || nvidia-smi -L | tee -a "$SUMMARY"
 
 # --- 2. test_gpt.cu on the device
-part test_gpt
-TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0 --bias_grad kernel" "bf16 --bias_grad kernel"
-          "bf16 --flash_dq partials")
+TG_MODES=(fp32 bf16 pure_bf16 "bf16 --attention matmul" "fp32 --gelu_fusion 0")
 [ "$QUICK" = 0 ] || TG_MODES=()
 for p in "${TG_MODES[@]}"; do
   log="$OUT_DIR/test_gpt_${p// /_}.log"
@@ -330,10 +324,7 @@ bench() {   # seconds name data B T extra-flags...
 S=$BENCH_SECONDS X=$EXTRA_SECONDS
 if [ "$QUICK" != 0 ]; then
   bench "$S" gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
-  bench "$S" gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
-  bench "$S" gpt2-124m_T1024_flash_dq_partials "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --flash_dq partials
   bench "$S" gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
-  bench "$S" gpt2-124m_T1024_B64_partials_bias_kernel "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m --flash_dq partials --bias_grad kernel
 else
 bench "$S" llama-130m_T256 "$DATA/tok32k_*.bin" 64 256 -p llama-130m
 bench "$S" llama-130m_T1024 "$DATA/tok32k_*.bin" 16 1024 -p llama-130m --max_seq_len 1024
@@ -342,14 +333,8 @@ bench "$S" gpt2-124m_T1024 "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m
 # llm.c's GPT-2 124M run uses 64 x 1024 per GPU: the same step with the per-step costs
 # (AdamW, the batch upload, the end-of-step synchronisation) spread over 4x the tokens
 bench "$X" gpt2-124m_T1024_B64 "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m
-# the same step with the bias gradients in column-sum kernels (fc's inside the GELU gradient)
-bench "$X" gpt2-124m_T1024_bias_kernel "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --bias_grad kernel
-# the same step with flash attention's dQ from the dK/dV kernel's partials (5 products, not 7)
-bench "$X" gpt2-124m_T1024_flash_dq_partials "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --flash_dq partials
-# llm.c's batch with both opt-in paths (the candidate default for the 40% target)
-bench "$X" gpt2-124m_T1024_B64_partials_bias_kernel "$DATA/tok50k_*.bin" 64 1024 -p gpt2-124m --flash_dq partials --bias_grad kernel
-# the same step with GELU and the bias gradients in their own kernels instead of cuBLASLt epilogues
-bench "$X" gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0 --bias_grad kernel
+# the same step with GELU in its own kernels instead of a cuBLASLt epilogue
+bench "$X" gpt2-124m_T1024_no_gelu_fusion "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --gelu_fusion 0
 # the same step with the T x T scores materialised (kernels/attention.cuh), for comparison
 bench "$X" gpt2-124m_T1024_matmul_attention "$DATA/tok50k_*.bin" 16 1024 -p gpt2-124m --attention matmul
 # llama-1b: 1.1e9 parameters to initialise and upload first (about 15 s), so it gets longer

@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # tests/cuda.sh - the CUDA trainer (train_gpt.cu) and its test (test_gpt.cu), sourced by
-# scripts/run_tests.sh; built by dev/test/cuda.mk. Without a GPU everything runs through the
+# scripts/run_tests.sh; built by the Makefile. Without a GPU everything runs through the
 # CPU emulation of CUDA (dev/cuda_emu): test_gpt.cu against the stored PyTorch states in fp32,
-# bf16 and pure bf16 with the bitwise resume check (gpt's GELU and bias gradients in the GEMM
-# epilogues, and once, fp32, in separate kernels), negative tests, the emulated trainer
+# bf16 and pure bf16 with the bitwise resume check (gpt's GELU in a GEMM epilogue, and once,
+# fp32, in separate kernels), negative tests, the emulated trainer
 # against the CPU trainer, its own checkpoint/resume, bad input, and the data-parallel trainer
 # under `mpirun -np 2` (where MPI is installed) against the CPU trainer. The nvcc builds run on a
 # GPU when there is one, and otherwise must say so (exit 77 / a one-line error), never crash.
@@ -36,21 +36,10 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
     run_test "cuda/test_gpt_emu_bf16_streams_${m/:/}" pass env CUDA_EMU_STREAMS=$m "$CB/test_gpt_cuda_emu" --precision bf16 --steps 3 \
       dev/reference/gpt_mix.bin dev/reference/llama_mix.bin
   done
-  # the runs above put gpt's GELU and bias gradients into the GEMM epilogues (--gelu_fusion 1
-  # and --bias_grad epilogue, the defaults); the unfused path (GELU kernels, column-sum bias
-  # gradients, fc's inside the GELU gradient) and level 2 (the GELU gradient in the epilogue
-  # too) on the gpt states, fp32, 3 steps; the kernel bias gradients in bf16 with the resume check
-  run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 --bias_grad kernel \
+  # the runs above put gpt's GELU into the fc GEMM's epilogue (--gelu_fusion 1, the default);
+  # the unfused path (GELU and GELU-gradient kernels) on the gpt states, fp32, 3 steps
+  run_test cuda/test_gpt_emu_fp32_no_gelu_fusion pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 0 \
     --steps 3 --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
-  run_test cuda/test_gpt_emu_bf16_bias_grad_kernel pass "$CB/test_gpt_cuda_emu" --precision bf16 --bias_grad kernel --steps 3 \
-    dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
-  run_test cuda/test_gpt_emu_fp32_gelu_fusion2 pass "$CB/test_gpt_cuda_emu" --precision fp32 --gelu_fusion 2 --steps 3 \
-    --resume_steps 0 dev/reference/gpt_mix.bin dev/reference/gpt_post.bin dev/reference/gpt_pre.bin
-  # flash attention's dQ from the dK/dV kernel's partials (--flash_dq partials): the stored
-  # states with the bitwise resume check, and the generated shapes (T up to 70: two tiles)
-  run_test cuda/test_gpt_emu_bf16_flash_dq_partials pass "$CB/test_gpt_cuda_emu" --precision bf16 --flash_dq partials --steps 3 \
-    dev/reference/gpt_mix.bin dev/reference/llama_mix.bin dev/reference/llama_post.bin
-  run_test cuda/test_gpt_emu_bf16_extra_shapes_flash_dq_partials pass cuda_extra_shapes --precision bf16 --flash_dq partials
   # negative tests: the comparisons must be able to fail
   run_test cuda/neg_wrong_post_ln 'fail:llama_mix.bin: MISMATCH' "$CB/test_gpt_cuda_emu" --post_ln_layers 2 --steps 0 \
     --resume_steps 0 dev/reference/llama_mix.bin
@@ -59,9 +48,7 @@ if [ -x "$CB/test_gpt_cuda_emu" ]; then
   run_test cuda/neg_perturbed_grad_bf16 'fail:FAIL +grad l1\.qkv\.w ' "$CB/test_gpt_cuda_emu" --precision bf16 \
     --perturb l1.qkv.w --steps 0 --resume_steps 0 dev/reference/llama_post.bin
   run_test cuda/bad_test_flag 'fail:^error: --precision must be fp32, bf16 or pure_bf16' "$CB/test_gpt_cuda_emu" --precision fp16
-  run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3' "$CB/test_gpt_cuda_emu" --gelu_fusion 3
-  run_test cuda/bad_test_bias_grad "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$CB/test_gpt_cuda_emu" --bias_grad fused
-  run_test cuda/bad_test_flash_dq "fail:^error: --flash_dq must be recompute or partials, got 'atomic'" "$CB/test_gpt_cuda_emu" --flash_dq atomic
+  run_test cuda/bad_test_gelu_fusion 'fail:^error: --gelu_fusion must be 0 or 1, got 2' "$CB/test_gpt_cuda_emu" --gelu_fusion 2
 else
   skip_test cuda/test_gpt_emu "emulated build absent (no CUDA headers)"
 fi
@@ -131,7 +118,6 @@ PYEOF
   }
   run_test cuda/train_emu_samples_vs_cpu pass cuda_samples_vs_cpu
   run_test cuda/bad_tokenizer_missing 'fail:^error: cannot open .*no_tok\.bin' "$T" "${CTINY[@]}" -x 1 --tokenizer "$CSCRATCH/no_tok.bin"
-  CU_FLAGS="--bias_grad kernel" run_test cuda/train_emu_vs_cpu_gpt_accum_bias_kernel pass cuda_vs_cpu "${CTINY_GPT[@]}"
   # the emulation's deferred streams (CUDA_EMU_STREAMS, dev/cuda_emu/README.md): the async
   # uploads from the two alternating pinned staging sets (3 micro-steps: each set refilled),
   # the device-side step and its downloads must not depend on work having run early or late
@@ -140,7 +126,9 @@ PYEOF
   done
   # a NaN planted in a gradient at step 2 (of 4): the device must skip that update (AdamW reads
   # the finite flag on the device) and the next steps follow the CPU trainer's, which skipped too
-  run_test cuda/train_emu_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" --inject_nan_at 1 --nonfinite skip
+  export MIXLN_TEST_NAN_AT=1   # the test hook (common/trainer.h): a NaN gradient at step 2, in both trainers
+  run_test cuda/train_emu_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" --nonfinite skip
+  unset MIXLN_TEST_NAN_AT
   # checkpoint every 2 steps, then resume from step 2: the log continues bitwise (bf16 mode)
   cuda_resume() {
     rm -rf "$CSCRATCH/run"
@@ -153,29 +141,6 @@ PYEOF
     $CPY dev/compare_logs.py "$CSCRATCH/full.jsonl" "$CSCRATCH/part.jsonl"
   }
   run_test cuda/train_emu_resume_bitwise pass cuda_resume
-  # the trainer with --flash_dq partials (bf16, T = 80: two flash tiles, so three dQ partial
-  # slots per head): it says so, plans the scratch, and its losses and gradient norms follow
-  # the default path's (the two round dQ differently, so not bitwise: within 1%), 4 steps
-  cuda_flash_dq() {
-    local f=(--arch gpt --n_layer 2 --n_head 2 --d_model 64 --ffn 88 --vocab 300 --max_seq_len 80 -k 1 -b 1 -t 80
-             -i "$CSCRATCH/train_*.bin" -l 3e-3 -u 2 -n 0 -v 0 -x 4)
-    "$T" "${f[@]}" -o "$CSCRATCH/dq_rec.jsonl" > "$CSCRATCH/dq_rec.txt" 2>&1 || { cat "$CSCRATCH/dq_rec.txt"; return 1; }
-    "$T" "${f[@]}" --flash_dq partials -o "$CSCRATCH/dq_part.jsonl" > "$CSCRATCH/dq_part.txt" 2>&1 || { cat "$CSCRATCH/dq_part.txt"; return 1; }
-    cat "$CSCRATCH/dq_part.txt"
-    grep -q "^attention: flash .*dQ from the dK/dV kernel's partials" "$CSCRATCH/dq_part.txt" || { echo "no partials line"; return 1; }
-    grep -q "^attention: flash .*dQ recomputed" "$CSCRATCH/dq_rec.txt" || { echo "no recompute line"; return 1; }
-    $CPY - "$CSCRATCH/dq_rec.jsonl" "$CSCRATCH/dq_part.jsonl" <<'PYEOF'
-import json, sys
-rows = [[r for r in map(json.loads, open(p)) if r["kind"] == "step"] for p in sys.argv[1:]]
-assert len(rows[0]) == len(rows[1]) == 4, [len(r) for r in rows]
-for a, b in zip(*rows):
-    for k in ("loss", "grad_norm"):
-        rel = abs(a[k] - b[k]) / abs(a[k])
-        print(f"step {a['step']} {k}: recompute {a[k]:.6g} partials {b[k]:.6g} rel {rel:.2e}")
-        assert rel < 1e-2, k
-PYEOF
-  }
-  run_test cuda/train_emu_flash_dq_partials pass cuda_flash_dq
   # a full disk (a tmpfs that holds one 0.6 MB checkpoint, not two): the write at step 4 fails
   # with a one-line error and a non-zero exit, no temporary file is left, and the step-2
   # checkpoint is intact (the CPU trainer loads it). LAUNCH, CU_FLAGS: as cuda_vs_cpu
@@ -255,7 +220,9 @@ PYEOF
         -d 128 "${CVAL[@]}"
     done
     # a NaN in a gradient at step 2: every rank skips that update, as the CPU trainer does
-    LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_ddp_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 --inject_nan_at 1 --nonfinite skip
+    export MIXLN_TEST_NAN_AT=1
+    LAUNCH="${MPIRUN[*]} -x MIXLN_TEST_NAN_AT" run_test cuda/train_emu_ddp_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 --nonfinite skip
+    unset MIXLN_TEST_NAN_AT
     # resume under 2 ranks from a 2-rank checkpoint: bitwise (bf16); the same checkpoint
     # continued by one process (2 micro-steps) follows the 2-rank run within rounding
     cuda_ddp_resume() {
@@ -371,8 +338,10 @@ PYEOF
     done
     # and against the CPU trainer (fp32), with a NaN gradient at step 2: the sharded norm
     # partials carry it to every rank, every rank skips the update
-    CU_FLAGS="--zero 1" LAUNCH="${MPIRUN[*]}" run_test cuda/train_emu_zero1_vs_cpu_nan_skip pass cuda_vs_cpu "${CTINY[@]}" -d 64 \
-      --inject_nan_at 1 --nonfinite skip
+    export MIXLN_TEST_NAN_AT=1
+    CU_FLAGS="--zero 1" LAUNCH="${MPIRUN[*]} -x MIXLN_TEST_NAN_AT" run_test cuda/train_emu_zero1_vs_cpu_nan_skip pass cuda_vs_cpu \
+      "${CTINY[@]}" -d 64 --nonfinite skip
+    unset MIXLN_TEST_NAN_AT
     # resume with --zero 1 from a sharded run's step-2 checkpoint (each rank loads its shard
     # of the state): the log continues bitwise, the step-4 checkpoint is the same file
     cuda_zero_resume() {
@@ -402,9 +371,8 @@ PYEOF
   # bad input: one-line errors
   run_test cuda/bad_precision      "fail:^error: --precision must be fp32, bf16 or pure_bf16, got 'fp8'" "$T" "${CTINY[@]}" --precision fp8
   run_test cuda/bad_attention      "fail:^error: --attention must be flash or matmul, got 'sdpa'" "$T" "${CTINY[@]}" --attention sdpa
-  run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0, 1 or 2, got 3'   "$T" "${CTINY[@]}" --gelu_fusion 3
-  run_test cuda/bad_bias_grad      "fail:^error: --bias_grad must be epilogue or kernel, got 'fused'" "$T" "${CTINY[@]}" --bias_grad fused
-  run_test cuda/bad_flash_dq       "fail:^error: --flash_dq must be recompute or partials, got 'atomic'" "$T" "${CTINY[@]}" --flash_dq atomic
+  run_test cuda/bad_gelu_fusion    'fail:^error: --gelu_fusion must be 0 or 1, got 2'   "$T" "${CTINY[@]}" --gelu_fusion 2
+  run_test cuda/no_test_hooks_in_help pass bash -c "! \"$T\" --help | grep -E 'inject_nan|slow_ckpt|flash_dq|bias_grad'"
   run_test cuda/bad_flag_unknown   'fail:^error: unknown flag --frobnicate'             "$T" --frobnicate 3
   run_test cuda/bad_no_model       'fail:^error: no model given'                        "$T" -i "$CSCRATCH/train_*.bin"
   run_test cuda/bad_k_high         'fail:^error: --post_ln_layers must be in \[0, n_layer=2\], got 3' "$T" "${CTINY[@]}" -k 3
@@ -433,7 +401,7 @@ fi
 
 # kernel tests of the trainer's kernel families (dev/test/test_<name>.cu), in the three
 # emulated flavours as tests/kernels.sh runs its own (TSan with ASLR off where setarch can)
-CKTESTS="attention flash_attention activation embedding rope matmul adamw gradnorm nccl"
+CKTESTS="attention classifier flash_attention activation embedding rope matmul adamw gradnorm nccl"
 CK_TSAN=()
 if setarch "$(uname -m)" -R true >/dev/null 2>&1; then CK_TSAN=(setarch "$(uname -m)" -R); fi
 for t in $CKTESTS; do

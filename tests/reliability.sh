@@ -65,8 +65,8 @@ rel_sigkill() {
   mkdir -p $RS/kill
   local round pid
   for round in 1 2 3 4; do
-    $B/train_gpt "${REL[@]}" --out_dir $RS/kill --ckpt_every 2 --keep_ckpts 2 -o $RS/kill/log.jsonl --resume 1 \
-      --debug_slow_ckpt_ms 150 > $RS/kill/round$round.txt 2>&1 &
+    MIXLN_TEST_SLOW_CKPT_MS=150 $B/train_gpt "${REL[@]}" --out_dir $RS/kill --ckpt_every 2 --keep_ckpts 2 -o $RS/kill/log.jsonl \
+      --resume 1 > $RS/kill/round$round.txt 2>&1 &
     pid=$!
     wait_for 60 writing $pid || { echo "round $round: no checkpoint write seen"; kill -9 $pid; return 1; }
     case $round in
@@ -91,7 +91,7 @@ run_test rel/sigkill_during_checkpoint pass rel_sigkill
 rel_signal() {
   local sig=$1 d=$RS/sig_$1
   mkdir -p $d
-  $B/train_gpt "${REL[@]}" --out_dir $d -o $d/log.jsonl --debug_slow_ckpt_ms 0 > $d/out.txt 2>&1 &
+  $B/train_gpt "${REL[@]}" --out_dir $d -o $d/log.jsonl > $d/out.txt 2>&1 &
   local pid=$!
   wait_for 60 grep -q '"step":2' $d/log.jsonl || { kill -9 $pid; echo "training did not start"; return 1; }
   kill -$sig $pid
@@ -107,7 +107,7 @@ run_test rel/sigint_checkpoint_resume  pass rel_signal INT
 
 # non-finite guard with an injected NaN gradient
 rel_nan_skip() {
-  $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --inject_nan_at 3 --nonfinite skip -o $RS/nan.jsonl || return 1
+  MIXLN_TEST_NAN_AT=3 $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --nonfinite skip -o $RS/nan.jsonl || return 1
   $PY - $RS/nan.jsonl <<'PYEOF'
 import json, math, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"step"' in l and '"kind":"step"' in l]
@@ -120,7 +120,7 @@ PYEOF
 }
 run_test rel/nan_skip pass rel_nan_skip
 run_test rel/nan_stop 'fail:^error: non-finite loss or gradient at step 4; stopped \(last good state saved to .*ckpt_00000003\.bin\)' \
-  $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --inject_nan_at 3 --nonfinite stop --out_dir $RS/nanstop
+  env MIXLN_TEST_NAN_AT=3 $B/train_gpt "${REL[@]}" -x 8 -v 0 -n 0 --nonfinite stop --out_dir $RS/nanstop
 run_test rel/nan_stop_checkpoint_loads pass $B/train_gpt -e $RS/nanstop/ckpt_00000003.bin -b 4 -t 32 -x 1 -i "$RS/train_*.bin" -n 0 -v 0
 
 # disk full: a small tmpfs holds one checkpoint, not two; the write fails with a

@@ -16,7 +16,7 @@ KBUILD      := $(BUILD)/kernels
 
 # tests that must pass (every flavour), and planted-bug tests that must be caught, each
 # built in the flavour whose tool must catch it (see tests/kernels.sh)
-KTEST_NAMES := test_norm test_gemm test_emu test_attention test_flash_attention test_activation test_embedding test_rope \
+KTEST_NAMES := test_norm test_gemm test_emu test_attention test_classifier test_flash_attention test_activation test_embedding test_rope \
                test_matmul test_adamw test_gradnorm test_nccl
 KBUG_NAMES  := bug_nosync bug_oob bug_shfl bug_divergent bug_deadlock bug_stream_order
 KBUG_FLAVOR_bug_nosync    := tsan
@@ -91,8 +91,7 @@ $(KBUILD)/nvcc/%: $(KBUILD)/nvcc/%.o
 .PRECIOUS: $(KBUILD)/nvcc/%.o
 endif
 
-# the CUDA trainer and its test
--include dev/test/cuda.mk
+# (the CUDA trainer and its test: the top-level Makefile)
 
 .PHONY: kernels kernels-ptxas-report
 kernels: $(KEMU_BINS) $(KNVCC_BINS) $(KNVCC_GATES)

@@ -44,3 +44,23 @@ struct TensorChecker {
     }
     void fail(const std::string& msg) { expect(false, msg); }
 };
+
+// The model's parameter table (common/config.h ParamTable) must be PyTorch's (a RefState's
+// table, common/refstate.h), tensor for tensor: name, shape, layer, weight decay. `who` names
+// the model in the message ("C++", "CUDA").
+template <typename Table, typename RefTable>
+inline bool check_param_table(TensorChecker& ck, const Table& pt, const RefTable& ref, const char* who) {
+    if (pt.t.size() != ref.size()) {
+        ck.fail("parameter table has " + std::to_string(pt.t.size()) + " tensors, PyTorch's has " + std::to_string(ref.size()));
+        return false;
+    }
+    for (size_t i = 0; i < pt.t.size(); i++) {
+        const auto& p = pt.t[i];
+        const auto& r = ref[i];
+        if (p.name != r.name || (int)p.rows != r.rows || (int)p.cols != r.cols || p.layer != r.layer || (int)p.decay != r.decay) {
+            ck.fail("parameter table entry " + std::to_string(i) + ": " + who + " " + p.name + " vs PyTorch " + r.name);
+            return false;
+        }
+    }
+    return true;
+}

@@ -10,10 +10,11 @@
 // in the asan flavour and by the GPU); all runs must be bitwise identical, as must direct
 // launches of the VEC = 16 / sizeof(T) and VEC = 1 kernels. Outputs are poisoned (NaN)
 // first and the element of the buffer outside the operand must stay poisoned.
-// gelu_backward_bias (dpre = GELU'(pre) * dact and dbias += colsum(dpre), one pass): dpre
+// gelu_backward_bias (the candidate of dev/cuda/gelu_bias_grad.cuh: dpre = GELU'(pre) * dact
+// and dbias += colsum(dpre), one pass): dpre
 // against the fp64 reference and bitwise equal to gelu_backward's; dbias against the fp64 column
 // sums of the dpre the device stored (the kernel sums those values, rounded to T) and bitwise
-// equal to common.cuh's column sum of gelu_backward's output (bias_backward's kernels: the same
+// equal to matmul.cuh's column sum of gelu_backward's output (bias_backward's kernels: the same
 // plan and order); aligned (16-byte path where F % VEC == 0), rerun, all and each operand
 // misaligned (scalar path; each alone on the small cases): dpre and dbias bitwise equal; a
 // second call accumulates onto dbias.
@@ -27,6 +28,7 @@
 #include "test_util.h"
 
 #include "../../kernels/activation.cuh"
+#include "../cuda/gelu_bias_grad.cuh"
 
 struct Tol {
     double atol, rtol;

@@ -11,7 +11,7 @@
 //                    cuBLASLt BGRADB + the add onto db) and with bias_backward's kernels
 //                    (BiasGrad::Kernel)
 //   linear_gelu_forward / linear_dgelu_backward (GPT-2's MLP, fused: cuBLASLt GELU_AUX_BIAS
-//                    and DGELU_BGRAD): act = GELU(inp W^T + b) and pre = inp W^T + b; then
+//                    and DGELU_BGRAD; the backward is dev/cuda/gelu_bias_grad.cuh's reference): act = GELU(inp W^T + b) and pre = inp W^T + b; then
 //                    dpre = (dout @ Wp) * GELU'(pre), db_pre += colsum(dpre), dWp += dout^T act,
 //                    dbp += colsum(dout), onto random initial gradients, two micro-steps. The
 //                    reference GELU is the tanh form in double (written out here, independent
@@ -21,7 +21,7 @@
 //   the fallbacks    where cuBLASLt has no algorithm for a fused epilogue at a shape, the GEMM +
 //                    kernels instead (gemm_force_epilogue_fallback): two linear cases with
 //                    BiasGrad::Epilogue and two MLP cases, against the same references
-//   bias_backward    alone (common.cuh's column sum): one row; one split; several splits with
+//   bias_backward    alone (matmul.cuh's column sum): one row; one split; several splits with
 //                    an uneven last one (and warps with unequal row counts); more rows than the
 //                    plan's maximum number of splits (colsum_target_blocks lowered, so each
 //                    split holds several times COLSUM_MIN_ROWS rows); OC below one warp's
@@ -43,6 +43,7 @@
 // Build: emulated (g++/clang++ -DCUDA_EMU, see dev/test/kernels.mk) or nvcc (real GPU,
 // cuBLASLt).
 #include "../../kernels/activation.cuh"
+#include "../cuda/gelu_bias_grad.cuh"
 #include "../../kernels/matmul.cuh"
 #include "test_util.h"
 
