@@ -522,6 +522,8 @@ struct Model {
         cfg = c;
         finalize_config(cfg);
         table = build_param_table(cfg);
+        require_host_memory(16.0 * table.total + 4.0 * cfg.max_seq_len * (cfg.gpt() ? 0 : cfg.head_dim()),
+                            "the model's parameters, gradients and AdamW state (--n_layer/--d_model/--ffn/--vocab/--max_seq_len)");
         params.assign(table.total, 0.f);
         grads.assign(table.total, 0.f);
         m.assign(table.total, 0.f);
@@ -551,6 +553,8 @@ struct Model {
         if (B_ <= B && T_ <= T && !acts.empty()) return;
         B = std::max(B, B_); T = std::max(T, T_);
         size_t total = layout_acts(nullptr);
+        require_host_memory(16.0 * table.total + 4.0 * total + 4.0 * (double)B * T * (8.0 * cfg.d_model + 3.0 * cfg.ffn),
+                            "training with these -b/-t (the activations) and this model");
         arena.assign(total, 0.f);
         layout_acts(arena.data());
         size_t N = (size_t)B * T, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F;
@@ -851,11 +855,8 @@ int main(int argc, char** argv) {
     if (tc.total_batch == 0) tc.total_batch = (long)tc.B * tc.T;
     Model model;
     CheckpointHeader resume_h;
-    std::string resume_from;
-    if (!tc.out_dir.empty() && tc.mode == "train") make_dirs(tc.out_dir);
-    if (tc.resume) resume_from = find_resume_checkpoint(tc.out_dir);   // the newest complete checkpoint, if any
-    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
-    if (!tc.init_from.empty()) {
+    std::string resume_from = open_out_dir(tc);   // lock --out_dir; the newest checkpoint that verifies, if resuming
+    if (!tc.init_from.empty() && resume_from.empty()) {
         CheckpointHeader h;
         std::vector<float> p;
         read_checkpoint(tc.init_from, &h, p);
@@ -915,8 +916,10 @@ int main(int argc, char** argv) {
            fabsf(c.emb_std - 0.632456f) < 1e-4f ? " (the paper's code's sqrt(2/5))" : "", c.scaled_init ? "on" : "off");
     printf("train: B=%d T=%d, %ld tokens/step (%d micro-steps), %ld steps, lr %g warmup %ld floor %g, wd %g, clip %g\n",
            tc.B, tc.T, tc.total_batch, accum, tc.steps, tc.lr, tc.warmup, tc.lr_floor, tc.weight_decay, tc.grad_clip);
-    printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
-           train.shards.size(), have_val ? "" : " (no validation data)", model.arena.size() * 4.0 / (1 << 20));
+    printf("data: %s: %lld tokens in %zu shards%s; memory %.1f MiB (weights, gradients, AdamW %.1f; activations %.1f)\n",
+           tc.train_data.c_str(), train.total_tokens(), train.shards.size(), have_val ? "" : " (no validation data)",
+           (16.0 * model.table.total + 4.0 * (model.arena.size() + model.dbuf.size())) / (1 << 20),
+           16.0 * model.table.total / (1 << 20), 4.0 * (model.arena.size() + model.dbuf.size()) / (1 << 20));
     if (!resume_from.empty())
         printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
                (long long)train.pos.epoch, (long long)train.pos.shard, (long long)train.pos.window);
@@ -958,6 +961,7 @@ int main(int argc, char** argv) {
         memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
         ts.log_offset = log.offset();
         ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
+        ts.run_id = tc.run_id;
         std::string path = ckpt_path(tc.out_dir, step), err;
         if (!write_checkpoint(path, c, (int)step, model.params.data(), model.m.data(), model.v.data(), &ts, &err,
                               tc.debug_slow_ckpt_ms)) {
@@ -965,7 +969,7 @@ int main(int argc, char** argv) {
             return false;
         }
         printf("wrote checkpoint %s\n", path.c_str());
-        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
+        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every, tc.run_id);
         return true;
     };
 

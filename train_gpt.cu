@@ -1156,11 +1156,10 @@ static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, i
     // Data parallel (comm.nranks > 1): rank 0 alone writes the log and the checkpoints and
     // prints (main mutes the others' stdout); every rank reads the same starting point.
     const bool rank0 = comm.rank == 0;
-    if (rank0 && !tc.out_dir.empty()) make_dirs(tc.out_dir);
-    if (tc.resume && rank0) resume_from = find_resume_checkpoint(tc.out_dir);
+    if (rank0) resume_from = open_out_dir(tc);   // lock --out_dir; the newest checkpoint that verifies, if resuming
     if (tc.resume) comm_bcast(&resume_from, comm);
-    if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
-    if (!tc.init_from.empty()) {
+    if (!resume_from.empty()) use_resume_config(tc, resume_from);   // --init_from X --resume 1: D's checkpoint wins
+    if (!tc.init_from.empty() && resume_from.empty()) {
         CheckpointHeader h;
         read_checkpoint(tc.init_from, &h, h_params);
         model.init(h.cfg, precision);
@@ -1301,14 +1300,14 @@ static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, i
         memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
         ts.log_offset = log.offset();
         ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
-        ts.precision = precision;
+        ts.precision = precision; ts.run_id = tc.run_id;
         std::string path = ckpt_path(tc.out_dir, step), err;
         if (!write_checkpoint(path, c, (int)step, p.data(), mm.data(), vv.data(), &ts, &err, tc.debug_slow_ckpt_ms)) {
             fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
             return false;
         }
         printf("wrote checkpoint %s\n", path.c_str());
-        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
+        prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every, tc.run_id);
         return true;
     };
     auto save = [&](long step) -> bool {

@@ -5,13 +5,20 @@
 // Checkpoints in --out_dir are ckpt_<step>.bin (8 digits). Every one is written
 // atomically (common/util.h AtomicFile), so any ckpt_<step>.bin present is
 // complete; ckpt_*.bin.tmp.<pid> files are unfinished writes of a killed run.
+// One run owns a folder: it holds an advisory lock on <out_dir>/train.lock while it
+// runs (the kernel drops it when the process dies, however it dies), every checkpoint
+// carries the run's id, and pruning deletes only the run's own checkpoints. A fresh
+// run (no --resume) into a folder holding checkpoints is refused unless --overwrite 1.
 #pragma once
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -44,9 +51,29 @@ inline std::vector<std::string> list_checkpoints(const std::string& dir) {   // 
     std::sort(v.begin(), v.end(), [](const std::string& a, const std::string& b) { return ckpt_step_of(a) < ckpt_step_of(b); });
     return v;
 }
-// Delete all but the newest `keep` checkpoints, sparing multiples of milestone_every.
-inline void prune_checkpoints(const std::string& dir, int keep, int milestone_every) {
-    std::vector<std::string> cks = list_checkpoints(dir);
+// The run id in a checkpoint's header (0: unreadable, or version 1, which has none).
+inline uint64_t checkpoint_run_id(const std::string& path) {
+    int32_t w[CKPT_HEADER_WORDS];
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f) return 0;
+    bool ok = fread(w, 1, sizeof w, f) == sizeof w;
+    fclose(f);
+    return ok && w[0] == CKPT_MAGIC && w[1] >= 2 ? u64_from_words(w + 46) : 0;
+}
+// A fresh run's id: 64 random bits (never 0).
+inline uint64_t new_run_id() {
+    uint64_t id = 0;
+    FILE* f = fopen("/dev/urandom", "rb");
+    if (f) { if (fread(&id, 1, sizeof id, f) != sizeof id) id = 0; fclose(f); }
+    id ^= (uint64_t)time(nullptr) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    return id ? id : 1;
+}
+// Delete all but the newest `keep` checkpoints of run `run_id`, sparing multiples of
+// milestone_every; other runs' checkpoints are never touched (run_id 0: every file).
+inline void prune_checkpoints(const std::string& dir, int keep, int milestone_every, uint64_t run_id = 0) {
+    std::vector<std::string> cks;
+    for (const std::string& p : list_checkpoints(dir))
+        if (run_id == 0 || checkpoint_run_id(p) == run_id) cks.push_back(p);
     keep = std::max(1, keep);
     for (size_t i = 0; i + keep < cks.size(); i++) {
         long st = ckpt_step_of(cks[i]);
@@ -54,18 +81,25 @@ inline void prune_checkpoints(const std::string& dir, int keep, int milestone_ev
         unlink(cks[i].c_str());
     }
 }
-// --resume: remove unfinished writes, return the newest checkpoint ("" if none).
+// --resume: remove unfinished writes, return the newest checkpoint that verifies
+// ("" if there is none). A damaged one (bad checksum, wrong size) is renamed to
+// <name>.damaged, so that neither a later resume nor pruning counts it, and the
+// next older one is tried; if every checkpoint is damaged the run stops.
 inline std::string find_resume_checkpoint(const std::string& dir) {
     for (const std::string& t : glob_files(dir + "/ckpt_*.bin.tmp.*")) {
         printf("resume: removing the unfinished checkpoint %s\n", t.c_str());
         unlink(t.c_str());
     }
     std::vector<std::string> cks = list_checkpoints(dir);
-    if (cks.empty()) {
-        printf("resume: no checkpoint in %s, starting fresh\n", dir.c_str());
-        return "";
+    for (size_t i = cks.size(); i-- > 0;) {
+        std::string why;
+        if (verify_checkpoint(cks[i], &why)) return cks[i];
+        std::string bad = cks[i] + ".damaged";
+        if (rename(cks[i].c_str(), bad.c_str()) != 0) fatal("%s: %s, and it cannot be renamed: %s", cks[i].c_str(), why.c_str(), strerror(errno));
+        printf("resume: %s: %s; renamed to %s, trying the next older checkpoint\n", cks[i].c_str(), why.c_str(), bad.c_str());
+        if (i == 0) fatal("%s: no checkpoint verifies (the damaged ones are renamed *.damaged); nothing to resume from", dir.c_str());
     }
-    return cks.back();
+    return "";
 }
 
 // mkdir -p
@@ -77,6 +111,79 @@ inline void make_dirs(const std::string& dir) {
         }
 }
 
+// Take the advisory lock of a run on <dir>/train.lock for the life of the process
+// (flock: released by the kernel when the process exits or is killed). A folder
+// locked by a running trainer is a one-line error.
+inline void lock_out_dir(const std::string& dir) {
+    std::string path = dir + "/train.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fatal("cannot open the lock file %s: %s", path.c_str(), strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {0};
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        for (char* c = pid; *c; c++) if (*c == '\n') *c = 0;
+        fatal("--out_dir %s is in use by another run (process %s holds %s); wait for it, stop it, or use another --out_dir",
+              dir.c_str(), pid[0] ? pid : "?", path.c_str());
+    }
+    std::string me = std::to_string((long)getpid()) + "\n";
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, me.data(), me.size(), 0) != (ssize_t)me.size())
+        fatal("cannot write the lock file %s: %s", path.c_str(), strerror(errno));
+    // fd stays open (and locked) until the process ends
+}
+
+// A fresh run into a folder that holds checkpoints would mix two runs (a later
+// --resume 1 could continue the other one): refused, or with --overwrite 1 those
+// checkpoints are deleted first.
+inline void claim_out_dir(const TrainConfig& tc) {
+    std::vector<std::string> cks = list_checkpoints(tc.out_dir);
+    if (cks.empty()) return;
+    if (!tc.overwrite)
+        fatal("--out_dir %s already holds %zu checkpoint(s) (newest %s): continue that run with --resume 1, use an "
+              "empty folder, or add --overwrite 1 to delete them", tc.out_dir.c_str(), cks.size(), cks.back().c_str());
+    for (const std::string& p : cks) {
+        if (unlink(p.c_str()) != 0) fatal("cannot delete %s: %s", p.c_str(), strerror(errno));
+    }
+    printf("--overwrite 1: deleted %zu checkpoint(s) of an earlier run in %s\n", cks.size(), tc.out_dir.c_str());
+}
+
+// Resuming a run that started from --init_from: the model config is the checkpoint's
+// (as it was X's), not the model flags'. Without --init_from, nothing changes (the
+// flags must match the checkpoint, check_resume_config).
+inline void use_resume_config(TrainConfig& tc, const std::string& from) {
+    if (tc.init_from.empty()) return;
+    int32_t w[CKPT_HEADER_WORDS];
+    InFile f(from.c_str(), "rb");
+    read_exact(f, w, sizeof w, from.c_str(), "checkpoint header");
+    tc.model = checkpoint_header_from_words(w, from.c_str()).cfg;
+    tc.placement = std::to_string(tc.model.post_ln_layers);
+    tc.init_from.clear();
+}
+
+// The --out_dir of a training run: create it, lock it, and find where the run starts.
+// Returns the checkpoint to resume from ("" for a fresh start, from --init_from or a
+// random init) and sets tc.run_id (the resumed run's id, or a new one). With --resume 1
+// and --init_from X, a folder that holds a checkpoint wins and X is not read, so one
+// command line serves a preemptible job that starts warm from X.
+inline std::string open_out_dir(TrainConfig& tc) {
+    tc.run_id = new_run_id();
+    if (tc.out_dir.empty() || tc.mode != "train") return "";
+    make_dirs(tc.out_dir);
+    lock_out_dir(tc.out_dir);
+    if (!tc.resume) { claim_out_dir(tc); return ""; }
+    std::string from = find_resume_checkpoint(tc.out_dir);
+    if (from.empty()) {
+        printf("resume: no checkpoint in %s, starting %s\n", tc.out_dir.c_str(),
+               tc.init_from.empty() ? "fresh" : ("from --init_from " + tc.init_from).c_str());
+        return "";
+    }
+    if (uint64_t id = checkpoint_run_id(from)) tc.run_id = id;
+    if (!tc.init_from.empty()) printf("resume: %s holds a checkpoint; --init_from %s is not used\n", tc.out_dir.c_str(), tc.init_from.c_str());
+    use_resume_config(tc, from);
+    return from;
+}
+
+
 // A mismatch between a checkpoint and the flags is refused, naming the field.
 inline void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc, int precision, const char* path) {
     const ModelConfig &a = h.cfg, &b = tc.model;
@@ -86,7 +193,14 @@ inline void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc
     if (a.arch != b.arch) fatal("%s: checkpoint has arch=%s but the flags say %s", path, arch_name(a.arch), arch_name(b.arch));
     cmp("n_layer", a.n_layer, b.n_layer); cmp("n_head", a.n_head, b.n_head); cmp("d_model", a.d_model, b.d_model);
     cmp("ffn", a.ffn, b.ffn); cmp("vocab", a.vocab, b.vocab); cmp("max_seq_len", a.max_seq_len, b.max_seq_len);
-    cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers);
+    cmp("post_ln_layers", a.post_ln_layers, b.post_ln_layers); cmp("padded_vocab", a.padded_vocab, b.padded_vocab);
+    cmp("scaled_init", a.scaled_init, b.scaled_init);
+    auto cmpf = [&](const char* what, float x, float y) {   // bitwise: the run continues bit for bit or not at all
+        if (memcmp(&x, &y, sizeof x) != 0)
+            fatal("%s: checkpoint has %s=%.9g but the flags say %.9g (resume needs the same configuration)", path, what, x, y);
+    };
+    cmpf("norm_eps", a.norm_eps, b.norm_eps); cmpf("rope_theta", a.rope_theta, b.rope_theta);
+    cmpf("init_std", a.init_std, b.init_std); cmpf("emb_std", a.emb_std, b.emb_std);
     cmp("precision (dtype; 0 = fp32)", h.dtype, 0);
     if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
     if (h.train.precision != precision)

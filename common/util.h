@@ -114,6 +114,19 @@ struct AtomicFile {
     }
 };
 
+// Physical memory of this machine in bytes (0: unknown).
+inline double host_memory_bytes() {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (double)pages * page : 0.0;
+}
+// Stop with a one-line error before allocating `bytes` (computed in 64 bits or as a
+// double by the caller) when they exceed the machine's memory; `what` names the flags.
+inline void require_host_memory(double bytes, const char* what) {
+    double have = host_memory_bytes();
+    if (have > 0 && bytes > have)
+        fatal("%s needs %.1f GiB but this machine has %.1f GiB of memory", what, bytes / (1 << 30), have / (1 << 30));
+}
+
 inline uint64_t u64_from_words(const int32_t* w) { return (uint64_t)(uint32_t)w[0] | ((uint64_t)(uint32_t)w[1] << 32); }
 inline void u64_to_words(int32_t* w, uint64_t x) { w[0] = (int32_t)(uint32_t)x; w[1] = (int32_t)(uint32_t)(x >> 32); }
 inline float f32_from_word(int32_t w) { float f; memcpy(&f, &w, 4); return f; }
