@@ -974,16 +974,19 @@ int main(int argc, char** argv) {
     };
 
     for (long step = start_step; step < tc.steps; step++) {
+        StepStart at(train, sample_rng, log);   // what a stop in the middle of this step returns to
         if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);   // (a resumed run repeats the val its checkpoint preceded)
         if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
         auto t0 = std::chrono::steady_clock::now();
         model.zero_grad();
         double loss = 0.0;
-        for (int micro = 0; micro < accum; micro++) {
+        int micro = 0;
+        for (; micro < accum && !stop_requested(); micro++) {
             train.next_batch();
             loss += model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T);
             model.backward(tc.B, tc.T, 1.f / accum);
         }
+        if (micro < accum) return at.stop(step, micro, accum, !tc.out_dir.empty(), save);   // SIGINT/SIGTERM mid-step
         loss /= accum;
         if (step == tc.inject_nan_at) model.grads[model.grads.size() / 2] = NAN;
         std::vector<double> sq = model.grad_sq_per_tensor();
@@ -1013,6 +1016,6 @@ int main(int argc, char** argv) {
     do_sample();
     if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
     if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
-    return 0;
+    return log.failed ? 1 : 0;
 }
 #endif

@@ -26,12 +26,31 @@
 #include "dataloader.h"
 #include "flags.h"
 #include "logger.h"
+#include "rng.h"
 #include "util.h"
 
-// Set from the SIGINT/SIGTERM handler: the one global a trainer has (a signal
-// handler can reach nothing else). The loop checks it after each step.
-inline volatile sig_atomic_t g_stop_signal = 0;
-inline void on_stop_signal(int sig) { g_stop_signal = sig; }
+// SIGINT/SIGTERM: the first sets g_stop_signal (common/util.h), and the loop stops at
+// the next micro-step boundary; a second one exits at once (what a user who presses
+// Ctrl-C twice wants), leaving the checkpoints already in --out_dir as they are (an
+// unfinished write is a .tmp file that --resume 1 removes).
+inline void on_stop_signal(int sig) {
+    if (g_stop_signal > 0) {
+        static const char msg[] = "\nreceived a second stop signal: exiting at once, nothing more is saved\n";
+        ssize_t r = write(2, msg, sizeof msg - 1);
+        (void)r;
+        _exit(128 + sig);
+    }
+    g_stop_signal = sig;
+}
+
+// Checked before each micro-step: true when the run should stop (a signal, or a
+// failed log write). Test hook: MIXLN_TEST_SLOW_MICRO_MS=N sleeps N ms before each
+// micro-step, which makes a long step out of a tiny model.
+inline bool stop_requested() {
+    static const int slow_ms = getenv("MIXLN_TEST_SLOW_MICRO_MS") ? atoi(getenv("MIXLN_TEST_SLOW_MICRO_MS")) : 0;
+    if (slow_ms > 0) usleep((useconds_t)slow_ms * 1000);
+    return g_stop_signal != 0;
+}
 
 // Precision of a run: the CPU trainer is always fp32; the CUDA trainer's --precision.
 enum Precision { PREC_FP32 = 0, PREC_BF16 = 1, PREC_PURE_BF16 = 2 };
@@ -232,19 +251,47 @@ inline void add_layer_norms(JsonLine& j, const std::vector<float>& layers, float
     if (has_head) j.f("head_grad_norm", head);
 }
 
-// After a step: on SIGINT/SIGTERM, checkpoint the state after `steps_done` steps
-// with save() and say how to resume. Returns the exit code, or -1 to go on.
+// After a step (or an abandoned one, StepStart::stop): on a stop request, checkpoint the
+// state after `steps_done` steps with save() and say how to resume. Returns the exit
+// code (0 after a signal with the state saved; 1 when nothing could be saved, the run
+// not being finished, or after a failed log write), or -1 to go on.
 template <typename SaveFn>
 inline int stop_if_signalled(long steps_done, bool have_out_dir, SaveFn save) {
     if (!g_stop_signal) return -1;
-    printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", steps_done);
+    const bool log_failed = g_stop_signal == STOP_LOG_FAILED;
+    if (log_failed) printf("stopping at step %ld because the log could not be written: ", steps_done);
+    else printf("received %s at step %ld: ", g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", steps_done);
     if (save(steps_done)) {
-        printf("resume with the same command plus --resume 1\n");
-        return 0;
+        printf("resume with the same command plus --resume 1%s\n", log_failed ? " once the log can be written" : "");
+        return log_failed ? 1 : 0;
     }
-    printf("%s\n", have_out_dir ? "the checkpoint could not be written" : "no --out_dir, nothing saved");
-    return have_out_dir ? 1 : 0;
+    printf("%s\n", have_out_dir ? "the checkpoint could not be written" : "no --out_dir, so nothing is saved and the run did not finish");
+    return 1;
 }
+
+// The state at the start of an optimizer step that a stop in the middle of the step
+// returns to: the data position, the sampling RNG and the log length. The step's
+// partial gradients are dropped (weights and AdamW state change only at its end), so
+// the checkpoint is the last completed step's, and a resumed run repeats this step
+// (and the validation or sample at its start) exactly.
+struct StepStart {
+    DataLoader& loader;
+    Rng& rng;
+    Logger& log;
+    LoaderPosition pos;
+    Rng rng0;
+    long long log_offset;
+    StepStart(DataLoader& l, Rng& r, Logger& g) : loader(l), rng(r), log(g), pos(l.pos), rng0(r), log_offset(g.offset()) {}
+    template <typename SaveFn>
+    int stop(long step, int micro, int accum, bool have_out_dir, SaveFn save) {
+        printf("step %ld stopped after %d of %d micro-steps; its partial gradients are dropped\n", step + 1, micro, accum);
+        loader.set_position(pos);
+        rng = rng0;
+        if (log.f && !log.failed && ftruncate(fileno(log.f), (off_t)log_offset) == 0 && fseeko(log.f, log_offset, SEEK_SET) == 0)
+            log.good = log_offset;
+        return stop_if_signalled(step, have_out_dir, save);
+    }
+};
 
 // Per-layer norms sqrt(sum over layer l's tensors of ||g||^2) from per-tensor squares in
 // table order (both trainers; the CUDA trainer's padded table has the same tensors in the
@@ -287,6 +334,12 @@ inline void handle_nonfinite(long step, double loss, float norm, const TrainConf
         fatal("non-finite loss or gradient at step %ld; stopped%s", step + 1, where.c_str());
     }
     (*skipped)++;
+    static long first = -1, last = -2;   // the current run of consecutive skipped steps (0-based)
+    if (step != last + 1) first = step;
+    last = step;
     printf("step %5ld: non-finite %s (loss %g, grad norm %g): update skipped (%d so far)\n", step + 1, what, loss, norm,
            *skipped);
+    if (tc.skip_limit > 0 && step - first + 1 >= tc.skip_limit)
+        fatal("steps %ld to %ld were all skipped for a non-finite loss or gradient (--skip_limit %d): the model or the data "
+              "is broken; stopped without a checkpoint", first + 1, step + 1, tc.skip_limit);
 }

@@ -2,6 +2,7 @@
 // file I/O (every read names the file on failure), atomic file writes.
 #pragma once
 #include <cerrno>
+#include <csignal>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +32,13 @@ struct FatalError {
     exit(1);
 #endif
 }
+
+// A request to stop a training run at the next micro-step boundary: the signal number
+// of a SIGINT/SIGTERM (common/run.h), or STOP_LOG_FAILED when the log could not be
+// written (common/logger.h). The one global a trainer has (a signal handler can reach
+// nothing else).
+inline volatile sig_atomic_t g_stop_signal = 0;
+static const int STOP_LOG_FAILED = -1;
 
 // A FILE that closes itself when it goes out of scope, also when a reader bails
 // out through fatal() in a fuzz build (where fatal throws).

@@ -238,6 +238,97 @@ rel_init_resume() {
 }
 run_test rel/init_from_then_resume pass rel_init_resume
 
+# signals within a long step (20 micro-steps of 200 ms, MIXLN_TEST_SLOW_MICRO_MS): the first
+# SIGTERM stops at the next micro-step boundary, checkpoints the last completed step and exits
+# 0 within a second; the resumed run matches an uninterrupted one bit for bit
+rel_signal_mid_step() {
+  local d=$RS/long && rm -rf $d $RS/long_ref.jsonl && mkdir -p $d
+  $B/train_gpt "${RT[@]}" -x 3 -d 640 -o $RS/long_ref.jsonl >/dev/null || return 1
+  MIXLN_TEST_SLOW_MICRO_MS=200 $B/train_gpt "${RT[@]}" -x 3 -d 640 --out_dir $d -o $d/log.jsonl > $d/out.txt 2>&1 &
+  local pid=$!
+  wait_for 60 grep -q '"kind":"step"' $d/log.jsonl || { kill -9 $pid; echo "no step done"; return 1; }
+  sleep 1
+  local t0=$SECONDS
+  kill -TERM $pid; wait $pid; local rc=$?
+  cat $d/out.txt | grep -v '^step  '
+  [ $rc -eq 0 ] && [ $((SECONDS - t0)) -le 2 ] || { echo "exit $rc after $((SECONDS - t0)) s"; return 1; }
+  grep -q "^step 2 stopped after [0-9]* of 20 micro-steps" $d/out.txt &&
+    grep -q "received SIGTERM at step 1: wrote checkpoint .*ckpt_00000001.bin" $d/out.txt || return 1
+  $B/train_gpt "${RT[@]}" -x 3 -d 640 --out_dir $d -o $d/log.jsonl --resume 1 > $d/out2.txt 2>&1 || { cat $d/out2.txt; return 1; }
+  $PY dev/compare_logs.py $RS/long_ref.jsonl $d/log.jsonl
+}
+run_test rel/signal_stops_long_step pass rel_signal_mid_step
+# a second signal exits at once (here: while the first one's checkpoint is being written, slowly)
+rel_second_signal() {
+  local d=$RS/twice && rm -rf $d && mkdir -p $d
+  $B/train_gpt "${RT[@]}" -x 100000000 --out_dir $d -o $d/log.jsonl --debug_slow_ckpt_ms 20000 > $d/out.txt 2>&1 &
+  local pid=$!
+  wait_for 60 grep -q '"kind":"step"' $d/log.jsonl || { kill -9 $pid; echo "no step done"; return 1; }
+  kill -INT $pid
+  wait_for 30 compgen -G "$d/ckpt_*.bin.tmp.$pid" || { kill -9 $pid; echo "no checkpoint write"; return 1; }
+  local t0=$SECONDS
+  kill -INT $pid; wait $pid; local rc=$?
+  cat $d/out.txt | grep -v '^step  '
+  [ $rc -ne 0 ] && [ $((SECONDS - t0)) -le 2 ] || { echo "exit $rc after $((SECONDS - t0)) s"; return 1; }
+  grep -q "received a second stop signal: exiting at once" $d/out.txt
+}
+run_test rel/second_signal_exits_at_once pass rel_second_signal
+# SIGTERM without --out_dir: nothing saved, so the run did not finish: non-zero, and it says so
+rel_signal_no_out_dir() {
+  $B/train_gpt "${RT[@]}" -x 100000000 -o $RS/noout.jsonl > $RS/noout.txt 2>&1 &
+  local pid=$!
+  wait_for 60 grep -q '"kind":"step"' $RS/noout.jsonl || { kill -9 $pid; echo "no step done"; return 1; }
+  kill -TERM $pid; wait $pid; local rc=$?
+  tail -1 $RS/noout.txt
+  [ $rc -ne 0 ] && grep -q "received SIGTERM at step [0-9]*: no --out_dir, so nothing is saved and the run did not finish" $RS/noout.txt
+}
+run_test rel/sigterm_without_out_dir_fails pass rel_signal_no_out_dir
+# a log on a full disk (/dev/full; a 64 KiB tmpfs that fills up after some steps): reported,
+# no partial line, the last completed step checkpointed, exit 1; the run resumes after its last
+# complete line once there is space
+rel_log_dev_full() {
+  rm -rf $RS/lf
+  $B/train_gpt "${RT[@]}" -x 5 --out_dir $RS/lf -o /dev/full
+}
+run_test rel/log_write_fails_dev_full 'fail:^error: writing log /dev/full failed: No space left on device; the log ends with its last complete line; the run stops' rel_log_dev_full
+rel_log_full_disk() {
+  local m=$RS/logfs d=$RS/lfull
+  rm -rf $d $RS/lfull_ref.jsonl && mkdir -p $m
+  mount -t tmpfs -o size=64k tmpfs $m || return 1
+  dd if=/dev/zero of=$m/fill bs=1k count=56 status=none
+  $B/train_gpt "${RT[@]}" -x 40 --out_dir $d -o $m/log.jsonl > $RS/lfull.txt 2>&1; local rc=$?
+  grep -E "error|stopping|checkpoint" $RS/lfull.txt
+  local ok=1
+  [ $rc -eq 1 ] || { echo "exit $rc"; ok=0; }
+  [ "$(tail -c 1 $m/log.jsonl | od -An -c | tr -d ' ')" = '\n' ] || { echo "partial last line"; ok=0; }
+  $PY -c "import json,sys; [json.loads(l) for l in open(sys.argv[1])]" $m/log.jsonl || ok=0
+  local n; n=$(grep -c '"kind":"step"' $m/log.jsonl)
+  grep -q "stopping at step $((n + 1)) because the log could not be written: wrote checkpoint .*ckpt_0*$((n + 1)).bin" $RS/lfull.txt || ok=0
+  rm $m/fill
+  $B/train_gpt "${RT[@]}" -x 40 --out_dir $d -o $m/log.jsonl --resume 1 > $RS/lfull2.txt 2>&1 || { cat $RS/lfull2.txt; ok=0; }
+  $B/train_gpt "${RT[@]}" -x 40 -o $RS/lfull_ref.jsonl > /dev/null || ok=0
+  $PY dev/compare_logs.py --from-step $((n + 1)) $RS/lfull_ref.jsonl $m/log.jsonl || ok=0
+  umount $m
+  [ $ok -eq 1 ]
+}
+if mount -t tmpfs -o size=4k tmpfs $RS 2>/dev/null; then umount $RS; run_test rel/log_write_fails_full_disk pass rel_log_full_disk
+else skip_test rel/log_write_fails_full_disk "mounting a tmpfs needs root"; fi
+# --nonfinite skip on a model whose weights are NaN: stops after --skip_limit consecutive
+# skipped steps with a clear message and exit 1 (the weights: a checkpoint's, set to NaN)
+rel_skip_limit() {
+  $B/train_gpt "${RT[@]}" -x 1 --out_dir $RS/nanw >/dev/null || return 1
+  $PY - $RS/nanw/ckpt_00000001.bin $RS/nanw.bin <<'PYEOF' || return 1
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<i", b, 4, 1)                      # version 1: no checksum to recompute
+n = struct.unpack_from("<Q", b, 80)[0]
+b[1024:1024 + 4 * n] = struct.pack("<I", 0x7FC00000) * n   # every parameter NaN
+open(sys.argv[2], "wb").write(bytes(b[:-8]))
+PYEOF
+  $B/train_gpt -e $RS/nanw.bin -b 2 -t 16 -v 0 -n 0 --threads 1 -i "$RS/train_*.bin" -x 50 --skip_limit 3
+}
+run_test rel/skip_limit_stops 'fail:^error: steps 1 to 3 were all skipped for a non-finite loss or gradient \(--skip_limit 3\)' rel_skip_limit
+
 # fuzz every binary reader for a bounded time (libFuzzer + ASan/UBSan), from the committed seeds
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 for name in checkpoint shard refstate tokenizer; do
