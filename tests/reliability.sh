@@ -329,6 +329,25 @@ PYEOF
 }
 run_test rel/skip_limit_stops 'fail:^error: steps 1 to 3 were all skipped for a non-finite loss or gradient \(--skip_limit 3\)' rel_skip_limit
 
+# faults found before the first step: an --out_dir that is a regular file, and a token id
+# beyond the vocabulary late in the last shard (found when the loader opens the data, not at
+# the step that reads it)
+touch $RS/a_file
+run_test rel/out_dir_is_a_file 'fail:^error: cannot open the lock file .*/a_file/train\.lock: Not a directory' \
+  $B/train_gpt "${RT[@]}" -x 2 --out_dir $RS/a_file
+rel_bad_id_early() {
+  mkdir -p $RS/badid
+  $PY dev/random_shard.py $RS/badid/train_000.bin --tokens 5000 --vocab 300 --seed 3 >/dev/null || return 1
+  $PY dev/random_shard.py $RS/badid/train_001.bin --tokens 5000 --vocab 300 --seed 4 >/dev/null || return 1
+  printf '\xff\x01' | dd of=$RS/badid/train_001.bin bs=1 seek=$((1024 + 2 * 4990)) conv=notrunc status=none   # id 511
+  $B/train_gpt --arch llama --n_layer 2 --n_head 2 --d_model 32 --ffn 64 --vocab 300 --max_seq_len 32 -b 2 -t 16 -v 0 -n 0 \
+    --threads 1 -i "$RS/badid/train_*.bin" -x 400 > $RS/badid/out.txt 2>&1; local rc=$?
+  tail -1 $RS/badid/out.txt
+  [ $rc -ne 0 ] && ! grep -q '^step ' $RS/badid/out.txt &&
+    grep -q "^error: .*train_001.bin: token id 511 at position 4990 is >= the model's vocab (300)" $RS/badid/out.txt
+}
+run_test rel/bad_token_id_found_before_training pass rel_bad_id_early
+
 # fuzz every binary reader for a bounded time (libFuzzer + ASan/UBSan), from the committed seeds
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 for name in checkpoint shard refstate tokenizer; do
