@@ -1319,6 +1319,7 @@ static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, i
     };
 
     for (long step = start_step; step < tc.steps; step++) {
+        StepStart at(train, sample_rng, log);   // what a stop in the middle of this step returns to
         if (tc.val_every > 0 && step % tc.val_every == 0) do_val(step);
         if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) do_sample();
         bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
@@ -1326,11 +1327,13 @@ static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, i
         auto t0 = std::chrono::steady_clock::now();
         // one step, queued without waiting for the GPU (Model::begin_step / end_step)
         model.begin_step();
-        for (int micro = 0; micro < accum; micro++) {
+        int micro = 0;   // several ranks stop together at the end of the step (comm_max below)
+        for (; micro < accum && !(comm.nranks == 1 && stop_requested()); micro++) {
             train.next_batch();
             model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
             model.backward(tc.B, tc.T, 1.f / accum, micro == accum - 1);
         }
+        if (micro < accum) return at.stop(step, micro, accum, !tc.out_dir.empty(), save);   // SIGINT/SIGTERM mid-step
         if (step == tc.inject_nan_at) model.poison_grad();
         float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
         const typename Model<T>::StepResult r =
@@ -1365,6 +1368,7 @@ static int train_main(TrainConfig& tc, int precision, const KernelChoices& kc, i
     do_val(tc.steps);
     do_sample();
     if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
+    if (log.failed) return 1;
     if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
     size_t free_b = 0, total_b = 0;
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
