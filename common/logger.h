@@ -69,14 +69,15 @@ struct Logger {
         if (resume_offset >= 0) {
             f = fopen(p.c_str(), "r+b");
             if (!f) f = open_or_die(p.c_str(), "w+b");   // log lost: start a new one
+            setvbuf(f, nullptr, _IONBF, 0);   // every line goes to the file at once, nothing waits in a buffer
             long long size = file_size(f, p.c_str());
             if (size < resume_offset) fatal("%s: log is shorter (%lld bytes) than the checkpoint recorded (%lld)", p.c_str(), size, resume_offset);
             if (ftruncate(fileno(f), (off_t)resume_offset) != 0) fatal("cannot truncate log %s: %s", p.c_str(), strerror(errno));
             if (fseeko(f, 0, SEEK_END) != 0) fatal("cannot seek log %s", p.c_str());
         } else {
             f = open_or_die(p.c_str(), "w");
+            setvbuf(f, nullptr, _IONBF, 0);
         }
-        setvbuf(f, nullptr, _IONBF, 0);   // every line goes to the file at once, nothing waits in a buffer
         good = (long long)ftello(f);
     }
     long long offset() const { return good; }

@@ -34,13 +34,14 @@
 // Ctrl-C twice wants), leaving the checkpoints already in --out_dir as they are (an
 // unfinished write is a .tmp file that --resume 1 removes).
 inline void on_stop_signal(int sig) {
-    if (g_stop_signal > 0) {
+    static volatile sig_atomic_t signals = 0;
+    if (signals++ > 0) {
         static const char msg[] = "\nreceived a second stop signal: exiting at once, nothing more is saved\n";
         ssize_t r = write(2, msg, sizeof msg - 1);
         (void)r;
         _exit(128 + sig);
     }
-    g_stop_signal = sig;
+    if (!g_stop_signal) g_stop_signal = sig;   // a failed log write (already asking to stop) stays the reason
 }
 
 // Checked before each micro-step: true when the run should stop (a signal, or a
