@@ -36,9 +36,10 @@ struct FatalError {
 // A request to stop a training run at the next micro-step boundary: the signal number
 // of a SIGINT/SIGTERM (common/run.h), or STOP_LOG_FAILED when the log could not be
 // written (common/logger.h). The one global a trainer has (a signal handler can reach
-// nothing else).
+// nothing else). STOP_LOG_FAILED is above every signal number, so that the maximum over
+// the ranks of a data-parallel run (train_gpt.cu) keeps it.
 inline volatile sig_atomic_t g_stop_signal = 0;
-static const int STOP_LOG_FAILED = -1;
+static const int STOP_LOG_FAILED = 1000;
 
 // A FILE that closes itself when it goes out of scope, also when a reader bails
 // out through fatal() in a fuzz build (where fatal throws).
