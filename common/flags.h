@@ -265,13 +265,19 @@ inline void explain_flags(const TrainConfig& c, const std::string& preset,
         for (const auto& g : given) if (g.first == n) return true;
         return false;
     };
-    for (size_t i = 0; i < given.size(); i++) {
-        size_t first = 0, count = 0;
-        for (size_t j = 0; j < given.size(); j++)
-            if (given[j].first == given[i].first) { if (!count) first = j; count++; }
-        if (count > 1 && first == i)
+    for (size_t i = 0; i < given.size(); i++) {   // warn once per repeated flag, at its first occurrence
+        size_t count = 0;
+        std::string last;
+        bool first = true;
+        for (size_t j = 0; j < given.size(); j++) {
+            if (given[j].first != given[i].first) continue;
+            if (j < i) first = false;
+            count++;
+            last = given[j].second;
+        }
+        if (count > 1 && first)
             fprintf(stderr, "warning: --%s is given %zu times; the last value, '%s', is used\n", given[i].first.c_str(), count,
-                    [&] { std::string v; for (const auto& g : given) if (g.first == given[i].first) v = g.second; return v; }().c_str());
+                    last.c_str());
     }
     if (!preset.empty() && (has("batch_size") || has("seq_len")) && !has("total_batch"))
         printf("note: --total_batch %ld (tokens per optimizer step) comes from preset %s; with B=%d T=%d a step is %ld "
