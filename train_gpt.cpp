@@ -501,6 +501,8 @@ struct Model {
         cfg = c;
         finalize_config(cfg);
         table = build_param_table(cfg);
+        require_host_memory(16.0 * table.total + 4.0 * cfg.max_seq_len * (cfg.gpt() ? 0 : cfg.head_dim()),
+                            "the model's parameters, gradients and AdamW state (--n_layer/--d_model/--ffn/--vocab/--max_seq_len)");
         params.assign(table.total, 0.f);
         grads.assign(table.total, 0.f);
         m.assign(table.total, 0.f);
@@ -517,6 +519,8 @@ struct Model {
         if (B_ <= B && T_ <= T && !acts.empty()) return;
         B = std::max(B, B_); T = std::max(T, T_);
         size_t total = layout_acts(nullptr);
+        require_host_memory(16.0 * table.total + 4.0 * total + 4.0 * (double)B * T * (8.0 * cfg.d_model + 3.0 * cfg.ffn),
+                            "training with these -b/-t (the activations) and this model");
         arena.assign(total, 0.f);
         layout_acts(arena.data());
         size_t N = (size_t)B * T, C = cfg.d_model, F = cfg.ffn, fcw = cfg.gpt() ? F : 2 * F;
@@ -785,18 +789,20 @@ struct CpuRun {
 
     void sync() {}
     // zero the gradients, forward + backward over `accum` micro-batches, the norm, and AdamW
-    // with clipping unless the loss or the norm is not finite
+    // with clipping unless the loss or the norm is not finite; a stop request before a
+    // micro-step ends the step there, nothing applied (StepResult::stopped_after)
     StepResult step(DataLoader& train, int accum, float lr, const TrainConfig& tc, bool poison, bool /*want_sq: always*/) {
         model.zero_grad();
         double loss = 0.0;
         for (int micro = 0; micro < accum; micro++) {
+            if (stop_before_micro_step(nranks())) return StepResult::stopped(micro);
             train.next_batch();
             loss += model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T);
             model.backward(tc.B, tc.T, 1.f / accum);
         }
         loss /= accum;
         if (poison) model.grads[model.grads.size() / 2] = NAN;   // test hook (MIXLN_TEST_NAN_AT, common/trainer.h)
-        StepResult r{loss, 0.f, false, model.grad_sq_per_tensor()};
+        StepResult r{loss, 0.f, false, model.grad_sq_per_tensor(), -1};
         r.norm = global_norm(r.sq);
         r.finite = std::isfinite(loss) && std::isfinite(r.norm);
         if (r.finite) model.adamw_update(lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, clip_scale(r.norm, tc.grad_clip));
@@ -822,7 +828,12 @@ struct CpuRun {
     }
     void banner_parallel() const {}
     void banner_tail() const {}
-    double activation_mib() const { return model.arena.size() * 4.0 / (1 << 20); }
+    std::string memory_mib() const {   // the banner's memory: AdamW's 16 bytes per parameter, the fp32 activations
+        const double w = 16.0 * model.table.total / (1 << 20), a = 4.0 * (model.arena.size() + model.dbuf.size()) / (1 << 20);
+        char b[128];
+        snprintf(b, sizeof b, "memory %.1f MiB (weights, gradients, AdamW %.1f; activations %.1f)", w + a, w, a);
+        return b;
+    }
     void config_json(JsonLine& j) const { j.i("threads", nthreads); }
     double mfu(double, double) const { return -1.0; }   // no peak FLOP/s: the step line shows GFLOP/s
     std::string rate(double flops_tok, double tok_s, double) const {

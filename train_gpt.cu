@@ -499,7 +499,7 @@ struct Model : DeviceMemory<T> {
         cudaCheck(cudaMemcpyAsync(h_stats, d_stats, sizeof(StepStats), cudaMemcpyDeviceToHost, stream));
         if (want_tensor_sq) cudaCheck(cudaMemcpyAsync(h_partial, d_partial, nch * sizeof(float), cudaMemcpyDeviceToHost, stream));
         cudaCheck(cudaStreamSynchronize(stream));
-        StepResult r{h_stats->loss_sum / accum, h_stats->norm, h_stats->finite != 0, {}};
+        StepResult r{h_stats->loss_sum / accum, h_stats->norm, h_stats->finite != 0, {}, -1};
         if (!r.finite) step--;   // AdamW wrote nothing: its bias correction did not advance either
         if (want_tensor_sq) r.sq = tensor_sq(h_partial);
         return r;
@@ -590,10 +590,12 @@ struct CudaRun {
     AngularDistances angular_distances(DataLoader& val, int steps) { return ::angular_distances(model, val, steps, comm); }
 
     void sync() { cudaCheck(cudaDeviceSynchronize()); }
-    // one step, queued without waiting for the GPU (Model::begin_step / end_step)
+    // one step, queued without waiting for the GPU (Model::begin_step / end_step); a stop
+    // request before a micro-step ends the step there, nothing applied (StepResult::stopped_after)
     StepResult step(DataLoader& train, int accum, float lr, const TrainConfig& tc, bool poison, bool want_sq) {
         model.begin_step();
         for (int micro = 0; micro < accum; micro++) {
+            if (stop_before_micro_step(nranks())) return StepResult::stopped(micro);
             train.next_batch();
             model.forward(train.inputs.data(), train.targets.data(), tc.B, tc.T, 1.f / accum, -1, false);   // fused classifier backward
             model.backward(tc.B, tc.T, 1.f / accum, micro == accum - 1);
@@ -643,7 +645,11 @@ struct CudaRun {
         if (peak > 0) printf("mfu: against %.0f TFLOP/s (%s dense peak of %s)\n", peak / 1e12, precision != PREC_FP32 ? "bf16" : "fp32", prop.name);
         else printf("mfu: n/a (no peak FLOP/s known for %s)\n", prop.name);
     }
-    double activation_mib() const { return model.plan.acts / (double)(1 << 20); }
+    std::string memory_mib() const {   // the banner's memory (the whole plan: the memory line above)
+        char b[64];
+        snprintf(b, sizeof b, "activations %.1f MiB", model.plan.acts / (double)(1 << 20));
+        return b;
+    }
     void config_json(JsonLine& j) const { j.str("precision", precision_name(precision)).str("device", prop.name); }
     double mfu(double flops_tok, double tok_s) const { return peak > 0 ? 100.0 * flops_tok * tok_s / (peak * comm.nranks) : -1.0; }   // per GPU
     std::string rate(double, double, double mfu_pct) const {

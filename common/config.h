@@ -39,23 +39,28 @@ struct ModelConfig {
 
 // Fill defaults that follow from the others, then check everything; on a bad
 // value, a one-line error naming the flag.
+// The size bounds are the checkpoint reader's (common/checkpoint.h), so that every model
+// a trainer builds is one it can read back; all sizes derived from them fit in 64 bits.
+static const int MAX_N_LAYER = 1024, MAX_D_MODEL = 1 << 16, MAX_FFN = 1 << 20, MAX_PADDED_VOCAB = 1 << 24,
+                 MAX_SEQ_LEN = 1 << 20;
 inline void finalize_config(ModelConfig& c) {
     if (c.arch != ARCH_GPT && c.arch != ARCH_LLAMA) fatal("--arch must be gpt or llama");
-    if (c.n_layer < 1 || c.n_layer > 1024) fatal("--n_layer must be in [1, 1024], got %d", c.n_layer);
-    if (c.d_model < 1 || c.n_head < 1) fatal("--d_model and --n_head must be positive");
+    if (c.n_layer < 1 || c.n_layer > MAX_N_LAYER) fatal("--n_layer must be in [1, %d], got %d", MAX_N_LAYER, c.n_layer);
+    if (c.d_model < 1 || c.d_model > MAX_D_MODEL) fatal("--d_model must be in [1, %d], got %d", MAX_D_MODEL, c.d_model);
+    if (c.n_head < 1) fatal("--n_head must be positive, got %d", c.n_head);
     if (c.d_model % c.n_head) fatal("--d_model (%d) must be divisible by --n_head (%d)", c.d_model, c.n_head);
     if (!c.gpt() && c.head_dim() % 2) fatal("llama needs an even head dimension for RoPE (d_model/n_head = %d)", c.head_dim());
     if (c.ffn == 0) {
         if (!c.gpt()) fatal("--ffn is required for llama (the SwiGLU hidden size)");
         c.ffn = 4 * c.d_model;
     }
-    if (c.ffn < 1) fatal("--ffn must be positive");
-    if (c.vocab < 2) fatal("--vocab must be at least 2, got %d", c.vocab);
-    if (c.padded_vocab == 0) c.padded_vocab = (c.vocab + 127) / 128 * 128;
+    if (c.ffn < 1 || c.ffn > MAX_FFN) fatal("--ffn must be in [1, %d], got %d", MAX_FFN, c.ffn);
+    if (c.vocab < 2 || c.vocab > MAX_PADDED_VOCAB) fatal("--vocab must be in [2, %d], got %d", MAX_PADDED_VOCAB, c.vocab);
+    if (c.padded_vocab == 0) c.padded_vocab = (int)(((long long)c.vocab + 127) / 128 * 128);
     if (c.padded_vocab < c.vocab) fatal("padded_vocab %d < vocab %d", c.padded_vocab, c.vocab);
-    if (c.max_seq_len < 1) fatal("--max_seq_len must be positive");
+    if (c.max_seq_len < 1 || c.max_seq_len > MAX_SEQ_LEN) fatal("--max_seq_len must be in [1, %d], got %d", MAX_SEQ_LEN, c.max_seq_len);
     if (c.norm_eps == 0) c.norm_eps = c.gpt() ? 1e-5f : 1e-6f;
-    if (!(c.norm_eps > 0)) fatal("--norm_eps must be positive");
+    if (!(c.norm_eps > 0) || !std::isfinite(c.norm_eps)) fatal("--norm_eps must be a positive finite number, got %g", c.norm_eps);
     if (c.post_ln_layers < 0 || c.post_ln_layers > c.n_layer)
         fatal("--post_ln_layers must be in [0, n_layer=%d], got %d", c.n_layer, c.post_ln_layers);
 }

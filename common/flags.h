@@ -4,6 +4,9 @@
 // position on the command line. Unknown flags and bad values are one-line errors.
 #pragma once
 #include <cerrno>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -29,8 +32,10 @@ struct TrainConfig {
     int val_every = 100, val_steps = 20, sample_every = 0, sample_tokens = 32, layer_norms_every = 1;
     int print_every = 1;
     std::string log_path, out_dir, init_from;
-    int ckpt_every = 0, keep_ckpts = 3, milestone_every = 0, resume = 0;
+    int ckpt_every = 0, keep_ckpts = 3, milestone_every = 0, resume = 0, overwrite = 0;
+    uint64_t run_id = 0;             // not a flag: this run's id in its checkpoints (common/run.h open_out_dir)
     std::string nonfinite = "skip";  // skip | stop
+    int skip_limit = 5;              // --nonfinite skip: stop after this many consecutive skipped steps
     long inject_nan_at = -1;         // test hook (MIXLN_TEST_NAN_AT, common/trainer.h): poison the gradient at this step
     int debug_slow_ckpt_ms = 0;      // test hook (MIXLN_TEST_SLOW_CKPT_MS): slow checkpoint writes down
     // analysis modes
@@ -93,13 +98,26 @@ inline std::vector<FlagSpec> train_flags(TrainConfig& c) {
         {"keep_ckpts", 0, 'i', &c.keep_ckpts, "keep the newest N checkpoints in out_dir (older ones are deleted; milestones are kept)"},
         {"milestone_every", 0, 'i', &c.milestone_every, "checkpoints at multiples of N steps are kept forever (0: none)"},
         {"resume", 0, 'i', &c.resume, "1: continue from the newest complete checkpoint in out_dir (bit-exact), or start fresh if there is none"},
+        {"overwrite", 0, 'i', &c.overwrite, "1: a fresh run (no --resume) into an out_dir that holds checkpoints deletes them (0: refused)"},
         {"nonfinite", 0, 's', &c.nonfinite, "on a NaN/Inf loss or gradient norm: skip (drop the update, count it) | stop (checkpoint the last good state, exit 1)"},
+        {"skip_limit", 0, 'i', &c.skip_limit, "with --nonfinite skip: stop (exit 1) after this many consecutive skipped steps (0: never)"},
         {"init_from", 'e', 's', &c.init_from, "start from (or, in analysis modes, analyse) this checkpoint's weights; its config wins over model flags"},
         {"mode", 0, 's', &c.mode, "train | angular (angular distance between layers' hidden states) | layer_drop (val loss with each layer removed)"},
         {"analysis_out", 0, 's', &c.analysis_out, "JSON output file of an analysis mode"},
         {"seed", 'r', 'l', &c.seed, "random seed for init and sampling"},
         {"threads", 0, 'i', &c.threads, "OpenMP threads (0: OpenMP's default)"},
     };
+}
+
+// A flag's current value as text (its default, before parsing; "none" for an empty string).
+inline std::string flag_value_text(const FlagSpec& f) {
+    char b[64];
+    switch (f.kind) {
+        case 's': return ((std::string*)f.ptr)->empty() ? "none" : *(std::string*)f.ptr;
+        case 'i': return std::to_string(*(int*)f.ptr);
+        case 'l': return std::to_string(*(long*)f.ptr);
+        default: snprintf(b, sizeof b, "%g", *(float*)f.ptr); return b;
+    }
 }
 
 // `extra`: flags only one trainer has (the CUDA trainer's --precision), listed after the shared ones.
@@ -110,7 +128,7 @@ inline void print_help(const char* prog, TrainConfig& c, const std::vector<FlagS
     for (const FlagSpec& f : all) {
         char sh[8] = "    ";
         if (f.short_name) snprintf(sh, sizeof sh, "-%c, ", f.short_name);
-        printf("  %s--%-18s %s\n", sh, f.name, f.help);
+        printf("  %s--%-18s %s [default: %s]\n", sh, f.name, f.help, flag_value_text(f).c_str());
     }
     printf("\npresets:\n");
     for (const Preset& p : PRESETS)
@@ -125,7 +143,8 @@ inline void set_flag_value(const FlagSpec& f, const char* v) {
         case 's': *(std::string*)f.ptr = v; return;
         case 'i': case 'l': {
             long x = strtol(v, &end, 10);
-            if (!*v || *end || errno) fatal("--%s expects an integer, got '%s'", f.name, v);
+            if (!*v || *end) fatal("--%s expects an integer, got '%s'", f.name, v);
+            if (errno) fatal("--%s value %s is out of range", f.name, v);
             if (f.kind == 'i') {
                 if (x < -2147483647L || x > 2147483647L) fatal("--%s value %s is out of range", f.name, v);
                 *(int*)f.ptr = (int)x;
@@ -134,10 +153,12 @@ inline void set_flag_value(const FlagSpec& f, const char* v) {
             }
             return;
         }
-        case 'f': {
-            float x = strtof(v, &end);
-            if (!*v || *end || errno) fatal("--%s expects a number, got '%s'", f.name, v);
-            *(float*)f.ptr = x;
+        case 'f': {   // parsed as a double, then it must be a finite float (no NaN, Inf, overflow or underflow)
+            double x = strtod(v, &end);
+            if (!*v || *end) fatal("--%s expects a number, got '%s'", f.name, v);
+            if (std::isnan(x) || std::isinf(x)) fatal("--%s must be a finite number, got '%s'", f.name, v);
+            if (fabs(x) > FLT_MAX || (x != 0 && fabs(x) < FLT_MIN)) fatal("--%s value %s is out of range (not a normal float)", f.name, v);
+            *(float*)f.ptr = (float)x;
             return;
         }
     }
@@ -174,6 +195,99 @@ inline int parse_placement(const std::string& v, int n_layer) {
     return (int)k;
 }
 
+// Every flag's range, from the flags alone: called by parse_train_flags, so a bad value
+// stops the run before it creates, locks or deletes any file. One line naming the flag.
+inline void check_flag_values(const TrainConfig& c) {
+    auto in = [](const char* flag, double x, double lo, double hi, bool lo_open, bool hi_open) {
+        if (!((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))) return;
+        if (hi >= FLT_MAX) fatal("--%s must be %s %g, got %g", flag, lo_open ? ">" : ">=", lo, x);
+        fatal("--%s must be in %c%g, %g%c, got %g", flag, lo_open ? '(' : '[', lo, hi, hi_open ? ')' : ']', x);
+    };
+    in("lr", c.lr, 0, 10, true, false);
+    in("lr_floor", c.lr_floor, 0, 1, false, false);
+    in("weight_decay", c.weight_decay, 0, 100, false, false);
+    in("beta1", c.beta1, 0, 1, false, true);
+    in("beta2", c.beta2, 0, 1, false, true);
+    in("adam_eps", c.adam_eps, 0, 1, true, false);
+    in("grad_clip", c.grad_clip, 0, FLT_MAX, false, false);   // 0: off
+    in("norm_eps", c.model.norm_eps, 0, 1, false, false);      // 0: the arch's default
+    in("rope_theta", c.model.rope_theta, 0, FLT_MAX, true, false);
+    in("init_std", c.model.init_std, 0, 100, true, false);
+    in("emb_std", c.model.emb_std, 0, 100, true, false);
+    if (c.B < 1) fatal("--batch_size must be positive, got %d", c.B);
+    if (c.T < 1) fatal("--seq_len must be positive, got %d", c.T);
+    if (c.total_batch < 0) fatal("--total_batch must be >= 0 (0: B*T), got %ld", c.total_batch);
+    if (c.warmup < 0 || c.steps < 0) fatal("--warmup and --steps must be >= 0");
+    if (c.val_every < 0 || c.val_steps < 0 || c.sample_every < 0 || c.sample_tokens < 0 || c.layer_norms_every < 0 ||
+        c.ckpt_every < 0 || c.threads < 0 || c.print_every < 1 || c.keep_ckpts < 0 || c.milestone_every < 0 ||
+        c.debug_slow_ckpt_ms < 0 || c.skip_limit < 0)
+        fatal("interval and count flags must be >= 0 (--print_every >= 1)");
+    if (c.nonfinite != "skip" && c.nonfinite != "stop") fatal("--nonfinite must be skip or stop, got '%s'", c.nonfinite.c_str());
+    if (c.mode != "train" && c.mode != "angular" && c.mode != "layer_drop")
+        fatal("--mode must be train, angular or layer_drop, got '%s'", c.mode.c_str());
+    if (c.resume != 0 && c.resume != 1) fatal("--resume must be 0 or 1");
+    if (c.overwrite != 0 && c.overwrite != 1) fatal("--overwrite must be 0 or 1");
+    if (c.resume && c.overwrite) fatal("--resume 1 continues the run in --out_dir, --overwrite 1 deletes it: use one");
+    if (c.resume && c.out_dir.empty()) fatal("--resume needs --out_dir (the folder holding the checkpoints)");
+}
+
+// Checks that need the final model config (after flags or --init_from). The product of
+// sizes is formed in 64 bits, and a step has at most 2^20 micro-steps.
+inline void check_train_config(const TrainConfig& c, int world = 1) {
+    check_flag_values(c);
+    if (c.T > c.model.max_seq_len) fatal("--seq_len %d does not fit the model's max_seq_len %d", c.T, c.model.max_seq_len);
+    long long bt = (long long)c.B * c.T * world;
+    if (c.total_batch % bt) fatal("--total_batch %ld is not a multiple of B*T*ranks = %lld", c.total_batch, bt);
+    if (c.total_batch / bt > (1 << 20))
+        fatal("--total_batch %ld is %lld micro-steps of B*T*ranks = %lld tokens; at most %d (raise -b/-t or lower -d)",
+              c.total_batch, c.total_batch / bt, bt, 1 << 20);
+}
+
+// The model flags (when the model comes from flags, not --init_from) checked right after
+// parsing too, so that a bad model stops the run before any file is touched.
+inline void check_model_flags(const TrainConfig& c) {
+    if (!c.init_from.empty() || c.model.n_layer == 0) return;
+    TrainConfig t = c;
+    t.model.post_ln_layers = parse_placement(t.placement, t.model.n_layer);
+    finalize_config(t.model);
+    if (t.total_batch == 0) t.total_batch = (long)t.B * t.T;
+    check_train_config(t);
+}
+
+// Say what a preset decided that the explicit flags did not (a user who overrides -b/-t
+// keeps the preset's tokens per step; --d_model keeps its ffn), warn when the warmup
+// outlasts the run, and warn about a flag given twice (the last value wins).
+inline void explain_flags(const TrainConfig& c, const std::string& preset,
+                          const std::vector<std::pair<std::string, std::string>>& given) {
+    auto has = [&](const char* n) {
+        for (const auto& g : given) if (g.first == n) return true;
+        return false;
+    };
+    for (size_t i = 0; i < given.size(); i++) {   // warn once per repeated flag, at its first occurrence
+        size_t count = 0;
+        std::string last;
+        bool first = true;
+        for (size_t j = 0; j < given.size(); j++) {
+            if (given[j].first != given[i].first) continue;
+            if (j < i) first = false;
+            count++;
+            last = given[j].second;
+        }
+        if (count > 1 && first)
+            fprintf(stderr, "warning: --%s is given %zu times; the last value, '%s', is used\n", given[i].first.c_str(), count,
+                    last.c_str());
+    }
+    if (!preset.empty() && (has("batch_size") || has("seq_len")) && !has("total_batch"))
+        printf("note: --total_batch %ld (tokens per optimizer step) comes from preset %s; with B=%d T=%d a step is %ld "
+               "micro-steps (set -d to change it)\n", c.total_batch, preset.c_str(), c.B, c.T, c.total_batch / ((long)c.B * c.T));
+    if (!preset.empty() && (has("d_model") || has("n_layer") || has("n_head")) && !has("ffn"))
+        printf("note: --ffn %d comes from preset %s, not from the model flags given (set --ffn to change it)\n",
+               c.model.ffn, preset.c_str());
+    if (c.warmup > c.steps && c.mode == "train")
+        printf("note: --warmup %ld%s is longer than --steps %ld: the whole run is warmup\n", c.warmup,
+               has("warmup") || preset.empty() ? "" : (" (from preset " + preset + ")").c_str(), c.steps);
+}
+
 // Parse argv into c (and into the targets of `extra`, flags only one trainer has).
 // Returns false after printing --help.
 inline bool parse_train_flags(int argc, char** argv, TrainConfig& c, const std::vector<FlagSpec>& extra = {}) {
@@ -205,35 +319,19 @@ inline bool parse_train_flags(int argc, char** argv, TrainConfig& c, const std::
         }
         pairs.push_back({f, v});
     }
+    std::string preset;
     for (const Pair& p : pairs)   // the preset first
-        if (std::string(p.f->name) == "preset") apply_preset(c, p.v);
+        if (std::string(p.f->name) == "preset") apply_preset(c, preset = p.v);
     for (const Pair& p : pairs)
         if (std::string(p.f->name) != "preset") set_flag_value(*p.f, p.v);
     if (c.arch == "gpt") c.model.arch = ARCH_GPT;
     else if (c.arch == "llama") c.model.arch = ARCH_LLAMA;
     else fatal("--arch must be gpt or llama, got '%s'", c.arch.c_str());
+    std::vector<std::pair<std::string, std::string>> given;
+    for (const Pair& p : pairs) given.push_back({p.f->name, p.v});
+    check_flag_values(c);   // before the trainer touches any file
+    check_model_flags(c);
+    explain_flags(c, preset, given);
     return true;
 }
 
-// Checks that need the final model config (after flags or --init_from).
-inline void check_train_config(const TrainConfig& c, int world = 1) {
-    if (c.B < 1) fatal("--batch_size must be positive, got %d", c.B);
-    if (c.T < 1) fatal("--seq_len must be positive, got %d", c.T);
-    if (c.T > c.model.max_seq_len) fatal("--seq_len %d does not fit the model's max_seq_len %d", c.T, c.model.max_seq_len);
-    long bt = (long)c.B * c.T * world;
-    if (c.total_batch < 0 || c.total_batch % bt) fatal("--total_batch %ld is not a multiple of B*T*ranks = %ld", c.total_batch, bt);
-    if (!(c.lr > 0)) fatal("--lr must be positive");
-    if (c.lr_floor < 0 || c.lr_floor > 1) fatal("--lr_floor must be in [0, 1]");
-    if (c.warmup < 0 || c.steps < 0) fatal("--warmup and --steps must be >= 0");
-    if (c.grad_clip < 0) fatal("--grad_clip must be >= 0");
-    if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1) fatal("--beta1/--beta2 must be in [0, 1)");
-    if (c.val_every < 0 || c.val_steps < 0 || c.sample_every < 0 || c.sample_tokens < 0 || c.layer_norms_every < 0 ||
-        c.ckpt_every < 0 || c.threads < 0 || c.print_every < 1 || c.keep_ckpts < 0 || c.milestone_every < 0 ||
-        c.debug_slow_ckpt_ms < 0)
-        fatal("interval and count flags must be >= 0 (--print_every >= 1)");
-    if (c.nonfinite != "skip" && c.nonfinite != "stop") fatal("--nonfinite must be skip or stop, got '%s'", c.nonfinite.c_str());
-    if (c.mode != "train" && c.mode != "angular" && c.mode != "layer_drop")
-        fatal("--mode must be train, angular or layer_drop, got '%s'", c.mode.c_str());
-    if (c.resume != 0 && c.resume != 1) fatal("--resume must be 0 or 1");
-    if (c.resume && c.out_dir.empty()) fatal("--resume needs --out_dir (the folder holding the checkpoints)");
-}

@@ -49,9 +49,17 @@ struct JsonLine {
     std::string done() const { return s + "}"; }
 };
 
+// A failed write (a full disk) never leaves a partial line: the file is cut back to its
+// last complete line, the failure is reported once (with the line that was lost, on
+// stdout), no more lines are written, and the run is asked to stop (g_stop_signal =
+// STOP_LOG_FAILED): the trainer checkpoints the last completed step, recording the
+// complete log's length, and exits 1. --resume 1 then continues the log after its
+// last complete line once there is space again (the lost line is not in it).
 struct Logger {
     FILE* f = nullptr;
     std::string path;
+    long long good = 0;    // bytes of complete lines in the file
+    bool failed = false;
     // Open for writing. resume_offset >= 0 continues an existing log: it is cut
     // back to that many bytes (what a checkpoint recorded), dropping lines that a
     // crashed run wrote after its last checkpoint, and appended to.
@@ -61,20 +69,33 @@ struct Logger {
         if (resume_offset >= 0) {
             f = fopen(p.c_str(), "r+b");
             if (!f) f = open_or_die(p.c_str(), "w+b");   // log lost: start a new one
+            setvbuf(f, nullptr, _IONBF, 0);   // every line goes to the file at once, nothing waits in a buffer
             long long size = file_size(f, p.c_str());
             if (size < resume_offset) fatal("%s: log is shorter (%lld bytes) than the checkpoint recorded (%lld)", p.c_str(), size, resume_offset);
             if (ftruncate(fileno(f), (off_t)resume_offset) != 0) fatal("cannot truncate log %s: %s", p.c_str(), strerror(errno));
             if (fseeko(f, 0, SEEK_END) != 0) fatal("cannot seek log %s", p.c_str());
         } else {
             f = open_or_die(p.c_str(), "w");
+            setvbuf(f, nullptr, _IONBF, 0);
         }
+        good = (long long)ftello(f);
     }
-    long long offset() const { return f ? (long long)ftello(f) : 0; }
+    long long offset() const { return good; }
     void write(const JsonLine& j) {
-        if (!f) return;
+        if (!f || failed) return;
         std::string line = j.done() + "\n";
-        if (fwrite(line.data(), 1, line.size(), f) != line.size() || fflush(f) != 0)
-            fatal("writing log %s failed: %s", path.c_str(), strerror(errno));
+        if (fwrite(line.data(), 1, line.size(), f) == line.size() && fflush(f) == 0) {
+            good += (long long)line.size();
+            return;
+        }
+        const int e = errno;
+        failed = true;
+        clearerr(f);
+        const bool cut = ftruncate(fileno(f), (off_t)good) == 0 || (long long)ftello(f) == good;
+        fprintf(stderr, "error: writing log %s failed: %s; %s; the run stops\n", path.c_str(), strerror(e),
+                cut ? "the log ends with its last complete line" : "the log may end with a partial line");
+        printf("log line not written: %s", line.c_str());
+        if (!g_stop_signal) g_stop_signal = STOP_LOG_FAILED;
     }
     ~Logger() { if (f) fclose(f); }
 };

@@ -15,10 +15,12 @@
 //   loss(in, tgt, B, T, skip)    the mean loss of one batch (forward only; skip: a block removed)
 //   angular_distances(val, n)    the residual streams of n validation batches (common/analysis.h)
 //   sync()                       wait for queued work (before a step's timer starts)
-//   step(train, accum, lr, tc, poison, want_sq)   one optimizer step (StepResult)
+//   step(train, accum, lr, tc, poison, want_sq)   one optimizer step (StepResult); before each
+//                                micro-step it asks stop_before_micro_step(nranks()) and, when told
+//                                to, returns StepResult::stopped(micro) without applying anything
 //   sample_max_len(), sample_logits(seq, t)      common/sample.h's callback
 //   save(path, step, ts, err, slow_ms)   write a checkpoint (rank 0; every rank takes part)
-//   banner_head(), banner_parallel(), banner_tail(), activation_mib()   its lines of the banner
+//   banner_head(), banner_parallel(), banner_tail(), memory_mib()   its lines of the banner
 //   config_json(j)               its fields of the log's config line
 //   mfu(flops_tok, tok_s)        model FLOPs utilisation in percent (-1: unknown); rate(...) the
 //                                step line's throughput column
@@ -60,7 +62,15 @@ struct StepResult {
     float norm;              // the global gradient norm before clipping
     bool finite;             // false: the update was skipped (the step counter is not advanced)
     std::vector<double> sq;  // per tensor (table order) sum of g^2, when asked for
+    int stopped_after;       // -1: the step ran; >= 0: a stop request ended it after this many micro-steps
+                             // (its partial gradients dropped, nothing applied)
+    static StepResult stopped(int micro) { return StepResult{0.0, 0.f, true, {}, micro}; }
 };
+
+// Asked by a Run's step() before each micro-step (common/run.h stop_requested): a one-process
+// run stops at the next micro-step boundary after SIGINT/SIGTERM or a failed log write; data
+// parallel ranks finish the step and stop together after it (the signal shared by all_max).
+inline bool stop_before_micro_step(int nranks) { return nranks == 1 && stop_requested(); }
 
 // Mean loss over `steps` batches of a loader (validation), optionally with block skip_layer
 // removed (--mode layer_drop). Data parallel: the loader's rank r of `world` reads batches r,
@@ -124,12 +134,12 @@ struct Trainer {
 
     // Build the model from --init_from, --resume or the flags, and read the starting state.
     // Data parallel, every rank reads the same starting point.
+    // --init_from X --resume 1: the checkpoint in --out_dir wins once there is one (its config too).
     void find_start() {
-        if (rank0() && !tc.out_dir.empty() && tc.mode == "train") make_dirs(tc.out_dir);
-        if (tc.resume && rank0()) resume_from = find_resume_checkpoint(tc.out_dir);   // the newest complete checkpoint, if any
+        if (rank0()) resume_from = open_out_dir(tc);   // lock --out_dir; the newest checkpoint that verifies, if resuming
         if (tc.resume) run.bcast(&resume_from);
-        if (!tc.init_from.empty() && !resume_from.empty()) fatal("--init_from and --resume both name a starting point; use one");
-        if (!tc.init_from.empty()) {
+        if (!resume_from.empty()) use_resume_config(tc, resume_from);   // (every rank: rank 0 already did in open_out_dir)
+        if (!tc.init_from.empty() && resume_from.empty()) {
             CheckpointHeader h;
             read_checkpoint(tc.init_from, &h, params);
             run.init_model(h.cfg);
@@ -200,8 +210,8 @@ struct Trainer {
                tc.B, tc.T, tc.total_batch, accum, run.nranks() > 1 ? " per rank" : "", tc.steps, tc.lr, tc.warmup, tc.lr_floor,
                tc.weight_decay, tc.grad_clip);
         run.banner_parallel();
-        printf("data: %s: %lld tokens in %zu shards%s; activations %.1f MiB\n", tc.train_data.c_str(), train.total_tokens(),
-               train.shards.size(), have_val ? "" : " (no validation data)", run.activation_mib());
+        printf("data: %s: %lld tokens in %zu shards%s; %s\n", tc.train_data.c_str(), train.total_tokens(), train.shards.size(),
+               have_val ? "" : " (no validation data)", run.memory_mib().c_str());
         run.banner_tail();
         if (!resume_from.empty())
             printf("resume: %s (step %ld, data epoch %lld shard %lld window %lld)\n", resume_from.c_str(), start_step,
@@ -249,7 +259,7 @@ struct Trainer {
         memcpy(ts.rng, sample_rng.s, sizeof ts.rng);
         ts.log_offset = log.offset();
         ts.B = tc.B; ts.T = tc.T; ts.total_batch = tc.total_batch; ts.shuffle_seed = tc.shuffle_seed; ts.skipped_steps = skipped;
-        ts.precision = run.precision;
+        ts.precision = run.precision; ts.run_id = tc.run_id;
         const std::string path = ckpt_path(tc.out_dir, step);
         std::string err;
         bool ok = run.save(path, step, ts, &err, tc.debug_slow_ckpt_ms);
@@ -258,19 +268,21 @@ struct Trainer {
                 fprintf(stderr, "error: checkpoint at step %ld not saved: %s\n", step, err.c_str());
             } else {
                 printf("wrote checkpoint %s\n", path.c_str());
-                prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every);
+                prune_checkpoints(tc.out_dir, tc.keep_ckpts, tc.milestone_every, tc.run_id);   // this run's own
             }
         }
         return run.all_max(ok ? 0 : 1) == 0;
     }
 
-    // One optimizer step with its step line and log line.
-    void step_once(long step) {
+    // One optimizer step with its step line and log line. Returns -1, or the exit code when a
+    // stop request ended the step early (`at`: the state the step started from, checkpointed).
+    int step_once(long step, StepStart& at) {
         const bool layer_norms = tc.layer_norms_every > 0 && step % tc.layer_norms_every == 0;
         run.sync();
         auto t0 = std::chrono::steady_clock::now();
         const float lr = (float)lr_at(step, tc.lr, tc.warmup, tc.steps, tc.lr_floor);
         const StepResult r = run.step(train, accum, lr, tc, step == tc.inject_nan_at, layer_norms);   // (MIXLN_TEST_NAN_AT)
+        if (r.stopped_after >= 0) return at.stop(step, r.stopped_after, accum, !tc.out_dir.empty(), [&](long s) { return save(s); });
         if (!r.finite) handle_nonfinite(step, r.loss, r.norm, tc, &skipped, [&](long s) { return save(s); });
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (step > start_step || tc.steps - start_step == 1) { total_ms += ms; timed_steps++; }
@@ -288,6 +300,7 @@ struct Trainer {
                             !run.model.cfg.gpt(), group_norm(pt, r.sq, "lm_head"));
         }
         log.write(j);
+        return -1;
     }
     std::vector<float> layer_norms_of(const ParamTable& pt, const std::vector<double>& sq) const {
         return layer_norms(pt, run.model.cfg.n_layer, sq);   // common/run.h
@@ -302,11 +315,13 @@ struct Trainer {
         flops_tok = flops_per_token(run.model.table, run.model.cfg, tc.T);   // common/layout.h
         auto save_fn = [&](long s) { return save(s); };
         for (long step = start_step; step < tc.steps; step++) {
+            StepStart at(train, sample_rng, log);   // what a stop in the middle of this step returns to
             if (tc.val_every > 0 && step % tc.val_every == 0) validate(step);   // (a resumed run repeats the val its checkpoint preceded)
             if (tc.sample_every > 0 && step > 0 && step % tc.sample_every == 0) sample();
-            step_once(step);
+            int rc = step_once(step, at);
+            if (rc >= 0) return rc;
             if (run.nranks() > 1) g_stop_signal = run.all_max((int)g_stop_signal);   // a signal to any rank stops all at this step
-            int rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save_fn);
+            rc = stop_if_signalled(step + 1, !tc.out_dir.empty(), save_fn);
             if (rc >= 0) return rc;
             if (tc.ckpt_every > 0 && (step + 1) % tc.ckpt_every == 0 && step + 1 < tc.steps) save(step + 1);
         }
@@ -315,14 +330,15 @@ struct Trainer {
         if (!tc.out_dir.empty() && !save(tc.steps)) return 1;
         if (skipped) printf("%d update(s) skipped for non-finite values\n", skipped);
         run.report_end(total_ms, timed_steps, flops_tok, tc);
-        return 0;
+        return log.failed ? 1 : 0;   // a log write failed in the final validation (reported where it failed)
     }
 };
 
 // Test hooks, environment variables rather than flags (no part of a user's run, so not in
 // --help): MIXLN_TEST_NAN_AT=S makes one gradient element NaN at step S (the non-finite
 // guard's tests); MIXLN_TEST_SLOW_CKPT_MS=MS sleeps that long in the middle of each checkpoint
-// write (the kill-during-write tests).
+// write (the kill-during-write tests); MIXLN_TEST_SLOW_MICRO_MS=MS sleeps before each
+// micro-step (common/run.h stop_requested: a long step out of a tiny model, the stop tests).
 inline void read_test_hooks(TrainConfig& tc) {
     auto get = [](const char* name, long lo, long* out) {
         const char* v = getenv(name);

@@ -2,6 +2,7 @@
 // file I/O (every read names the file on failure), atomic file writes.
 #pragma once
 #include <cerrno>
+#include <csignal>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +32,14 @@ struct FatalError {
     exit(1);
 #endif
 }
+
+// A request to stop a training run at the next micro-step boundary: the signal number
+// of a SIGINT/SIGTERM (common/run.h), or STOP_LOG_FAILED when the log could not be
+// written (common/logger.h). The one global a trainer has (a signal handler can reach
+// nothing else). STOP_LOG_FAILED is above every signal number, so that the maximum over
+// the ranks of a data-parallel run (train_gpt.cu) keeps it.
+inline volatile sig_atomic_t g_stop_signal = 0;
+static const int STOP_LOG_FAILED = 1000;
 
 // A FILE that closes itself when it goes out of scope, also when a reader bails
 // out through fatal() in a fuzz build (where fatal throws).
@@ -113,6 +122,19 @@ struct AtomicFile {
         if (f) { fclose(f); unlink(tmp.c_str()); }
     }
 };
+
+// Physical memory of this machine in bytes (0: unknown).
+inline double host_memory_bytes() {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (double)pages * page : 0.0;
+}
+// Stop with a one-line error before allocating `bytes` (computed in 64 bits or as a
+// double by the caller) when they exceed the machine's memory; `what` names the flags.
+inline void require_host_memory(double bytes, const char* what) {
+    double have = host_memory_bytes();
+    if (have > 0 && bytes > have)
+        fatal("%s needs %.1f GiB but this machine has %.1f GiB of memory", what, bytes / (1 << 30), have / (1 << 30));
+}
 
 inline uint64_t u64_from_words(const int32_t* w) { return (uint64_t)(uint32_t)w[0] | ((uint64_t)(uint32_t)w[1] << 32); }
 inline void u64_to_words(int32_t* w, uint64_t x) { w[0] = (int32_t)(uint32_t)x; w[1] = (int32_t)(uint32_t)(x >> 32); }

@@ -84,8 +84,8 @@ def read_checkpoint(path_or_bytes):
     """Returns (config dict, float32 params array) of a checkpoint file."""
     data = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else open(path_or_bytes, "rb").read()
     h = np.frombuffer(data[: HEADER_WORDS * 4], dtype=np.int32)
-    if h[0] != CKPT_MAGIC or h[1] != CKPT_VERSION:
-        raise ValueError("not a version-1 checkpoint")
+    if h[0] != CKPT_MAGIC or h[1] not in (1, 2):   # version 2 adds a run id and a checksum trailer (not checked here)
+        raise ValueError("not a version-1 or version-2 checkpoint")
     f = lambda i: struct.unpack("<f", h[i].tobytes())[0]  # noqa: E731
     cfg = dict(arch=("gpt", "llama")[h[2]], n_layer=int(h[3]), n_head=int(h[4]), d_model=int(h[5]),
                ffn=int(h[6]), vocab=int(h[7]), padded_vocab=int(h[8]), max_seq_len=int(h[9]),

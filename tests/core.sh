@@ -121,4 +121,63 @@ run_test core/bad_ckpt_truncated  'fail:^error: .*ckpt_trunc\.bin: file is trunc
 run_test core/bad_ckpt_missing    'fail:^error: cannot open .*missing\.bin'               $B/train_gpt -e $SCRATCH/missing.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_ckpt_magic      'fail:^error: .*state_magic\.bin: not a checkpoint'     $B/train_gpt -e $SCRATCH/state_magic.bin -i "$SCRATCH/train_*.bin"
 run_test core/bad_data_missing    'fail:^error: no files match .*none_\*\.bin'            $B/train_gpt "${TINY[@]}" -i "$SCRATCH/none_*.bin"
+# float flags: finite and in range, one line naming the flag (no NaN/dead run that exits 0)
+run_test core/bad_flag_lr_inf         "fail:^error: --lr must be a finite number, got 'inf'"      $B/train_gpt "${TINY[@]}" -x 1 --lr inf
+run_test core/bad_flag_lr_huge        'fail:^error: --lr value 1e50 is out of range'            $B/train_gpt "${TINY[@]}" -x 1 --lr 1e50
+run_test core/bad_flag_lr_high        'fail:^error: --lr must be in \(0, 10\], got 50'           $B/train_gpt "${TINY[@]}" -x 1 --lr 50
+run_test core/bad_flag_beta1_nan      "fail:^error: --beta1 must be a finite number, got 'nan'"   $B/train_gpt "${TINY[@]}" -x 1 --beta1 nan
+run_test core/bad_flag_beta2_one      'fail:^error: --beta2 must be in \[0, 1\), got 1'           $B/train_gpt "${TINY[@]}" -x 1 --beta2 1
+run_test core/bad_flag_adam_eps_zero  'fail:^error: --adam_eps must be in \(0, 1\], got 0'        $B/train_gpt "${TINY[@]}" -x 1 --adam_eps 0
+run_test core/bad_flag_adam_eps_neg   'fail:^error: --adam_eps must be in \(0, 1\], got -1'       $B/train_gpt "${TINY[@]}" -x 1 --adam_eps -1
+run_test core/bad_flag_grad_clip_nan  "fail:^error: --grad_clip must be a finite number"          $B/train_gpt "${TINY[@]}" -x 1 --grad_clip nan
+run_test core/bad_flag_lr_floor_nan   "fail:^error: --lr_floor must be a finite number"           $B/train_gpt "${TINY[@]}" -x 1 --lr_floor nan
+run_test core/bad_flag_emb_std_nan    "fail:^error: --emb_std must be a finite number"            $B/train_gpt "${TINY[@]}" -x 1 --emb_std nan
+run_test core/bad_flag_rope_theta_0   'fail:^error: --rope_theta must be > 0, got 0'              $B/train_gpt "${TINY[@]}" -x 1 --rope_theta 0
+run_test core/bad_flag_rope_theta_neg 'fail:^error: --rope_theta must be > 0, got -5'             $B/train_gpt "${TINY[@]}" -x 1 --rope_theta -5
+run_test core/bad_flag_norm_eps_inf   "fail:^error: --norm_eps must be a finite number"           $B/train_gpt "${TINY[@]}" -x 1 --norm_eps inf
+run_test core/bad_flag_weight_decay   'fail:^error: --weight_decay must be in \[0, 100\], got -5' $B/train_gpt "${TINY[@]}" -x 1 --weight_decay -5
+run_test core/bad_flag_init_std_neg   'fail:^error: --init_std must be in \(0, 100\], got -1'     $B/train_gpt "${TINY[@]}" -x 1 --init_std -1
+# sizes: bounded before anything is allocated (no bad_alloc, no signed overflow), memory checked
+run_test core/bad_size_max_seq_len 'fail:^error: --max_seq_len must be in \[1, 1048576\], got 2147483647' $B/train_gpt "${TINY[@]}" --max_seq_len 2147483647
+run_test core/bad_size_ffn         'fail:^error: --ffn must be in \[1, 1048576\], got 2147483647'         $B/train_gpt "${TINY[@]}" --ffn 2147483647
+run_test core/bad_size_vocab       'fail:^error: --vocab must be in \[2, 16777216\], got 2147483647'      $B/train_gpt "${TINY[@]}" --vocab 2147483647
+run_test core/bad_size_micro_steps 'fail:^error: --total_batch 4294967296 is 4294967296 micro-steps of B\*T\*ranks = 1 tokens' \
+  $B/train_gpt "${TINY[@]}" -d 4294967296 -b 1 -t 1
+run_test core/bad_size_memory      "fail:^error: the model's parameters, gradients and AdamW state .* needs [0-9.]+ GiB but this machine has" \
+  $B/train_gpt "${TINY[@]}" --n_layer 64 --n_head 64 --d_model 16384 --ffn 65536 -k 1
+core_memory_printed() { $B/train_gpt "${TINY[@]}" -x 1 -v 0 -n 0 | grep -E '^data: .*memory [0-9.]+ MiB \(weights, gradients, AdamW [0-9.]+; activations [0-9.]+\)'; }
+run_test core/memory_printed pass core_memory_printed
+# every flag is checked before a file is touched: no folder made, no temporary file removed
+core_flags_before_files() {
+  local d=$SCRATCH/flagsfirst
+  mkdir -p $d/cwd && touch $d/cwd/ckpt_00000001.bin.tmp.99
+  (cd $d/cwd && $OLDPWD/$B/train_gpt "${TINY[@]}" --resume 1) > $d/out.txt 2>&1 && return 1
+  cat $d/out.txt
+  [ "$(wc -l < $d/out.txt)" = 1 ] && grep -q '^error: --resume needs --out_dir' $d/out.txt && [ -f $d/cwd/ckpt_00000001.bin.tmp.99 ] || return 1
+  $B/train_gpt "${TINY[@]}" --lr nan --out_dir $d/never > $d/out2.txt 2>&1 && return 1
+  cat $d/out2.txt
+  [ ! -e $d/never ] || { echo "$d/never was created before the flags were checked"; return 1; }
+}
+run_test core/flags_checked_before_files pass core_flags_before_files
+# --help shows every default; a preset's derived values are explained; a repeated flag warns
+core_help_defaults() {
+  $B/train_gpt --help > $SCRATCH/help.txt || return 1
+  local n_flags n_def
+  n_flags=$(grep -cE '^  (-[a-z], )? *--[a-z_0-9]+ ' $SCRATCH/help.txt); n_def=$(grep -c '\[default: [^]]*\]$' $SCRATCH/help.txt)
+  echo "$n_flags flags, $n_def with a default"
+  [ "$n_flags" -gt 40 ] && [ "$n_flags" = "$n_def" ] || return 1
+  grep -E -- '--batch_size .*\[default: 4\]$' $SCRATCH/help.txt && grep -E -- '--grad_clip .*\[default: 1\]$' $SCRATCH/help.txt &&
+    grep -E -- '--steps .*\[default: 1000\]$' $SCRATCH/help.txt && grep -E -- '--warmup .*\[default: 100\]$' $SCRATCH/help.txt
+}
+run_test core/help_shows_defaults pass core_help_defaults
+core_preset_derived() {
+  $B/train_gpt -p llama-71m -b 2 -t 16 --d_model 256 --n_head 4 --lr 1e-3 --lr 2e-3 -x 1 -v 0 -n 0 -i "$SCRATCH/none_*.bin" > $SCRATCH/derived.txt 2>&1
+  cat $SCRATCH/derived.txt
+  grep -q "^note: --total_batch 131072 (tokens per optimizer step) comes from preset llama-71m; with B=2 T=16 a step is 4096 micro-steps" $SCRATCH/derived.txt &&
+    grep -q "^note: --ffn 1368 comes from preset llama-71m" $SCRATCH/derived.txt &&
+    grep -q "^note: --warmup 1000 (from preset llama-71m) is longer than --steps 1" $SCRATCH/derived.txt &&
+    grep -q "^warning: --lr is given 2 times; the last value, '2e-3', is used" $SCRATCH/derived.txt
+}
+run_test core/preset_overrides_explained pass core_preset_derived
+
 rm -rf "$SCRATCH"

@@ -395,6 +395,69 @@ PYEOF
   run_test cuda/bad_resume_config  'fail:^error: .*ckpt_00000001\.bin: checkpoint has d_model=32 but the flags say 48' \
     cuda_bad_resume --d_model 48
   run_test cuda/train_help         pass "$T" --help
+  # the run's folder (common/run.h), checksums, signals, the log and the skip limit, as in
+  # tests/reliability.sh for the CPU trainer
+  cuda_out_dir() {
+    local d="$CSCRATCH/own" && rm -rf "$d"
+    "$T" "${CTINY[@]}" -x 1 --out_dir "$d" >/dev/null || return 1
+    "$T" "${CTINY[@]}" -x 1 --out_dir "$d" > "$CSCRATCH/own.txt" 2>&1 && return 1
+    cat "$CSCRATCH/own.txt"
+    grep -q "^error: --out_dir .*/own already holds 1 checkpoint(s)" "$CSCRATCH/own.txt" || return 1
+    "$T" "${CTINY[@]}" -x 100000000 --out_dir "$d" --resume 1 -o "$d/log.jsonl" > /dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do grep -q '"kind":"step"' "$d/log.jsonl" 2>/dev/null && break; sleep 0.1; done
+    "$T" "${CTINY[@]}" -x 1 --out_dir "$d" --resume 1 > "$CSCRATCH/own2.txt" 2>&1; local rc=$?
+    kill -9 $pid; wait $pid 2>/dev/null
+    cat "$CSCRATCH/own2.txt"
+    [ $rc -ne 0 ] && grep -q "^error: --out_dir .*/own is in use by another run (process $pid holds" "$CSCRATCH/own2.txt"
+  }
+  run_test cuda/train_emu_out_dir_one_run pass cuda_out_dir
+  # the newest checkpoint damaged: resume falls back to the next older one, and continues bitwise
+  cuda_checksum() {
+    local d="$CSCRATCH/sum" && rm -rf "$d"
+    "$T" "${CTINY[@]}" -x 4 --ckpt_every 1 --keep_ckpts 5 --out_dir "$d" -o "$CSCRATCH/sumfull.jsonl" >/dev/null || return 1
+    cp "$CSCRATCH/sumfull.jsonl" "$CSCRATCH/sumpart.jsonl" && rm "$d/ckpt_00000004.bin"
+    printf '\x55' | dd of="$d/ckpt_00000003.bin" bs=1 seek=20000 conv=notrunc status=none
+    "$T" "${CTINY[@]}" -x 4 --ckpt_every 1 --keep_ckpts 5 --out_dir "$d" -o "$CSCRATCH/sumpart.jsonl" --resume 1 > "$CSCRATCH/sum.txt" || return 1
+    grep resume "$CSCRATCH/sum.txt"
+    grep -q "ckpt_00000003.bin: checksum mismatch (the file is damaged); renamed" "$CSCRATCH/sum.txt" &&
+      grep -q "^resume: .*ckpt_00000002.bin (step 2" "$CSCRATCH/sum.txt" || return 1
+    $CPY dev/compare_logs.py "$CSCRATCH/sumfull.jsonl" "$CSCRATCH/sumpart.jsonl"
+  }
+  run_test cuda/train_emu_checksum_fallback pass cuda_checksum
+  # SIGTERM in a long step (2 micro-steps, 1.5 s before each): stops at a micro-step boundary,
+  # saves the last completed step; the resumed run continues bitwise
+  cuda_signal_mid_step() {
+    local d="$CSCRATCH/long" && rm -rf "$d" && mkdir -p "$d"
+    "$T" "${CTINY[@]}" -x 2 -d 64 -o "$CSCRATCH/longfull.jsonl" >/dev/null || return 1
+    MIXLN_TEST_SLOW_MICRO_MS=1500 "$T" "${CTINY[@]}" -x 2 -d 64 --out_dir "$d" -o "$d/log.jsonl" > "$d/out.txt" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1200); do grep -q '"kind":"step"' "$d/log.jsonl" 2>/dev/null && break; sleep 0.1; done
+    sleep 1; kill -TERM $pid; wait $pid || { echo "exit $?"; cat "$d/out.txt"; return 1; }
+    grep -E "stopped|received" "$d/out.txt"
+    grep -q "^step 2 stopped after [0-9] of 2 micro-steps" "$d/out.txt" &&
+      grep -q "received SIGTERM at step 1: wrote checkpoint" "$d/out.txt" || return 1
+    "$T" "${CTINY[@]}" -x 2 -d 64 --out_dir "$d" -o "$d/log.jsonl" --resume 1 > /dev/null || return 1
+    $CPY dev/compare_logs.py "$CSCRATCH/longfull.jsonl" "$d/log.jsonl"
+  }
+  run_test cuda/train_emu_signal_stops_long_step pass cuda_signal_mid_step
+  run_test cuda/train_emu_log_dev_full 'fail:^error: writing log /dev/full failed: No space left on device; the log ends with its last complete line' \
+    "$T" "${CTINY[@]}" -x 2 -o /dev/full
+  cuda_skip_limit() {   # NaN weights (a checkpoint rewritten as version 1, every parameter NaN)
+    rm -rf "$CSCRATCH/nanw" && "$T" "${CTINY[@]}" -x 1 --out_dir "$CSCRATCH/nanw" >/dev/null || return 1
+    $CPY - "$CSCRATCH/nanw/ckpt_00000001.bin" "$CSCRATCH/nanw.bin" <<'PYEOF' || return 1
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<i", b, 4, 1)
+n = struct.unpack_from("<Q", b, 80)[0]
+b[1024:1024 + 4 * n] = struct.pack("<I", 0x7FC00000) * n
+open(sys.argv[2], "wb").write(bytes(b[:-8]))
+PYEOF
+    "$T" -e "$CSCRATCH/nanw.bin" -b 2 -t 16 -i "$CSCRATCH/train_*.bin" -n 0 -v 0 -x 50 --skip_limit 2
+  }
+  run_test cuda/train_emu_skip_limit 'fail:^error: steps 1 to 2 were all skipped for a non-finite loss or gradient \(--skip_limit 2\)' cuda_skip_limit
+  run_test cuda/bad_flag_lr_huge   'fail:^error: --lr value 1e50 is out of range' "$T" "${CTINY[@]}" --lr 1e50
+  run_test cuda/bad_size_vocab     'fail:^error: --vocab must be in \[2, 16777216\], got 2147483647' "$T" "${CTINY[@]}" --vocab 2147483647
 else
   skip_test cuda/train_emu "emulated build absent (no CUDA headers)"
 fi
