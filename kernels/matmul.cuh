@@ -42,7 +42,7 @@
 // ----------------------------------------------------------------------------
 // Column sums, deterministic: db[c] += sum over rows r of x[r][c], x (N, OC) row-major, the
 // bias gradient of a linear layer (bias_backward, below) or of the GELU backward's output
-// computed on the fly (the candidate dev/cuda/gelu_backward_bias.cuh). Two kernels:
+// computed on the fly (the candidate dev/cuda/gelu_bias_grad.cuh). Two kernels:
 //  1. colsum_partial_kernel, grid (column blocks, row splits), block COLSUM_WARPS warps.
 //     Thread `lane` of a warp owns VEC consecutive columns (VEC = 16 / sizeof(T): one 16-byte
 //     load per row; VEC = 1, the same code with scalar loads, when OC % VEC != 0 or a pointer

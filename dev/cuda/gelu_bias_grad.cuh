@@ -2,7 +2,7 @@
 // kernel paths that train_gpt.cu does not use (it runs gelu_backward, and the bias gradient
 // in the dW GEMM's epilogue, BGRADB):
 //   gelu_backward_bias     a candidate: the bias gradient summed inside the GELU backward, one
-//                          pass. Not yet timed against the shipped path on a GPU; a measurement
+//                          pass. No GPU measurement times it against the shipped path; one
 //                          decides whether it is promoted.
 //   linear_dgelu_backward  the GELU gradient and the fc bias gradient in the proj layer's dinp
 //                          GEMM (cuBLASLt DGELU_BGRAD): on an H200 cuBLASLt runs that epilogue
