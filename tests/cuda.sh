@@ -307,9 +307,17 @@ PYEOF
     run_test cuda/analysis_emu_ddp pass cuda_analysis_ddp
     # ZeRO-1 (--zero 1, the optimizer state sharded over the ranks): the same run as --zero 0,
     # bit for bit: the logs (loss, norms, per-layer norms, validation) and the step-2 and
-    # step-4 checkpoints' parameters and AdamW state (all but the header, whose log offset
-    # counts the digits of the timing fields). args: the number of ranks, then the flags;
+    # step-4 checkpoints' parameters and AdamW state (cmp_ckpt_state: all but the header, whose
+    # log offset counts the digits of the timing fields, and the checksum over it). args: the number of ranks, then the flags;
     # ZENV: more of mpirun's -x settings.
+    # two checkpoints' parameters and AdamW state: the bytes between the 1024-byte header and
+    # the 8-byte checksum (docs/FORMATS.md; the header holds the run id and the log offset, and
+    # the checksum covers the header)
+    cmp_ckpt_state() {
+      local n=$(($(stat -c %s "$1") - 1024 - 8))
+      [ "$(stat -c %s "$1")" = "$(stat -c %s "$2")" ] || { echo "$1 and $2 differ in size"; return 1; }
+      cmp -i 1024 -n "$n" "$1" "$2"
+    }
     cuda_zero_same() {
       local np=$1; shift
       local extra M
@@ -322,7 +330,7 @@ PYEOF
       done
       grep "ZeRO-1, this rank holds" "$CSCRATCH/z1.txt" || { echo "--zero 1 did not shard"; return 1; }
       $CPY dev/compare_logs.py "$CSCRATCH/z0.jsonl" "$CSCRATCH/z1.jsonl" || return 1
-      for s in 00000002 00000004; do cmp -i 1024 "$CSCRATCH/z0/ckpt_$s.bin" "$CSCRATCH/z1/ckpt_$s.bin" || return 1; done
+      for s in 00000002 00000004; do cmp_ckpt_state "$CSCRATCH/z0/ckpt_$s.bin" "$CSCRATCH/z1/ckpt_$s.bin" || return 1; done
       echo "checkpoints at steps 2 and 4: parameters and AdamW state identical"
     }
     # bf16: llama on 2 ranks with validation; gpt on 3 (three uneven shards); fp32 llama on 3
@@ -354,7 +362,7 @@ PYEOF
         -o "$CSCRATCH/zpart.jsonl" --resume 1 > "$CSCRATCH/zresume.txt" || return 1
       grep -q "resume: .*ckpt_00000002.bin (step 2" "$CSCRATCH/zresume.txt" || { echo "did not resume from step 2"; return 1; }
       $CPY dev/compare_logs.py "$CSCRATCH/zfull.jsonl" "$CSCRATCH/zpart.jsonl" || return 1
-      cmp -i 1024 "$CSCRATCH/zckpt4.bin" "$CSCRATCH/zr/ckpt_00000004.bin" && echo "step-4 checkpoints: parameters and AdamW state identical"
+      cmp_ckpt_state "$CSCRATCH/zckpt4.bin" "$CSCRATCH/zr/ckpt_00000004.bin" && echo "step-4 checkpoints: parameters and AdamW state identical"
     }
     run_test cuda/train_emu_zero1_resume pass cuda_zero_resume
     run_test cuda/bad_zero 'fail:^error: --zero must be 0 or 1, got 2' "$T" "${CTINY[@]}" --zero 2
