@@ -15,6 +15,8 @@ tolerance; exits non-zero on any failure.
     --perturb NAME       add a small error to the computed gradient of tensor NAME (negative test)
     --attn_block N       rows per causal attention block (default: the trainer's 64; small odd
                          values make the blocked paths run on the tiny stored configs)
+    --min_k_margin X     a model with K one off must miss the stored logits by at least X times
+                         their tolerance (default 100; 0: print the margin only)
 */
 #define TESTING
 #include "train_gpt.cpp"
@@ -30,10 +32,10 @@ static const double TOL_LOGITS = 1e-5, TOL_LOSS = 1e-6, TOL_GRAD = 2e-5, TOL_NOR
 using Checker = TensorChecker;   // dev/test/tensor_checker.h
 
 // The stored states are built to discriminate (dev/make_reference.py, SHARP_*): a model with K
-// one off must miss the stored logits by at least MIN_K_MARGIN x their tolerance, on logits
+// one off must miss the stored logits by at least min_margin x their tolerance (--min_k_margin,
+// default 100; the unsharpened extra set of make_reference.py is run with 0: printed only), on logits
 // alone. Prints the margin of each neighbour K; a state too weak to tell them apart fails.
-static const double MIN_K_MARGIN = 100.0;
-static void check_wrong_k_margin(const RefState& s, const ModelConfig& cfg, int attn_block, Checker& ck) {
+static void check_wrong_k_margin(const RefState& s, const ModelConfig& cfg, int attn_block, double min_margin, Checker& ck) {
     size_t BT = (size_t)s.B * s.T;
     for (int k : {cfg.post_ln_layers - 1, cfg.post_ln_layers + 1}) {
         if (k < 0 || k > cfg.n_layer) continue;
@@ -54,12 +56,14 @@ static void check_wrong_k_margin(const RefState& s, const ModelConfig& cfg, int 
         double margin = err / std::max(ref, 1e-12) / TOL_LOGITS;
         char msg[160];
         snprintf(msg, sizeof msg, "a wrong K=%d misses the logits by %.0fx their tolerance (at least %.0fx needed)", k,
-                 margin, MIN_K_MARGIN);
-        ck.expect(margin >= MIN_K_MARGIN, msg);
+                 margin, min_margin);
+        if (min_margin > 0) ck.expect(margin >= min_margin, msg);
+        else printf("  info %s\n", msg);
     }
 }
 
-static void run_state(const std::string& path, int override_k, const std::string& perturb, int attn_block, Checker& ck) {
+static void run_state(const std::string& path, int override_k, const std::string& perturb, int attn_block,
+                      double min_k_margin, Checker& ck) {
     RefState s = read_refstate(path);
     ModelConfig cfg = s.ckpt.cfg;
     printf("%s: %s, %s, L=%d C=%d H=%d ffn=%d vocab=%d (padded %d), B=%d T=%d\n", path.c_str(), arch_name(cfg.arch),
@@ -106,7 +110,7 @@ static void run_state(const std::string& path, int override_k, const std::string
     for (double x : sq) tot += x;
     ck.check1("global grad norm", (float)sqrt(tot), s.total_norm, TOL_NORM);
 
-    check_wrong_k_margin(s, cfg, attn_block, ck);
+    check_wrong_k_margin(s, cfg, attn_block, min_k_margin, ck);
 
     // N optimizer steps on the same batch, from the initial weights
     model.params = s.params;
@@ -131,6 +135,7 @@ static void run_state(const std::string& path, int override_k, const std::string
 
 int main(int argc, char** argv) {
     int override_k = -1, attn_block = 0;
+    double min_k_margin = 100.0;
     std::string perturb;
     std::vector<std::string> files;
     for (int i = 1; i < argc; i++) {
@@ -143,10 +148,14 @@ int main(int argc, char** argv) {
             char* end;
             attn_block = (int)strtol(argv[++i], &end, 10);
             if (*end || attn_block < 1) fatal("--attn_block expects a positive integer, got '%s'", argv[i]);
+        } else if (a == "--min_k_margin" && i + 1 < argc) {
+            char* end;
+            min_k_margin = strtod(argv[++i], &end);
+            if (*end || !(min_k_margin >= 0 && min_k_margin < 1e12)) fatal("--min_k_margin expects a number >= 0, got '%s'", argv[i]);
         } else if (a == "--perturb" && i + 1 < argc) {
             perturb = argv[++i];
         } else if (a == "--help" || a == "-h") {
-            printf("usage: %s [--post_ln_layers K] [--perturb TENSOR] [--attn_block N] [state.bin ...]\n", argv[0]);
+            printf("usage: %s [--post_ln_layers K] [--perturb TENSOR] [--attn_block N] [--min_k_margin X (default 100)] [state.bin ...]\n", argv[0]);
             return 0;
         } else if (a.rfind("--", 0) == 0) {
             fatal("unknown flag %s (see --help)", a.c_str());
@@ -159,7 +168,7 @@ int main(int argc, char** argv) {
     Checker ck;
     for (const std::string& f : files) {
         int before = ck.failures;
-        run_state(f, override_k, perturb, attn_block, ck);
+        run_state(f, override_k, perturb, attn_block, min_k_margin, ck);
         printf("%s: %s\n\n", f.c_str(), ck.failures == before ? "OK" : "MISMATCH");
     }
     printf("worst check relative to its tolerance: %.3f (%s)\n", ck.worst_rel, ck.worst_what.c_str());

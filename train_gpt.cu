@@ -343,7 +343,7 @@ struct Model : DeviceMemory<T> {
 
     // ------------------------------------------------------------------ backward
     // Accumulates d(loss * grad_scale)/d(params) into grads (call zero_grad first;
-    // grad_scale = 1/accumulation steps, the same value a fused forward was given).
+    // grad_scale = 1/accumulation steps, the same value the fused forward gets).
     // last_micro (data parallel): this is the step's last micro-batch, so each gradient
     // bucket is final once its part of the backward has run and is averaged over the ranks
     // then: the head (norm_f, lm_head: the end of the table) after the classifier and the

@@ -50,7 +50,7 @@ struct JsonLine {
 };
 
 // A failed write (a full disk) never leaves a partial line: the file is cut back to its
-// last complete line, the failure is reported once (with the line that was lost, on
+// last complete line, the failure is reported once (with the line that is lost, on
 // stdout), no more lines are written, and the run is asked to stop (g_stop_signal =
 // STOP_LOG_FAILED): the trainer checkpoints the last completed step, recording the
 // complete log's length, and exits 1. --resume 1 then continues the log after its

@@ -168,7 +168,7 @@ inline void claim_out_dir(const TrainConfig& tc) {
 }
 
 // Resuming a run that started from --init_from: the model config is the checkpoint's
-// (as it was X's), not the model flags'. Without --init_from, nothing changes (the
+// (X's, carried into it), not the model flags'. Without --init_from, nothing changes (the
 // flags must match the checkpoint, check_resume_config).
 inline void use_resume_config(TrainConfig& tc, const std::string& from) {
     if (tc.init_from.empty()) return;
@@ -224,7 +224,7 @@ inline void check_resume_config(const CheckpointHeader& h, const TrainConfig& tc
     cmp("precision (dtype; 0 = fp32)", h.dtype, 0);
     if (!h.has_optimizer || !h.has_train_state) fatal("%s: not a training checkpoint (no optimizer or training state)", path);
     if (h.train.precision != precision)
-        fatal("%s: checkpoint was trained with precision %s but this run is %s (resume needs the same precision; "
+        fatal("%s: checkpoint holds precision %s but this run is %s (resume needs the same precision; "
               "--init_from takes the weights under any precision)", path, precision_name(h.train.precision), precision_name(precision));
     cmp("batch_size", h.train.B, tc.B); cmp("seq_len", h.train.T, tc.T); cmp("total_batch", h.train.total_batch, tc.total_batch);
     cmp("shuffle_seed", h.train.shuffle_seed, tc.shuffle_seed);
@@ -328,7 +328,7 @@ template <typename SaveFn>
 inline void handle_nonfinite(long step, double loss, float norm, const TrainConfig& tc, int* skipped, SaveFn save) {
     const char* what = std::isfinite(loss) ? "gradient norm" : "loss";
     if (tc.nonfinite == "stop") {
-        printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update was not applied\n", step + 1, what, loss, norm);
+        printf("step %5ld: non-finite %s (loss %g, grad norm %g); the update is skipped\n", step + 1, what, loss, norm);
         bool saved = save(step);
         std::string where = saved ? " (last good state saved to " + ckpt_path(tc.out_dir, step) + ")"
                             : tc.out_dir.empty() ? " (no --out_dir: nothing saved)" : " (the checkpoint could not be written)";

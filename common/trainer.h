@@ -60,7 +60,7 @@
 struct StepResult {
     double loss;             // the mean loss over the step's micro-batches
     float norm;              // the global gradient norm before clipping
-    bool finite;             // false: the update was skipped (the step counter is not advanced)
+    bool finite;             // false: the update is skipped (the step counter is not advanced)
     std::vector<double> sq;  // per tensor (table order) sum of g^2, when asked for
     int stopped_after;       // -1: the step ran; >= 0: a stop request ended it after this many micro-steps
                              // (its partial gradients dropped, nothing applied)

@@ -67,9 +67,15 @@ run_test core/neg_perturbed_grad  'fail:FAIL +grad l2\.fc\.w '          $B/test_
 # T up to 70, B = 1 and 3, one head), generated here from PyTorch and checked the same way
 core_extra_shapes() {
   $PY dev/make_reference.py --set extra --out "$SCRATCH/extra" >/dev/null || return 1
-  $B/test_gpt "$SCRATCH"/extra/*.bin
+  $B/test_gpt --min_k_margin 0 "$SCRATCH"/extra/*.bin   # a fresh initialisation: no K margin to demand
 }
 run_test core/test_gpt_extra_shapes pass core_extra_shapes
+# the K-margin check can fail: a freshly initialised state (std 0.02) cannot tell K from K+-1
+core_neg_weak_margin() {
+  [ -f "$SCRATCH/extra/x_gpt_odd.bin" ] || $PY dev/make_reference.py --set extra --only x_gpt_odd --out "$SCRATCH/extra" >/dev/null || return 2
+  $B/test_gpt "$SCRATCH/extra/x_gpt_odd.bin"
+}
+run_test core/neg_weak_k_margin 'fail:FAIL a wrong K=[0-9]+ misses the logits by [0-9]+x' core_neg_weak_margin
 
 # --- host code: shards, loader, checkpoints, flags, schedule
 run_test core/test_host           pass $B/test_host
@@ -156,7 +162,7 @@ core_flags_before_files() {
   [ "$(wc -l < $d/out.txt)" = 1 ] && grep -q '^error: --resume needs --out_dir' $d/out.txt && [ -f $d/cwd/ckpt_00000001.bin.tmp.99 ] || return 1
   $B/train_gpt "${TINY[@]}" --lr nan --out_dir $d/never > $d/out2.txt 2>&1 && return 1
   cat $d/out2.txt
-  [ ! -e $d/never ] || { echo "$d/never was created before the flags were checked"; return 1; }
+  [ ! -e $d/never ] || { echo "$d/never exists: a file is touched before the flags are checked"; return 1; }
 }
 run_test core/flags_checked_before_files pass core_flags_before_files
 # --help shows every default; a preset's derived values are explained; a repeated flag warns

@@ -398,7 +398,7 @@ PYEOF
     [ -f "$CSCRATCH/ck/ckpt_00000001.bin" ] || "$T" "${CTINY[@]}" -x 1 --out_dir "$CSCRATCH/ck" >/dev/null || return 0
     "$T" "${CTINY[@]}" -x 2 --out_dir "$CSCRATCH/ck" --resume 1 "$@"
   }
-  run_test cuda/bad_resume_precision 'fail:^error: .*ckpt_00000001\.bin: checkpoint was trained with precision bf16 but this run is fp32' \
+  run_test cuda/bad_resume_precision 'fail:^error: .*ckpt_00000001\.bin: checkpoint holds precision bf16 but this run is fp32' \
     cuda_bad_resume --precision fp32
   run_test cuda/bad_resume_config  'fail:^error: .*ckpt_00000001\.bin: checkpoint has d_model=32 but the flags say 48' \
     cuda_bad_resume --d_model 48
