@@ -13,6 +13,7 @@ PKGS=(
   python3-regex                    # GPT-2 BPE pre-tokenizer (\p{L} classes)
   python3-sentencepiece sentencepiece   # SentencePiece tokenizers (spm_train)
   util-linux                       # setarch (TSan runs with ASLR off)
+  shellcheck                       # gpu_check/shellcheck lints scripts/gpu_check.sh
   libopenmpi-dev openmpi-bin       # the CUDA trainer's data-parallel launch (mpirun), tested emulated
 )
 missing=()
